@@ -1,0 +1,477 @@
+"""Async client for OpenAI-compatible chat-completion endpoints (vLLM, KServe, hosted APIs).
+
+What it guarantees, for a batch of :class:`ChatRequest`:
+
+* one :class:`ChatResult` per request, in order — nothing lost, nothing duplicated (identical requests
+  in one batch are sent once);
+* bounded concurrency, overall and per endpoint;
+* retries with exponential backoff and full jitter on 408/409/425/429/5xx, timeouts, connection
+  resets **and** malformed or truncated 200 bodies (which the stock ``openai`` client passes on or
+  loses); ``Retry-After`` is honoured; other 4xx fail at once (retrying cannot fix them);
+* a per-attempt timeout that grows with ``max_tokens`` (long CoTs take minutes);
+* a durable cache (:class:`~kubedistill.teacher.cache.RequestCache`) written as each answer arrives,
+  so a killed run, started again, repeats nothing that finished;
+* token accounting and a progress bar with requests/s and tokens/s.
+
+API keys are read from the environment variables named in :class:`TeacherConfig` and only ever
+placed in the ``Authorization`` header; they are never logged or cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from kubedistill.config import ClientConfig, TeacherConfig
+from kubedistill.teacher.cache import RequestCache
+from kubedistill.teacher.progress import RequestProgress
+
+T = TypeVar("T")
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+MAX_RETRY_AFTER_S = 600.0
+
+
+class TeacherError(RuntimeError):
+    """A teacher cannot be used (unreachable, unauthorised, wrong model)."""
+
+
+class MalformedResponse(ValueError):
+    """A 200 answer whose body is not a usable chat completion (truncated JSON, no choices, ...)."""
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """One chat completion to make. ``tag`` is the caller's (e.g. the problem id); not part of the key."""
+
+    teacher: str
+    messages: list[dict[str, str]]
+    params: dict[str, Any] = field(default_factory=dict)
+    sample_index: int = 0
+    tag: Any = None
+
+    def cache_key(self, model: str) -> str:
+        """Content hash of (model, messages, sampling params, sample index)."""
+        payload = json.dumps(
+            {"model": model, "messages": self.messages, "params": self.params, "i": self.sample_index},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(slots=True)
+class ChatResult:
+    request: ChatRequest
+    content: str | None = None
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    cached: bool = False
+    error: str | None = None
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_cache(self) -> dict[str, Any]:
+        return {
+            "content": self.content,
+            "reasoning": self.reasoning,
+            "finish_reason": self.finish_reason,
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "attempts": self.attempts,
+            "latency_s": round(self.latency_s, 4),
+        }
+
+    @classmethod
+    def from_cache(cls, request: ChatRequest, data: dict[str, Any]) -> ChatResult:
+        usage = data.get("usage") or {}
+        return cls(
+            request=request,
+            content=data.get("content"),
+            reasoning=data.get("reasoning"),
+            finish_reason=data.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            attempts=int(data.get("attempts") or 0),
+            cached=True,
+            latency_s=float(data.get("latency_s") or 0.0),
+        )
+
+
+@dataclass
+class TeacherUsage:
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    truncated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ClientStats:
+    """Totals over the client's lifetime (all batches)."""
+
+    requests: int = 0
+    cached: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    truncated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+    per_teacher: dict[str, TeacherUsage] = field(default_factory=dict)
+
+    def as_metrics(self, prefix: str = "teacher.") -> dict[str, float]:
+        m = {
+            f"{prefix}requests": self.requests,
+            f"{prefix}cached": self.cached,
+            f"{prefix}succeeded": self.succeeded,
+            f"{prefix}failed": self.failed,
+            f"{prefix}retries": self.retries,
+            f"{prefix}truncated": self.truncated,
+            f"{prefix}prompt_tokens": self.prompt_tokens,
+            f"{prefix}completion_tokens": self.completion_tokens,
+            f"{prefix}elapsed_s": round(self.elapsed_s, 3),
+        }
+        return {k: float(v) for k, v in m.items()}
+
+
+def parse_chat_response(raw: bytes) -> dict[str, Any]:
+    """Extract content, reasoning, finish_reason and usage from a chat-completion body, or raise
+    :class:`MalformedResponse`."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MalformedResponse(f"body is not JSON ({len(raw)} bytes): {e}") from None
+    if not isinstance(data, dict):
+        raise MalformedResponse("body is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponse("no choices in body")
+    msg = choices[0].get("message")
+    if not isinstance(msg, dict):
+        raise MalformedResponse("choice has no message")
+    content = msg.get("content")
+    # vLLM's reasoning parsers put the thinking in a separate field (older: reasoning_content).
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    if content is not None and not isinstance(content, str):
+        raise MalformedResponse("message content is not a string")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise MalformedResponse("message reasoning is not a string")
+    finish = choices[0].get("finish_reason")
+    if content is None and not reasoning:
+        raise MalformedResponse("message has neither content nor reasoning")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return {
+        "content": content or "",
+        "reasoning": reasoning,
+        "finish_reason": finish if isinstance(finish, str) else None,
+        "prompt_tokens": _int(usage.get("prompt_tokens")),
+        "completion_tokens": _int(usage.get("completion_tokens")),
+    }
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class TeacherClient:
+    """Runs batches of chat requests against one or more teachers. See the module docstring."""
+
+    def __init__(self, teachers: Sequence[TeacherConfig], cfg: ClientConfig | None = None) -> None:
+        if not teachers:
+            raise ValueError("at least one teacher is needed")
+        self.cfg = cfg or ClientConfig()
+        self.teachers: dict[str, TeacherConfig] = {}
+        for t in teachers:
+            if t.label in self.teachers:
+                raise ValueError(f"two teachers share the name {t.label!r}")
+            self.teachers[t.label] = t
+        # Resolve keys now: a missing variable fails before any request is made.
+        self._headers = {}
+        for label, t in self.teachers.items():
+            h = {"Content-Type": "application/json"}
+            key = t.api_key()
+            if key:
+                h["Authorization"] = f"Bearer {key}"
+            self._headers[label] = h
+        self.cache = RequestCache(self.cfg.cache_dir) if self.cfg.cache_dir else None
+        self.stats = ClientStats()
+
+    # ------------------------------------------------------------------------------------ public API
+
+    def run(self, requests: Sequence[ChatRequest], desc: str = "requests") -> list[ChatResult]:
+        """Blocking wrapper of :meth:`arun` (on uvloop where installed: less client CPU per request)."""
+        return run_async(self.arun(requests, desc=desc))
+
+    async def arun(self, requests: Sequence[ChatRequest], desc: str = "requests") -> list[ChatResult]:
+        start = time.perf_counter()
+        n = len(requests)
+        results: list[ChatResult | None] = [None] * n
+        keys: list[str] = []
+        for r in requests:
+            t = self.teachers.get(r.teacher)
+            if t is None:
+                raise ValueError(f"request names unknown teacher {r.teacher!r} (known: {list(self.teachers)})")
+            keys.append(r.cache_key(t.model))
+        found = self.cache.get_many(keys) if self.cache else {}
+        pending: dict[str, list[int]] = {}
+        for i, (req, key) in enumerate(zip(requests, keys, strict=True)):
+            if key in found:
+                results[i] = ChatResult.from_cache(req, found[key])
+            else:
+                pending.setdefault(key, []).append(i)
+        n_cached = n - sum(len(v) for v in pending.values())
+        for res in results:
+            if res is not None:
+                self._account(res)
+
+        progress = RequestProgress(total=n, initial=n_cached, desc=desc, enabled=self.cfg.progress)
+        try:
+            if pending:
+                await self._run_pending(requests, keys, pending, results, progress)
+        finally:
+            progress.close()
+            self.stats.elapsed_s += time.perf_counter() - start
+        return [r for r in results if r is not None]
+
+    def check(self, timeout_s: float = 5.0, attempts: int = 3) -> None:
+        run_async(self.acheck(timeout_s=timeout_s, attempts=attempts))
+
+    async def acheck(self, timeout_s: float = 5.0, attempts: int = 3) -> None:
+        """Fail fast, before any work: every teacher answers ``GET /models`` and serves its model."""
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(self._check_one(session, t, timeout_s, attempts) for t in self.teachers.values()))
+
+    def close(self) -> None:
+        if self.cache:
+            self.cache.close()
+
+    # ----------------------------------------------------------------------------------- internals
+
+    async def _check_one(
+        self, session: aiohttp.ClientSession, t: TeacherConfig, timeout_s: float, attempts: int
+    ) -> None:
+        last = ""
+        for attempt in range(attempts):
+            try:
+                async with session.get(
+                    f"{t.url}/models",
+                    headers=self._headers[t.label],
+                    timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status in (401, 403):
+                        raise TeacherError(
+                            f"teacher {t.label!r} at {t.url} refused the key (HTTP {resp.status}); "
+                            f"check {t.api_key_env or 'api_key_env'}"
+                        )
+                    if resp.status == 200:
+                        served = _served_models(body)
+                        if served and t.model not in served:
+                            raise TeacherError(
+                                f"teacher {t.label!r} at {t.url} does not serve model {t.model!r} "
+                                f"(it serves: {', '.join(sorted(served))})"
+                            )
+                        return
+                    if resp.status == 404:
+                        return  # some gateways do not expose /models; the first request will tell
+                    last = f"HTTP {resp.status}"
+            except TeacherError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                last = f"{type(e).__name__}: {e}".strip()
+            if attempt + 1 < attempts:
+                await asyncio.sleep(1.0 * (attempt + 1))
+        raise TeacherError(f"teacher {t.label!r} at {t.url} is unreachable after {attempts} tries: {last}")
+
+    async def _run_pending(
+        self,
+        requests: Sequence[ChatRequest],
+        keys: list[str],
+        pending: dict[str, list[int]],
+        results: list[ChatResult | None],
+        progress: RequestProgress,
+    ) -> None:
+        sems = {
+            label: asyncio.Semaphore(t.max_concurrency)
+            for label, t in self.teachers.items()
+            if t.max_concurrency is not None
+        }
+        work = iter(list(pending.items()))
+        connector = aiohttp.TCPConnector(limit=self.cfg.concurrency, limit_per_host=0, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+
+            async def worker() -> None:
+                for key, idxs in work:
+                    req = requests[idxs[0]]
+                    sem = sems.get(req.teacher)
+                    if sem is not None:
+                        async with sem:
+                            res = await self._call(session, req)
+                    else:
+                        res = await self._call(session, req)
+                    if res.ok and self.cache is not None:
+                        self.cache.put(key, self.teachers[req.teacher].model, res.to_cache())
+                    for i in idxs:
+                        r = res if i == idxs[0] else _copy_for(res, requests[i])
+                        results[i] = r
+                        self._account(r)
+                        progress.update(0 if r.cached else r.completion_tokens, failed=not r.ok)
+
+            n_workers = min(self.cfg.concurrency, len(pending))
+            await asyncio.gather(*(worker() for _ in range(n_workers)))
+
+    async def _call(self, session: aiohttp.ClientSession, req: ChatRequest) -> ChatResult:
+        t = self.teachers[req.teacher]
+        body = {"model": t.model, "messages": req.messages, **req.params, **t.extra_body}
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        url = f"{t.url}/chat/completions"
+        timeout = aiohttp.ClientTimeout(
+            total=self.cfg.attempt_timeout(req.params.get("max_tokens")), sock_connect=self.cfg.connect_timeout_s
+        )
+        headers = self._headers[req.teacher]
+        start = time.perf_counter()
+        error = ""
+        attempt = 0
+        for attempt in range(1, self.cfg.max_retries + 2):
+            retry_after: float | None = None
+            try:
+                async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+                    if status != 200:
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                if isinstance(e, TimeoutError):
+                    kind = "timeout"
+                elif isinstance(e, aiohttp.ClientPayloadError):
+                    kind = "truncated_body"
+                else:
+                    kind = "connection"
+                error = f"{kind}: {type(e).__name__} {e}".strip()
+                self.stats.errors[kind] += 1
+            else:
+                if status == 200:
+                    try:
+                        parsed = parse_chat_response(raw)
+                    except MalformedResponse as e:
+                        error = f"malformed 200 body: {e}"
+                        self.stats.errors["malformed"] += 1
+                    else:
+                        return ChatResult(
+                            request=req, attempts=attempt, latency_s=time.perf_counter() - start, **parsed
+                        )
+                else:
+                    snippet = raw[:300].decode("utf-8", "replace").strip()
+                    error = f"HTTP {status}: {snippet}"
+                    self.stats.errors[f"http_{status}"] += 1
+                    if status not in RETRYABLE_STATUS and status < 500:
+                        break  # 400/401/404/422...: the same request will fail again
+            if attempt > self.cfg.max_retries:
+                break
+            self.stats.retries += 1
+            await asyncio.sleep(self._backoff(attempt, retry_after))
+        return ChatResult(request=req, attempts=attempt, error=error, latency_s=time.perf_counter() - start)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2 ** (attempt - 1)))
+        delay = random.uniform(0.0, cap)  # full jitter
+        if retry_after is not None:
+            # Honour the server; a little jitter on top keeps clients from returning in lockstep.
+            delay = min(retry_after, MAX_RETRY_AFTER_S) + random.uniform(0.0, 0.1 * cap)
+        return delay
+
+    def _account(self, r: ChatResult) -> None:
+        s = self.stats
+        u = s.per_teacher.setdefault(r.request.teacher, TeacherUsage())
+        s.requests += 1
+        u.requests += 1
+        if r.cached:
+            s.cached += 1
+            u.cached += 1
+        if not r.ok:
+            s.failed += 1
+            u.failed += 1
+            return
+        s.succeeded += 1
+        if r.finish_reason == "length":
+            s.truncated += 1
+            u.truncated += 1
+        if r.cached:
+            return  # tokens count what this run spent; cached answers cost nothing
+        s.prompt_tokens += r.prompt_tokens
+        s.completion_tokens += r.completion_tokens
+        u.prompt_tokens += r.prompt_tokens
+        u.completion_tokens += r.completion_tokens
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (Linux), else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _copy_for(res: ChatResult, req: ChatRequest) -> ChatResult:
+    """The answer to an identical request, attached to another request of the same batch."""
+    return ChatResult(
+        request=req,
+        content=res.content,
+        reasoning=res.reasoning,
+        finish_reason=res.finish_reason,
+        prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens,
+        attempts=0,
+        cached=True,
+        error=res.error,
+        latency_s=0.0,
+    )
+
+
+def _served_models(body: bytes) -> set[str]:
+    try:
+        data = json.loads(body)
+        return {m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m}
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        return set()
