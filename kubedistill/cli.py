@@ -10,6 +10,7 @@ failed (e.g. teacher requests after all retries; listed in the rejects file); 1 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -179,7 +180,195 @@ def cmd_generate(ns: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- the other stages
+
+
+@command("collect", "load problems from sources (HF datasets, files, reasoning-gym); dedup, decontaminate, resample")
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="CollectConfig YAML (sources, dedup, ...)")
+    _outputs_args(p)
+    p.add_argument("--heldout", type=Path, default=None, help="held-out split (default: <output>.heldout.jsonl)")
+    _tracking_args(p)
+
+
+def cmd_collect(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    outputs = _outputs(ns)
+    heldout = ns.heldout or outputs.output.with_name(outputs.stats.name.replace(".stats.json", ".heldout.jsonl"))
+    m = steps.collect(
+        config=_config_base(ns.config),
+        tracking=_tracking(ns).model_dump(),
+        problems=str(outputs.output),
+        heldout=str(heldout),
+        rejects=str(outputs.rejects),
+        stats=str(outputs.stats),
+    )
+    _print_metrics("collect", m, outputs)
+    print(f"held-out problems in {heldout}", file=sys.stderr)
+    return 0
+
+
+@command("verify", "set `correct` on every CoT (math-verify, sandboxed code, choices) and drop the wrong ones")
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="samples (.jsonl or .parquet)")
+    _outputs_args(p)
+    p.add_argument("--keep-all", action="store_true", help="keep wrong CoTs, with correct=false")
+    p.add_argument("--config", type=Path, default=None, help="VerifyConfig YAML")
+    _tracking_args(p)
+
+
+def cmd_verify(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    cfg = _config_base(ns.config)
+    if ns.keep_all:
+        cfg["keep_all"] = True
+    outputs = _outputs(ns)
+    m = steps.verify(
+        config=cfg,
+        tracking=_tracking(ns).model_dump(),
+        problems=str(ns.problems),
+        samples=str(ns.input),
+        verified=str(outputs.output),
+        rejects=str(outputs.rejects),
+        stats=str(outputs.stats),
+    )
+    _print_metrics("verify", m, outputs)
+    return 0
+
+
+@command("sft", "curriculum SFT of a student on verified CoTs (TRL)")
+def _sft_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="verified samples")
+    p.add_argument("--output", required=True, type=Path, help="model directory to write")
+    p.add_argument("--config", type=Path, default=None, help="SFT settings YAML")
+    p.add_argument("--base-model", default=None, help="student to start from (dir, hub id, tiny-qwen3, ...)")
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints, for resuming (default: <output>.work)")
+    _tracking_args(p)
+
+
+def cmd_sft(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    cfg = _config_base(ns.config)
+    if ns.base_model:
+        cfg["base_model"] = ns.base_model
+    m = steps.sft(
+        config=cfg,
+        tracking=_tracking(ns).model_dump(),
+        problems=str(ns.problems),
+        samples=str(ns.input),
+        model=str(ns.output),
+        work_dir=str(ns.work_dir or ""),
+    )
+    print(f"sft: {json.dumps(m)}", file=sys.stderr)
+    print(f"model written to {ns.output}", file=sys.stderr)
+    return 0
+
+
+@command("register", "register a model directory in the MLflow model registry (with aliases)")
+def _register_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--name", required=True, help="registered model name")
+    p.add_argument("--alias", action="append", default=None, help="alias to set (default: candidate)")
+    p.add_argument("--results", type=Path, default=None, help="evaluation results dir (its scores are logged)")
+    _tracking_args(p)
+
+
+def cmd_register(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    uri = steps.register(
+        config={"name": ns.name, "aliases": ns.alias or ["candidate"]},
+        tracking=_tracking(ns).model_dump(),
+        model=str(ns.model),
+        results=str(ns.results) if ns.results else None,
+    )
+    print(uri)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ compile / run
+
+
+@command("compile", "compile every pipeline to KFP YAML (one file per pipeline) for the Kubeflow UI")
+def _compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", type=Path, default=Path("dist"), help="where the YAML goes (default: dist/)")
+    p.add_argument("--pipeline", action="append", default=None, help="only these pipelines (default: all)")
+    p.add_argument("--image-registry", default=None, help="registry of the kubedistill images")
+    p.add_argument("--image-tag", default=None, help="tag of the kubedistill images")
+
+
+def cmd_compile(ns: argparse.Namespace) -> int:
+    from kubedistill.orchestrate import compile_all
+
+    for path in compile_all(ns.output_dir, image_registry=ns.image_registry, image_tag=ns.image_tag, names=ns.pipeline):
+        print(path)
+    return 0
+
+
+@command("run", "run a recipe's pipeline: --local runs it here under kfp.local (the embedded default)")
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (examples/*.yaml)")
+    p.add_argument("--local", action="store_true", help="run on this machine with kfp.local (required for now)")
+    p.add_argument("--workdir", type=Path, default=Path("outputs"), help="local runs write here (default: outputs/)")
+    p.add_argument("--teacher-url", default=None, help="use this OpenAI-compatible teacher instead of the recipe's")
+    p.add_argument("--teacher-model", default=None, help="its model name")
+    p.add_argument("--teacher-api-key-env", default=None, help="environment variable with its API key")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set generate.samples=2 (VALUE is YAML)",
+    )
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from kubedistill.errors import UserError
+    from kubedistill.orchestrate import run_local
+    from kubedistill.report import print_run_summary
+
+    if not ns.local:
+        raise UserError("only --local runs start from `kubedistill run`; use `kubedistill submit` for a cluster")
+    result = run_local(
+        ns.recipe,
+        workdir=ns.workdir,
+        teacher_url=ns.teacher_url,
+        teacher_model=ns.teacher_model,
+        teacher_api_key_env=ns.teacher_api_key_env,
+        overrides=_overrides(ns.set),
+    )
+    print_run_summary(result)
+    return 0
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from kubedistill.config import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. generate.samples=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def _print_metrics(stage: str, m: dict[str, float], outputs: Any) -> None:
+    drops = ", ".join(f"{k.removeprefix('dropped.')}={int(v)}" for k, v in m.items() if k.startswith("dropped."))
+    print(f"{stage}: in={int(m['n_in'])} out={int(m['n_out'])} dropped: {drops or 'none'}", file=sys.stderr)
+    print(f"wrote {int(m['n_out'])} record(s) to {outputs.output}", file=sys.stderr)
+    if m.get("n_dropped"):
+        print(f"rejects ({int(m['n_dropped'])}) in {outputs.rejects}", file=sys.stderr)
 
 
 def _print_stats(stats: Any, outputs: Any) -> None:

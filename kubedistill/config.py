@@ -92,7 +92,9 @@ class ClientConfig(StrictModel):
 class GenerateConfig(StrictModel):
     """`generate`: several CoTs per problem (teachers × temperatures × samples)."""
 
-    teachers: list[TeacherConfig] = Field(min_length=1)
+    teachers: list[TeacherConfig] = Field(
+        default_factory=list, description="endpoints; in a recipe, empty means the recipe's teachers"
+    )
     temperatures: list[float] = Field(default_factory=lambda: [0.6], min_length=1)
     samples: int = Field(default=1, ge=1, description="CoTs per (problem, teacher, temperature)")
     max_tokens: int = Field(default=4096, ge=1)

@@ -20,8 +20,14 @@ def classify(exc: BaseException) -> int | None:
         return EXIT_BAD_INPUT
     if isinstance(exc, UserError):
         return EXIT_BAD_INPUT
+    if isinstance(exc, RunFailed):
+        return EXIT_PARTIAL
     return None
 
 
 class UserError(RuntimeError):
     """Anything else the user must fix (a missing model, a bad argument combination)."""
+
+
+class RunFailed(RuntimeError):
+    """A pipeline run stopped at a failed task (the message names it and its error)."""

@@ -256,6 +256,8 @@ def _format(path: Path) -> Literal["jsonl", "parquet"]:
         return "jsonl"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
+    if "." not in name:
+        return "jsonl"  # KFP artifact paths have no suffix: our artifacts are JSONL
     raise RecordsError(f"{path}: unknown records format (use .jsonl or .parquet)")
 
 

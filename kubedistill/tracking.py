@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ def _artifact_root(uri: str) -> str | None:
 
 def setup(experiment: str, tracking_uri: str | None = None) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists. Returns the experiment id."""
+    # No usage telemetry from our runs (and no outbound calls on air-gapped clusters).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -155,3 +157,70 @@ def log_stage_stats(stats: StageStats, artifacts: Mapping[str, Path] | None = No
 def _metric_key(k: str) -> str:
     # MLflow allows alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k)
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def register_student(
+    model_dir: str | Path,
+    name: str,
+    *,
+    aliases: Sequence[str] = ("candidate",),
+    experiment: str = "kubedistill",
+    tracking_uri: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> tuple[str, str]:
+    """Log a Hugging Face model directory as an MLflow model (see serve/mlflow_model.py), register it
+    under ``name`` and point ``aliases`` at the new version. Returns (version, "models:/NAME/VERSION")."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from kubedistill.serve.mlflow_model import HFChatModel
+
+    setup(experiment, tracking_uri)
+    signature = infer_signature(["What is 1 + 1?"], ["2"], params={"max_new_tokens": 256})
+    with mlflow.start_run(run_name=f"register-{name}", tags={"kubedistill.stage": "register", **(tags or {})}):
+        if params:
+            mlflow.log_params(safe_params(params))
+        if metrics:
+            mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=HFChatModel(),
+            artifacts={"hf_model": str(model_dir)},
+            signature=signature,
+            pip_requirements=["kubedistill", "transformers", "torch"],
+        )
+    client = mlflow.MlflowClient()
+    mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
+    if description:
+        client.update_model_version(name, mv.version, description=description)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, mv.version)
+    return str(mv.version), f"models:/{name}/{mv.version}"
+
+
+def resolve_registered(uri: str) -> tuple[str, str, str]:
+    """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` → (name, version, artifact source URI)."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    client = mlflow.MlflowClient()
+    body = uri.removeprefix("models:/")
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = body.partition("/")
+            mv = client.get_model_version(name, version)
+    except Exception as e:
+        from kubedistill.errors import UserError
+
+        raise UserError(f"{uri}: not found in the MLflow registry at {resolve_tracking_uri()} ({e})") from None
+    return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}"

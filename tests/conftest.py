@@ -21,3 +21,19 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache shared by the session's tests (tiny students are built once)."""
+    root = tmp_path_factory.mktemp("kd-cache")
+    os.environ["KUBEDISTILL_CACHE"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_cache: Path) -> Path:
+    """A tiny Qwen3 student built offline (~150K parameters)."""
+    from kubedistill.models import resolve_model
+
+    return resolve_model("tiny-qwen3")

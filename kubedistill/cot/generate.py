@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from kubedistill.config import GenerateConfig
+from kubedistill.config import ConfigError, GenerateConfig
 from kubedistill.cot.parse import extract_final_answer, split_think
 from kubedistill.prompts import load_prompt
 from kubedistill.records import Problem, Sample, StageStats, Timer, Usage
@@ -76,6 +76,8 @@ def generate(
     problems: Sequence[Problem], cfg: GenerateConfig, *, teacher: TeacherClient | None = None
 ) -> tuple[list[Sample], StageStats]:
     """Ask every teacher for ``samples`` CoTs per problem at every temperature."""
+    if teacher is None and not cfg.teachers:
+        raise ConfigError("generate: no teacher endpoints configured (give --teacher-url/--teacher-model)")
     stats = StageStats(stage=STAGE, n_in=len(problems))
     client = teacher or TeacherClient(cfg.teachers, cfg.client)
     with Timer() as timer:

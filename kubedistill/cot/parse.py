@@ -14,9 +14,12 @@ from dataclasses import dataclass
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
+# "The final answer is 12.", "Answer: 12", "the final answer to the problem is 12. Because ..." — the
+# captured answer ends at the end of its sentence (a period followed by a space or the end; not "3.5").
+_SENTENCE_END = r"\s*(?:\.(?=\s|$)|$)"
 _ANSWER_PATTERNS = [
-    re.compile(r"final answer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
-    re.compile(r"\banswer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
+    re.compile(r"final answer\b[^\n]{0,80}?(?:\bis|=|:)\s*:?\s*([^\n]+?)" + _SENTENCE_END, re.IGNORECASE),
+    re.compile(r"\banswer\b[^\n]{0,80}?(?:\bis|=|:)\s*:?\s*([^\n]+?)" + _SENTENCE_END, re.IGNORECASE),
 ]
 
 
@@ -70,7 +73,7 @@ def extract_final_answer(answer_part: str) -> str | None:
     for pat in _ANSWER_PATTERNS:
         matches = pat.findall(answer_part)
         if matches:
-            return matches[-1].strip().rstrip(".").strip()[:500]
+            return matches[-1].strip().strip("$*").strip()[:500]
     lines = [ln.strip() for ln in answer_part.strip().splitlines() if ln.strip()]
     return lines[-1][:500] if lines else None
 

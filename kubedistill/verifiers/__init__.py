@@ -1,0 +1,137 @@
+"""Verifiers: is a response's answer correct? The primitives cot/verify, GRPO rewards and evaluate use.
+
+``response`` is always the answer part of a CoT (the text after ``</think>``, or the whole text when
+there are no think tags). Every verifier returns a :class:`Verdict`; ``correct=None`` means "cannot
+tell" (no reference, unparsable gold, the sandbox could not start) and must never be counted as correct.
+
+:func:`verify` dispatches on the problem (docs/CONTRACTS.md):
+``metadata["reasoning_gym"]`` -> the task's own scorer; ``tests`` -> sandboxed execution; ``choices``
+-> choice letter; ``answer`` -> math-verify; nothing -> ``Verdict(None, "none", "no reference")``.
+
+Importing this package is cheap: math-verify (sympy) and reasoning-gym load on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from kubedistill.records import FunctionalTests, Problem, StdioTests
+
+Method = Literal["math-verify", "choice", "sandbox", "reasoning-gym", "none"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check."""
+
+    correct: bool | None  # None = cannot tell (no reference, unparsable gold): NEVER counted as correct
+    method: str  # "math-verify" | "choice" | "sandbox" | "reasoning-gym" | "none"
+    detail: str = ""  # why: parsed gold / parsed prediction, first failing test, timeout, ...
+
+
+# The submodules import Verdict from here, so they are imported after it is defined.
+from kubedistill.verifiers.choice import extract_choice, verify_choice  # noqa: E402
+from kubedistill.verifiers.code import verify_code  # noqa: E402
+from kubedistill.verifiers.math import verify_math  # noqa: E402
+from kubedistill.verifiers.reasoning_gym import verify_reasoning_gym  # noqa: E402
+from kubedistill.verifiers.sandbox import SandboxError, SandboxPolicy, SandboxResult, run_python  # noqa: E402
+
+__all__ = [
+    "FunctionalTests",
+    "Method",
+    "SandboxError",
+    "SandboxPolicy",
+    "SandboxResult",
+    "StdioTests",
+    "Verdict",
+    "extract_choice",
+    "method_for",
+    "run_python",
+    "verify",
+    "verify_choice",
+    "verify_code",
+    "verify_many",
+    "verify_math",
+    "verify_reasoning_gym",
+]
+
+log = logging.getLogger(__name__)
+
+
+def method_for(problem: Problem) -> Method:
+    """Which verifier :func:`verify` uses for ``problem``."""
+    if problem.metadata.get("reasoning_gym"):
+        return "reasoning-gym"
+    if problem.tests is not None:
+        return "sandbox"
+    if problem.choices:
+        return "choice"
+    if problem.answer is not None and problem.answer.strip():
+        return "math-verify"
+    return "none"
+
+
+def verify(problem: Problem, response: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> Verdict:
+    """Check ``response`` (the answer part of a CoT) against ``problem``'s reference.
+
+    ``timeout_s`` and ``memory_mb`` apply to each sandboxed run of a code problem."""
+    method = method_for(problem)
+    if method == "reasoning-gym":
+        return verify_reasoning_gym(problem, response)
+    if method == "sandbox":
+        assert problem.tests is not None
+        return verify_code(
+            problem.tests,
+            response,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            prefix=str(problem.metadata.get("program_prefix") or ""),
+        )
+    if method == "choice":
+        if problem.answer is None or not problem.answer.strip():
+            return Verdict(None, "choice", "no reference answer")
+        return verify_choice(problem.answer, response, problem.choices)
+    if method == "math-verify":
+        assert problem.answer is not None
+        return verify_math(problem.answer, response)
+    return Verdict(None, "none", "no reference")
+
+
+def verify_many(
+    items: Sequence[tuple[Problem, str]],
+    *,
+    workers: int = 2,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+) -> list[Verdict]:
+    """:func:`verify` for many ``(problem, response)`` pairs; verdicts in the same order.
+
+    Code checks run in up to ``workers`` threads, each driving sandbox subprocesses; math, choice and
+    reasoning-gym checks run in the calling thread meanwhile (math-verify's timeouts need the main
+    thread). An unexpected error in one check becomes ``Verdict(None, method, "verifier error: ...")``
+    (logged) instead of failing the batch."""
+    verdicts: list[Verdict | None] = [None] * len(items)
+    code_items = [i for i, (problem, _) in enumerate(items) if method_for(problem) == "sandbox"]
+    futures: dict[int, Future[Verdict]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="verify") as pool:
+        for i in code_items:
+            problem, response = items[i]
+            futures[i] = pool.submit(_guarded, problem, response, timeout_s, memory_mb)
+        for i, (problem, response) in enumerate(items):
+            if i not in futures:
+                verdicts[i] = _guarded(problem, response, timeout_s, memory_mb)
+        for i, future in futures.items():
+            verdicts[i] = future.result()
+    return [v if v is not None else Verdict(None, "none", "not verified") for v in verdicts]
+
+
+def _guarded(problem: Problem, response: str, timeout_s: float, memory_mb: int) -> Verdict:
+    try:
+        return verify(problem, response, timeout_s=timeout_s, memory_mb=memory_mb)
+    except Exception as exc:
+        log.exception("verifier failed on problem %s", problem.id)
+        return Verdict(None, method_for(problem), f"verifier error: {type(exc).__name__}: {exc}"[:300])

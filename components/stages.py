@@ -1,0 +1,175 @@
+"""KFP components: one thin function per stage, typed artifacts, all logic in kubedistill.steps.
+
+Each component imports kubedistill inside its body (the image has it installed), so kfp.local's
+SubprocessRunner runs the very same code in-process here. Components hold no logic: they pass their
+artifact paths and parameters to kubedistill.steps and log the returned metrics.
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import BASE_IMAGE, SERVE_IMAGE, TRAIN_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def collect_op(
+    config: dict,
+    tracking: dict,
+    problems: Output[Dataset],
+    heldout: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Load problems from the configured sources; dedup, decontaminate, re-sample; split off a held-out set."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.collect(
+            config=config, tracking=tracking, problems=problems.path, heldout=heldout.path, rejects=rejects.path
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def generate_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Ask every teacher for CoTs (teachers x temperatures x samples), through the cached, retrying client."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.generate(
+            config=config, tracking=tracking, problems=problems.path, samples=samples.path, rejects=rejects.path
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def verify_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    verified: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Check every CoT's answer (math-verify, sandboxed code, choice letter); keep the correct ones."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.verify(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            verified=verified.path,
+            rejects=rejects.path,
+        ),
+    )
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def sft_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    work_dir: str = "",
+):
+    """Curriculum SFT of the student on verified CoTs (TRL); writes a transformers/vLLM model directory."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.sft(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            model=model.path,
+            work_dir=work_dir,
+        ),
+    )
+
+
+@dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)
+def evaluate_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    model: Input[Model],
+    results: Output[Dataset],
+    report: Output[Markdown],
+    metrics: Output[Metrics],
+    base_model: str = "",
+):
+    """Serve the student (and the base student) with vLLM; score them on the held-out problems."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.evaluate(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            model=model.path,
+            results=results.path,
+            report=report.path,
+            base_model=base_model,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register_op(config: dict, tracking: dict, model: Input[Model], results: Input[Dataset]) -> str:
+    """Register the student in the MLflow model registry with its scores; returns models:/NAME/VERSION."""
+    from kubedistill import steps
+
+    return steps.register(config=config, tracking=tracking, model=model.path, results=results.path)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def report_op(
+    pipeline: str,
+    run_name: str,
+    tracking: dict,
+    collect_metrics: Input[Metrics],
+    generate_metrics: Input[Metrics],
+    verify_metrics: Input[Metrics],
+    sft_metrics: Input[Metrics],
+    results: Input[Dataset],
+    model_uri: str,
+    report: Output[Markdown],
+    report_html: Output[HTML],
+    summary: Output[Dataset],
+):
+    """The run report: stage funnel, student vs base, CoT lengths (Markdown + HTML with plots, in MLflow)."""
+    from kubedistill import steps
+
+    steps.report(
+        pipeline=pipeline,
+        run_name=run_name,
+        tracking=tracking,
+        results=results.path,
+        model_uri=model_uri,
+        stage_metrics={
+            "collect": collect_metrics.metadata,
+            "generate": generate_metrics.metadata,
+            "verify": verify_metrics.metadata,
+            "sft": sft_metrics.metadata,
+        },
+        report_md=report.path,
+        report_html=report_html.path,
+        summary=summary.path,
+    )

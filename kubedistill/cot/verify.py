@@ -1,0 +1,106 @@
+"""Stage `verify`: set ``correct`` on every CoT and drop the wrong ones.
+
+Math answers are checked with math-verify, code by running the program against the problem's tests in
+the sandbox, multiple choice by the letter, reasoning-gym problems by their task's own scorer (see
+kubedistill/verifiers). A truncated CoT (finish_reason=length) is never correct. Where a problem has no
+reference, an LLM judge can decide (``judge_fallback``), and the label says so.
+
+Dropped CoTs are rejects with the reason (``incorrect``, ``truncated``, ``unverifiable``) and the
+verifier's detail; ``keep_all`` keeps them with ``correct`` set instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from kubedistill.config import StrictModel, TeacherConfig
+from kubedistill.cot.parse import split_think
+from kubedistill.records import Judgement, Problem, Sample, StageStats, Timer
+
+STAGE = "verify"
+
+
+class VerifyConfig(StrictModel):
+    keep_all: bool = Field(default=False, description="keep wrong CoTs (correct=false) instead of dropping")
+    keep_unverifiable: bool = Field(default=False, description="keep CoTs whose correctness cannot be told")
+    timeout_s: float = Field(default=10.0, gt=0, description="per program run (code problems)")
+    memory_mb: int = Field(default=1024, ge=64)
+    workers: int = Field(default=2, ge=1, description="parallel sandbox runs")
+    judge_fallback: TeacherConfig | None = Field(
+        default=None, description="LLM judge for problems without a reference answer or tests"
+    )
+
+
+def verify_samples(
+    samples: Sequence[Sample], cfg: VerifyConfig, *, problems: Sequence[Problem], judge: object | None = None
+) -> tuple[list[Sample], StageStats]:
+    from kubedistill.verifiers import Verdict, verify_many
+
+    stats = StageStats(stage=STAGE, n_in=len(samples))
+    by_id = {p.id: p for p in problems}
+    todo: list[tuple[int, Problem, str]] = []
+    verdicts: dict[int, Verdict] = {}
+    with Timer() as timer:
+        for i, s in enumerate(samples):
+            p = by_id.get(s.problem_id)
+            if p is None:
+                verdicts[i] = Verdict(None, "none", f"no problem {s.problem_id!r} in the problems file")
+                continue
+            split = split_think(s.text)
+            if s.truncated or not split.closed:
+                verdicts[i] = Verdict(False, "truncated", "the CoT was cut off (finish_reason=length)")
+                continue
+            todo.append((i, p, split.answer_part))
+        for (i, _, _), v in zip(
+            todo,
+            verify_many(
+                [(p, a) for _, p, a in todo], workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb
+            ),
+            strict=True,
+        ):
+            verdicts[i] = v
+        if cfg.judge_fallback is not None:
+            from kubedistill.cot.judge import judge_correctness
+
+            unknown = [i for i, v in verdicts.items() if v.correct is None and samples[i].problem_id in by_id]
+            if unknown:
+                judged = judge_correctness(
+                    [(by_id[samples[i].problem_id], samples[i]) for i in unknown], cfg.judge_fallback, client=judge
+                )
+                for i, v in zip(unknown, judged, strict=True):
+                    verdicts[i] = v
+    out: list[Sample] = []
+    methods: Counter[str] = Counter()
+    for i, s in enumerate(samples):
+        v = verdicts[i]
+        methods[v.method] += 1
+        s = s.model_copy(deep=True)
+        s.correct = v.correct
+        s.judgements["correct"] = Judgement(by=v.method, detail=v.detail[:2000])
+        if v.correct is True:
+            out.append(s)
+            continue
+        if v.correct is None:
+            reason = "unverifiable"
+            keep = cfg.keep_all or cfg.keep_unverifiable
+        else:
+            reason = "truncated" if v.method == "truncated" else "incorrect"
+            keep = cfg.keep_all
+        if keep:
+            out.append(s)
+        else:
+            stats.reject(
+                reason,
+                v.detail[:500],
+                record={"sample_id": s.id, "problem_id": s.problem_id, "final_answer": s.final_answer},
+            )
+    n_true = sum(1 for v in verdicts.values() if v.correct is True)
+    stats.n_out = len(out)
+    stats.elapsed_s = timer.elapsed
+    stats.metrics["correct_rate"] = n_true / len(samples) if samples else 0.0
+    stats.metrics["n_correct"] = float(n_true)
+    stats.info["methods"] = dict(methods)
+    return out, stats

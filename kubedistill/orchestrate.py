@@ -1,0 +1,214 @@
+"""Compile the pipelines to KFP YAML, and run a recipe's pipeline on this machine with kfp.local.
+
+A local run is the embedded default: a teacher served here (vLLM, or any OpenAI endpoint from the
+recipe), MLflow on a SQLite store, kfp.local's SubprocessRunner executing the very components the
+cluster runs, with kfp.local's cache on (a re-run repeats only what changed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubedistill.errors import UserError
+
+# pipeline name -> (module, function)
+PIPELINES: dict[str, tuple[str, str]] = {
+    "slow_thinking": ("pipelines.slow_thinking", "slow_thinking"),
+}
+
+
+def pipeline_function(name: str) -> Any:
+    if name not in PIPELINES:
+        raise UserError(f"unknown pipeline {name!r} (known: {', '.join(PIPELINES)})")
+    module, fn = PIPELINES[name]
+    return getattr(importlib.import_module(module), fn)
+
+
+def compile_all(
+    output_dir: str | Path,
+    *,
+    image_registry: str | None = None,
+    image_tag: str | None = None,
+    names: list[str] | None = None,
+) -> list[Path]:
+    """Write one YAML per pipeline (``<name>.yaml``), ready to upload in the Kubeflow UI."""
+    if "components.images" in sys.modules and (image_registry or image_tag):
+        raise UserError("set the image registry/tag before the components are imported (use a fresh process)")
+    if image_registry:
+        os.environ["KUBEDISTILL_IMAGE_REGISTRY"] = image_registry
+    if image_tag:
+        os.environ["KUBEDISTILL_IMAGE_TAG"] = image_tag
+    from kfp import compiler
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names or list(PIPELINES):
+        path = out / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline_function(name), package_path=str(path))
+        written.append(path)
+    return written
+
+
+@dataclass
+class LocalRunResult:
+    recipe: str
+    pipeline: str
+    run_dir: Path
+    tracking_uri: str
+    model_uri: str | None
+    elapsed_s: float
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_local(
+    recipe_path: str | Path,
+    *,
+    workdir: str | Path = "outputs",
+    teacher_url: str | None = None,
+    teacher_model: str | None = None,
+    teacher_api_key_env: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LocalRunResult:
+    """Run the recipe's pipeline under kfp.local; starts and stops the local teacher when the recipe has one."""
+    from kubedistill.config import TeacherConfig
+    from kubedistill.recipes import load_recipe
+    from kubedistill.teacher import TeacherClient
+    from kubedistill.tracking import resolve_tracking_uri
+
+    t0 = time.perf_counter()
+    recipe = load_recipe(recipe_path, overrides)
+    work = Path(workdir).resolve() / recipe.name
+    work.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    tracking_uri = resolve_tracking_uri()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    endpoints: list[TeacherConfig] = list(recipe.teacher.endpoints)
+    if teacher_url or teacher_model:
+        if not (teacher_url and teacher_model):
+            raise UserError("give both --teacher-url and --teacher-model")
+        endpoints = [TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
+    server = None
+    try:
+        if not endpoints and recipe.teacher.local is not None:
+            from kubedistill.models import resolve_model
+            from kubedistill.serve.local import LocalServer
+
+            lt = recipe.teacher.local
+            print(f"teacher: preparing {lt.model} ...", file=sys.stderr)
+            model_dir = resolve_model(lt.model)
+            print(
+                f"teacher: starting a local {lt.backend} server for {model_dir} (this takes a minute or two)",
+                file=sys.stderr,
+            )
+            server = LocalServer(
+                model_dir,
+                served_name=lt.served_name,
+                backend=lt.backend,
+                max_model_len=lt.max_model_len,
+                startup_timeout_s=lt.startup_timeout_s,
+                log_path=work / "teacher-server.log",
+            )
+            url = server.start()
+            print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
+            endpoints = [TeacherConfig(url=url, model=lt.served_name, name=lt.model)]
+        # Preflight: every teacher answers before any stage starts (a bad endpoint fails in seconds).
+        TeacherClient(endpoints).check(timeout_s=5.0, attempts=3)
+        if recipe.generate.client.cache_dir is None:
+            # Teacher answers survive a killed or repeated run (kfp.local's cache covers finished tasks).
+            recipe.generate.client.cache_dir = work / "request-cache"
+        args = recipe.pipeline_arguments(endpoints)
+        args["work_dir"] = str(work / "work")
+        os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
+        outputs = _run_kfp_local(recipe.recipe, args, work)
+    finally:
+        if server is not None:
+            server.stop()
+    model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
+    return LocalRunResult(
+        recipe=recipe.name,
+        pipeline=recipe.recipe,
+        run_dir=work,
+        tracking_uri=tracking_uri,
+        model_uri=model_uri,
+        elapsed_s=time.perf_counter() - t0,
+        outputs=outputs,
+    )
+
+
+def _run_kfp_local(pipeline: str, args: dict[str, Any], work: Path) -> dict[str, Any]:
+    import warnings
+
+    from kfp import local
+    from kfp.local import subprocess_task_handler
+
+    # kfp.local warns for every image without "python" in its name; ours carry Python and kubedistill.
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(work / "pipeline_root"),
+        enable_caching=True,
+        cache_root=str(work / "kfp_cache"),
+    )
+    log_path = work / "kfp-tasks.log"
+    print(f"pipeline: {pipeline} under kfp.local; every task's full log goes to {log_path}", file=sys.stderr)
+    with open(log_path, "a", encoding="utf-8") as log:
+        quiet = _QuietTaskOutput(log)
+        subprocess_task_handler.print = quiet  # type: ignore[attr-defined]  # the task output printer
+        try:
+            task = pipeline_function(pipeline)(**args)
+        except RuntimeError as e:
+            failed = re.search(r"Inner task failed: \S*'([\w-]+)'", str(e))
+            if not failed:
+                raise
+            from kubedistill.errors import RunFailed
+
+            raise RunFailed(
+                f"pipeline {pipeline} failed at task {failed.group(1)}: {quiet.last_error or 'see the log'} "
+                f"(full log: {log_path})"
+            ) from None
+        finally:
+            del subprocess_task_handler.print  # type: ignore[attr-defined]
+    return dict(task.outputs) if getattr(task, "outputs", None) else {}
+
+
+class _QuietTaskOutput:
+    """Task output for the terminal without the KFP executor's own INFO lines (its executor-input dump
+    runs to hundreds of lines per task); everything still goes to the log file."""
+
+    _ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Failed)): (.+)$")
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.skipping = False
+        self.last_error: str | None = None
+
+    def __call__(self, *args: Any, end: str = "\n", **kwargs: Any) -> None:
+        import builtins
+
+        line = " ".join(str(a) for a in args)
+        self.log.write(line + end)
+        m = self._ERROR.match(line)
+        if m:
+            self.last_error = f"{m.group(1)}: {m.group(2).strip()}"
+        if "[KFP Executor" in line:
+            self.skipping = " INFO]:" in line  # an INFO line and the block it opens (JSON dumps)
+            if self.skipping:
+                return
+        elif self.skipping and (line.startswith((" ", "{", "}", "\t")) or not line.strip()):
+            return
+        else:
+            self.skipping = False
+        if line.strip():
+            builtins.print(line, end=end, **kwargs)

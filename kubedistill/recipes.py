@@ -1,0 +1,132 @@
+"""Recipes: one pydantic model per pipeline, loaded from YAML (examples/*.yaml).
+
+A recipe holds every knob of a pipeline run, grouped by stage. ``pipeline_arguments()`` turns it into
+the pipeline's parameters (one JSON object per stage — each well under KFP's ~10 KB parameter limit),
+which is what ``kubedistill run --local`` passes to kfp.local and ``kubedistill submit`` to the KFP API.
+Unknown keys are errors, with the key's path in a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from kubedistill.config import (
+    ConfigError,
+    GenerateConfig,
+    StrictModel,
+    TeacherConfig,
+    TrackingConfig,
+    load_config,
+    load_yaml,
+)
+from kubedistill.cot.verify import VerifyConfig
+from kubedistill.data.collect import CollectConfig
+from kubedistill.evaluate.core import EvalConfig
+from kubedistill.train.sft import SFTSettings
+
+Backend = Literal["vllm", "transformers", "auto"]
+
+
+class LocalTeacher(StrictModel):
+    """A teacher served on this machine for a local run (started and stopped by `kubedistill run`)."""
+
+    model: str = Field(default="smollm2-135m-instruct", description="model reference (kubedistill/models.py)")
+    backend: Backend = "vllm"
+    served_name: str = "teacher"
+    max_model_len: int = 2048
+    startup_timeout_s: float = 900.0
+
+
+class TeacherSection(StrictModel):
+    """Where CoTs come from: remote endpoints, a local server, or both."""
+
+    endpoints: list[TeacherConfig] = Field(default_factory=list)
+    local: LocalTeacher | None = None
+
+    @model_validator(mode="after")
+    def _some_teacher(self) -> TeacherSection:
+        if not self.endpoints and self.local is None:
+            raise ValueError("give teacher.endpoints or teacher.local")
+        return self
+
+
+class EvalSection(EvalConfig):
+    """Evaluation of the student (and the base student) on the held-out problems."""
+
+    backend: Backend = Field(default="auto", description="server for the student: vllm, transformers, auto")
+    max_model_len: int = 4096
+    compare_base: bool = Field(default=True, description="also evaluate the untrained base student")
+
+
+class RegisterSection(StrictModel):
+    name: str = Field(default="kubedistill-student", description="MLflow registered model name")
+    aliases: list[str] = Field(default_factory=lambda: ["candidate"])
+
+
+class SlowThinkingRecipe(StrictModel):
+    """collect → generate → verify → SFT → evaluate → register (DistilQwen2.5-R1's data path)."""
+
+    recipe: Literal["slow_thinking"] = "slow_thinking"
+    name: str = "slow-thinking"
+    description: str = ""
+    teacher: TeacherSection
+    collect: CollectConfig
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    sft: SFTSettings = Field(default_factory=SFTSettings)
+    evaluate: EvalSection = Field(default_factory=EvalSection)
+    registry: RegisterSection = Field(default_factory=RegisterSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        """The pipeline's parameters. ``teachers`` are the endpoints to use (a local teacher's URL is only
+        known once it is started); by default the recipe's own endpoints."""
+        endpoints = teachers if teachers is not None else self.teacher.endpoints
+        if not endpoints:
+            raise ConfigError(f"recipe {self.name!r}: no teacher endpoint (teacher.local is started by `run --local`)")
+        generate = self.generate.model_copy(update={"teachers": self.generate.teachers or endpoints})
+        return {
+            "collect_config": kfp_param(self.collect, "collect"),
+            "generate_config": kfp_param(generate, "generate"),
+            "verify_config": kfp_param(self.verify, "verify"),
+            "sft_config": kfp_param(self.sft, "sft"),
+            "eval_config": kfp_param(self.evaluate, "evaluate"),
+            "register_config": kfp_param(self.registry, "registry"),
+            "tracking": kfp_param(self.tracking, "tracking"),
+            "base_model": self.sft.base_model,
+        }
+
+
+def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
+    """A config section as a KFP dict parameter. KFP parameters cannot hold null, so unset (None) values
+    are left out — which must give back the same config; where it would not, say which key to set."""
+    data = section.model_dump(mode="json", exclude_none=True)
+    if type(section).model_validate(data) != section:
+        full = section.model_dump(mode="json")
+        lost = [
+            k
+            for k, v in full.items()
+            if v is None and getattr(type(section).model_fields[k], "default", None) is not None
+        ]
+        raise ConfigError(
+            f"{where}: {', '.join(lost) or 'a value'} is null, which a KFP parameter cannot carry; give it a value"
+        )
+    return data
+
+
+RECIPES: dict[str, type[StrictModel]] = {"slow_thinking": SlowThinkingRecipe}
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """Load a recipe YAML; its ``recipe:`` key picks the model (default slow_thinking)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    kind = data.get("recipe", "slow_thinking")
+    cls = RECIPES.get(kind)
+    if cls is None:
+        raise ConfigError(f"{path}: recipe: unknown recipe {kind!r} (known: {', '.join(RECIPES)})")
+    return load_config(path, cls, overrides)

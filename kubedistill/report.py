@@ -1,0 +1,257 @@
+"""The run report: stage funnel, student vs base, CoT lengths — as Markdown (KFP UI), a self-contained
+HTML page with plots (logged to MLflow), a JSON summary, and the terminal summary of `kubedistill run`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+STAGE_ORDER = ["collect", "generate", "judge", "rewrite", "verify", "score", "select", "pairs", "sft", "dpo"]
+
+
+class FunnelRow(BaseModel):
+    stage: str
+    n_in: int
+    n_out: int
+    dropped: dict[str, int] = Field(default_factory=dict)
+
+
+class RunSummary(BaseModel):
+    pipeline: str
+    run_name: str = ""
+    funnel: list[FunnelRow] = Field(default_factory=list)
+    evaluation: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # model -> benchmark -> result
+    lengths: dict[str, list[int]] = Field(default_factory=dict, exclude=True)  # model -> completion tokens
+    model_uri: str | None = None
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    report_html: str | None = None
+
+
+def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[FunnelRow]:
+    rows = []
+    order = sorted(stage_metrics, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    for stage in order:
+        m = stage_metrics[stage] or {}
+        if "n_in" not in m:
+            continue
+        dropped = {k.removeprefix("dropped."): int(v) for k, v in m.items() if k.startswith("dropped.") and v}
+        rows.append(FunnelRow(stage=stage, n_in=int(m["n_in"]), n_out=int(m["n_out"]), dropped=dropped))
+    return rows
+
+
+def load_lengths(results_dir: Path) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for f in sorted(results_dir.glob("items-*.jsonl")):
+        label = f.stem.removeprefix("items-")
+        out[label] = [json.loads(line)["completion_tokens"] for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- render
+
+
+def markdown(summary: RunSummary) -> str:
+    lines = [f"# {summary.pipeline} — run report", ""]
+    if summary.funnel:
+        lines += ["## Stage funnel", "", "| stage | in | out | dropped (by reason) |", "|---|---:|---:|---|"]
+        for r in summary.funnel:
+            drops = ", ".join(f"{k}: {v}" for k, v in sorted(r.dropped.items())) or "—"
+            lines.append(f"| {r.stage} | {r.n_in} | {r.n_out} | {drops} |")
+        lines.append("")
+    if summary.evaluation:
+        lines += [
+            "## Evaluation",
+            "",
+            "| model | benchmark | problems | accuracy | pass@k | mean / median tokens |",
+            "|---|---|---:|---:|---|---|",
+        ]
+        for model, benches in summary.evaluation.items():
+            for bench, r in benches.items():
+                passk = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("pass@"))
+                ln = r.get("lengths", {})
+                lines.append(
+                    f"| {model} | {bench} | {r.get('n_problems', 0)} | {r.get('accuracy', 0):.3f} | {passk} | "
+                    f"{ln.get('mean', 0):.0f} / {ln.get('median', 0):.0f} |"
+                )
+        lines.append("")
+    if summary.model_uri:
+        lines += [f"Registered student: `{summary.model_uri}`", ""]
+    return "\n".join(lines)
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(summary: RunSummary) -> dict[str, str]:
+    """Base64 PNGs: the funnel, accuracy per model and benchmark, completion-length distributions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    if summary.funnel:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        xs = range(len(summary.funnel))
+        ax.bar([x - 0.2 for x in xs], [r.n_in for r in summary.funnel], width=0.4, color="#c8d6e5", label="in")
+        ax.bar([x + 0.2 for x in xs], [r.n_out for r in summary.funnel], width=0.4, color="#2e86de", label="out")
+        ax.set_xticks(list(xs), [r.stage for r in summary.funnel])
+        ax.set_ylabel("records")
+        ax.set_title("Stage funnel")
+        ax.legend()
+        out["funnel"] = _png(fig)
+    if summary.evaluation:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        models = list(summary.evaluation)
+        benches = sorted({b for m in summary.evaluation.values() for b in m})
+        width = 0.8 / max(1, len(models))
+        for i, model in enumerate(models):
+            vals = [summary.evaluation[model].get(b, {}).get("accuracy", 0.0) for b in benches]
+            ax.bar([j + i * width for j in range(len(benches))], vals, width=width, label=model)
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(benches))], benches)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title("Accuracy by model")
+        ax.legend()
+        out["accuracy"] = _png(fig)
+    if summary.lengths:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        everything = [x for xs in summary.lengths.values() for x in xs]
+        lo, hi = (min(everything), max(everything)) if everything else (0, 1)
+        bins = [lo + (hi - lo + 1) * i / 20 for i in range(21)]  # shared bins: models are comparable
+        for model, xs in summary.lengths.items():
+            if xs:
+                ax.hist(xs, bins=bins, alpha=0.55, label=f"{model} (median {statistics.median(xs):.0f})")
+        ax.set_xlabel("completion tokens")
+        ax.set_ylabel("completions")
+        ax.set_title("CoT length")
+        ax.legend()
+        out["lengths"] = _png(fig)
+    return out
+
+
+def render_html(summary: RunSummary) -> str:
+    imgs = plots(summary)
+    md = markdown(summary)
+    body = []
+    for line in md.splitlines():
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            title = line[3:]
+            body.append(f"<h2>{html.escape(title)}</h2>")
+            key = {"Stage funnel": "funnel", "Evaluation": "accuracy"}.get(title)
+            if key and key in imgs:
+                body.append(f'<img alt="{key}" src="data:image/png;base64,{imgs[key]}">')
+        elif line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-:"):
+                continue
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    if "lengths" in imgs:
+        body.append(f'<h2>CoT length</h2><img alt="lengths" src="data:image/png;base64,{imgs["lengths"]}">')
+    # wrap consecutive rows in tables
+    out, in_table = [], False
+    for b in body:
+        if b.startswith("<tr>") and not in_table:
+            out.append("<table>")
+            in_table = True
+        if not b.startswith("<tr>") and in_table:
+            out.append("</table>")
+            in_table = False
+        out.append(b)
+    if in_table:
+        out.append("</table>")
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
+        "td{border:1px solid #ccc;padding:.3em .6em}tr:first-child td{font-weight:bold;background:#f4f6f8}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary.pipeline)} report"
+        f"</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+    )
+
+
+# ------------------------------------------------------------------------------------------ terminal
+
+
+def print_run_summary(result: Any) -> None:
+    """What `kubedistill run` prints at the end; the last two lines are ``tracking:`` and ``model:``."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    # In a log (no terminal) rich would squeeze the tables into 80 columns.
+    console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 140)
+    summary = None
+    summary_path = result.outputs.get("summary")
+    path = getattr(summary_path, "path", summary_path)
+    if path and Path(path).exists():
+        summary = RunSummary.model_validate_json(Path(path).read_text())
+    if summary is not None:
+        if summary.funnel:
+            t = Table(title="Stage funnel")
+            for col in ("stage", "in", "out", "dropped"):
+                t.add_column(col, justify="right" if col in ("in", "out") else "left")
+            for r in summary.funnel:
+                t.add_row(
+                    r.stage,
+                    str(r.n_in),
+                    str(r.n_out),
+                    ", ".join(f"{k}={v}" for k, v in sorted(r.dropped.items())) or "-",
+                )
+            console.print(t)
+        if summary.evaluation:
+            t = Table(title="Evaluation: base vs student")
+            for col in (
+                "model",
+                "benchmark",
+                "problems",
+                "accuracy",
+                "pass@1",
+                "answered",
+                "mean tokens",
+                "median tokens",
+            ):
+                t.add_column(col, justify="left" if col in ("model", "benchmark") else "right")
+            for model, benches in summary.evaluation.items():
+                for bench, r in benches.items():
+                    ln = r.get("lengths", {})
+                    t.add_row(
+                        model,
+                        bench,
+                        str(r.get("n_problems")),
+                        f"{r.get('accuracy', 0):.3f}",
+                        f"{r.get('pass@1', float('nan')):.3f}",
+                        f"{r.get('answered_rate', 0):.2f}",
+                        f"{ln.get('mean', 0):.0f}",
+                        f"{ln.get('median', 0):.0f}",
+                    )
+            console.print(t)
+        if summary.report_html:
+            print(f"report: {summary.report_html}")
+        if summary.mlflow_run_id:
+            print(f"mlflow run: {summary.mlflow_run_id} (the report is among its artifacts)")
+    print(f"run dir: {result.run_dir} ({result.elapsed_s:.0f} s)")
+    # plain prints, never wrapped: CI and scripts read these two last lines
+    print(f"tracking: {result.tracking_uri}")
+    print(f"model: {result.model_uri or '(none registered)'}")

@@ -1,0 +1,356 @@
+"""What each KFP component calls: plain paths and JSON-able parameters in, metrics out.
+
+Components (components/) stay one call deep: they pass their artifact paths and parameters here and
+log the returned metrics. Each step validates its config, runs the pure stage function through
+:mod:`kubedistill.runner` (rejects, stats, MLflow) and returns flat metrics for the KFP Metrics artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kubedistill.config import GenerateConfig, TrackingConfig, validate_config
+from kubedistill.records import Problem, Sample, StageStats, read_records, write_records
+from kubedistill.runner import Outputs, run_stage
+
+
+def stage_metrics(stats: StageStats) -> dict[str, float]:
+    m: dict[str, float] = {"n_in": float(stats.n_in), "n_out": float(stats.n_out), "n_dropped": float(stats.n_dropped)}
+    m.update({f"dropped.{k}": float(v) for k, v in stats.dropped.items()})
+    m.update({k: float(v) for k, v in stats.metrics.items()})
+    m["elapsed_s"] = round(stats.elapsed_s, 3)
+    return m
+
+
+def _tracking(tracking: dict[str, Any] | None) -> TrackingConfig:
+    return validate_config(TrackingConfig, tracking or {}, "tracking")
+
+
+def _outputs(output: str, rejects: str, stats: str | None) -> Outputs:
+    return Outputs(Path(output), Path(rejects), Path(stats) if stats else Path(output + ".stats.json"))
+
+
+# ----------------------------------------------------------------------------------------- collect
+
+
+def collect(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    heldout: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """Load, clean and split problems: ``problems`` (train) and ``heldout`` (evaluation)."""
+    from kubedistill import tracking as tr
+    from kubedistill.data.collect import CollectConfig, collect_with_holdout
+    from kubedistill.runner import save
+
+    cfg = validate_config(CollectConfig, config, "collect")
+    tcfg = _tracking(tracking)
+    outputs = _outputs(problems, rejects, stats)
+    with tr.stage_run(
+        "collect",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params=cfg.model_dump(mode="json"),
+        enabled=tcfg.enabled,
+    ) as run:
+        train, held, st = collect_with_holdout([], cfg)  # n_out counts both splits
+        st.metrics["train"] = float(len(train))
+        st.metrics["heldout"] = float(len(held))
+        if run is not None:
+            st.info["mlflow_run_id"] = run.info.run_id
+        write_records(heldout, held)
+        save(train, st, outputs)
+        if run is not None:
+            tr.log_stage_stats(st, artifacts={"rejects": outputs.rejects})
+    return stage_metrics(st)
+
+
+# ---------------------------------------------------------------------------------------- generate
+
+
+def generate(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    from kubedistill.cot.generate import generate as generate_fn
+
+    cfg = validate_config(GenerateConfig, config, "generate")
+    st = run_stage(
+        "generate",
+        generate_fn,
+        inputs={"problems": (problems, Problem)},
+        outputs=_outputs(samples, rejects, stats),
+        cfg=cfg,
+        tracking=_tracking(tracking),
+        fatal=("request_failed",),
+    )
+    return stage_metrics(st)
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+
+def verify(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    verified: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    from kubedistill.cot.verify import VerifyConfig, verify_samples
+
+    cfg = validate_config(VerifyConfig, config, "verify")
+    st = run_stage(
+        "verify",
+        verify_samples,
+        inputs={"samples": (samples, Sample), "problems": (problems, Problem)},
+        outputs=_outputs(verified, rejects, stats),
+        cfg=cfg,
+        tracking=_tracking(tracking),
+    )
+    return stage_metrics(st)
+
+
+# --------------------------------------------------------------------------------------------- sft
+
+
+def sft(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    model: str,
+    work_dir: str = "",
+) -> dict[str, float]:
+    from kubedistill import tracking as tr
+    from kubedistill.train.sft import SFTSettings, train_sft
+
+    cfg = validate_config(SFTSettings, config, "sft")
+    tcfg = _tracking(tracking)
+    train = read_records(samples, Sample)
+    probs = read_records(problems, Problem)
+    with tr.stage_run(
+        "sft",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params=cfg.model_dump(mode="json"),
+        enabled=tcfg.enabled,
+    ) as run:
+        _, st = train_sft(train, cfg, problems=probs, model_dir=model, work_dir=work_dir or None)
+        if run is not None:
+            tr.log_stage_stats(st)
+    return stage_metrics(st)
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    model: str,
+    results: str,
+    report: str,
+    base_model: str = "",
+    benchmark: str = "heldout",
+) -> dict[str, float]:
+    """Serve ``model`` locally (vLLM or transformers), evaluate it — and the base student — on ``problems``;
+    writes ``results/results.json`` (keyed by benchmark), per-item JSONL and a Markdown report."""
+    from kubedistill import tracking as tr
+    from kubedistill.config import TeacherConfig
+    from kubedistill.evaluate.core import evaluate_problems
+    from kubedistill.models import resolve_model
+    from kubedistill.recipes import EvalSection
+    from kubedistill.serve.local import LocalServer
+    from kubedistill.teacher import TeacherClient
+
+    cfg = validate_config(EvalSection, config, "evaluate")
+    tcfg = _tracking(tracking)
+    probs = read_records(problems, Problem)
+    out = Path(results)
+    out.mkdir(parents=True, exist_ok=True)
+    models = {"student": Path(model)}
+    if cfg.compare_base and base_model:
+        models = {"base": resolve_model(base_model), **models}
+    summary: dict[str, Any] = {}
+    with tr.stage_run(
+        "evaluate",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params=cfg.model_dump(mode="json"),
+        enabled=tcfg.enabled,
+    ) as run:
+        for label, path in models.items():
+            with LocalServer(
+                path,
+                served_name=label,
+                backend=cfg.backend,
+                max_model_len=cfg.max_model_len,
+                log_path=out / f"server-{label}.log",
+            ) as url:
+                client = TeacherClient([TeacherConfig(url=url, model=label)], cfg.client)
+                items, res = evaluate_problems(probs, cfg, client=client, model=label, benchmark=benchmark)
+                client.close()
+            write_records(out / f"items-{label}.jsonl", items)
+            summary[label] = {benchmark: res.flat()}
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
+        md = _eval_markdown(summary, benchmark)
+        Path(report).write_text(md)
+        metrics = {
+            f"{label}.{benchmark}.{k}": float(v)
+            for label, r in summary.items()
+            for k, v in r[benchmark].items()
+            if isinstance(v, int | float)
+        }
+        if run is not None:
+            import mlflow
+
+            mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
+            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    return metrics
+
+
+def _eval_markdown(summary: dict[str, Any], benchmark: str) -> str:
+    lines = [
+        f"# Evaluation on `{benchmark}`",
+        "",
+        "| model | problems | accuracy | pass@1 | mean tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for label, r in summary.items():
+        b = r[benchmark]
+        lines.append(
+            f"| {label} | {b['n_problems']} | {b['accuracy']:.3f} | {b.get('pass@1', float('nan')):.3f} "
+            f"| {b['lengths']['mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- register
+
+
+def register(*, config: dict[str, Any], tracking: dict[str, Any], model: str, results: str | None = None) -> str:
+    """Register the student in the MLflow registry with its evaluation metrics; returns models:/NAME/VERSION."""
+    from kubedistill import tracking as tr
+    from kubedistill.recipes import RegisterSection
+
+    cfg = validate_config(RegisterSection, config, "register")
+    tcfg = _tracking(tracking)
+    res_file = Path(results) / "results.json" if results else None
+    metrics: dict[str, float] = {}
+    if res_file is not None and res_file.exists():
+        for label, by_bench in json.loads(res_file.read_text()).items():
+            for bench, r in by_bench.items():
+                for k, v in r.items():
+                    if isinstance(v, int | float):
+                        metrics[f"{label}.{bench}.{k}".replace("@", "_at_")] = float(v)
+    _, uri = tr.register_student(
+        model,
+        cfg.name,
+        aliases=cfg.aliases,
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        metrics=metrics,
+    )
+    return uri
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def report(
+    *,
+    pipeline: str,
+    run_name: str,
+    tracking: dict[str, Any],
+    stage_metrics: dict[str, dict[str, Any]],
+    results: str,
+    model_uri: str,
+    report_md: str,
+    report_html: str,
+    summary: str,
+) -> dict[str, float]:
+    """The run report: funnel + evaluation + lengths, as Markdown, HTML (with plots) and JSON; logged to
+    MLflow as the pipeline's run (the HTML report is among its artifacts)."""
+    import os
+
+    from kubedistill import tracking as tr
+    from kubedistill.report import RunSummary, funnel_from_metrics, load_lengths, markdown, render_html
+
+    tcfg = _tracking(tracking)
+    res_file = Path(results) / "results.json"
+    s = RunSummary(
+        pipeline=pipeline,
+        run_name=run_name,
+        funnel=funnel_from_metrics(stage_metrics),
+        evaluation=json.loads(res_file.read_text()) if res_file.exists() else {},
+        model_uri=model_uri or None,
+        tracking_uri=tr.resolve_tracking_uri(tcfg.tracking_uri) if tcfg.enabled else None,
+        report_html=report_html,
+    )
+    s.lengths = load_lengths(Path(results))
+    Path(report_md).write_text(markdown(s))
+    Path(report_html).write_text(render_html(s))
+    metrics = {f"{r.stage}.n_out": float(r.n_out) for r in s.funnel}
+    for model, benches in s.evaluation.items():
+        for bench, r in benches.items():
+            metrics.update(
+                {
+                    f"{model}.{bench}.{k}".replace("@", "_at_"): float(v)
+                    for k, v in r.items()
+                    if isinstance(v, int | float)
+                }
+            )
+    if tcfg.enabled:
+        import mlflow
+
+        with tr.stage_run(
+            f"pipeline:{pipeline}",
+            experiment=tcfg.experiment,
+            tracking_uri=tcfg.tracking_uri,
+            tags={
+                "kubedistill.kind": "pipeline",
+                "kubedistill.run_name": run_name,
+                "kubedistill.model_uri": model_uri,
+                "mlflow.note.content": markdown(s),
+            },
+        ) as run:
+            mlflow.log_metrics({tr._metric_key(k): v for k, v in metrics.items()})
+            mlflow.log_artifact(report_html, artifact_path="report")
+            mlflow.log_artifact(report_md, artifact_path="report")
+            s.mlflow_run_id = run.info.run_id
+    # For a local run, the report also lands beside the run's outputs.
+    local_copy = os.environ.get("KUBEDISTILL_REPORT_DIR")
+    if local_copy:
+        Path(local_copy).mkdir(parents=True, exist_ok=True)
+        target = Path(local_copy) / "report.html"
+        target.write_text(Path(report_html).read_text())
+        s.report_html = str(target)
+    Path(summary).write_text(s.model_dump_json(indent=2))
+    return metrics
+
+
+def log_metrics(artifact: Any, values: dict[str, float]) -> None:
+    """Log ``values`` on a KFP Metrics artifact, and write them to its file too: kfp.local's cache treats
+    an output artifact without a file as missing (and would re-run the task every time)."""
+    for k, v in values.items():
+        artifact.log_metric(k, v)
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(values, indent=2, sort_keys=True))

@@ -1,0 +1,73 @@
+"""The slow-thinking pipeline (DistilQwen2.5-R1's data path), as the walking skeleton runs it:
+
+collect -> generate -> verify -> SFT -> evaluate (student vs base) -> register -> report
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset
+
+from components.stages import collect_op, evaluate_op, generate_op, register_op, report_op, sft_op, verify_op
+
+# Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
+_EMPTY: dict = {}
+
+
+class Outputs(NamedTuple):
+    model_uri: str
+    summary: Dataset
+
+
+@dsl.pipeline(name="slow-thinking", description="collect, generate CoTs, verify, curriculum SFT, evaluate, register")
+def slow_thinking(
+    collect_config: dict = _EMPTY,
+    generate_config: dict = _EMPTY,
+    verify_config: dict = _EMPTY,
+    sft_config: dict = _EMPTY,
+    eval_config: dict = _EMPTY,
+    register_config: dict = _EMPTY,
+    tracking: dict = _EMPTY,
+    base_model: str = "tiny-qwen3",
+    work_dir: str = "",
+) -> Outputs:
+    collect = collect_op(config=collect_config, tracking=tracking)
+    generate = generate_op(config=generate_config, tracking=tracking, problems=collect.outputs["problems"])
+    generate.set_retry(num_retries=2, backoff_duration="60s")
+    verify = verify_op(
+        config=verify_config,
+        tracking=tracking,
+        problems=collect.outputs["problems"],
+        samples=generate.outputs["samples"],
+    )
+    sft = sft_op(
+        config=sft_config,
+        tracking=tracking,
+        problems=collect.outputs["problems"],
+        samples=verify.outputs["verified"],
+        work_dir=work_dir,
+    )
+    evaluate = evaluate_op(
+        config=eval_config,
+        tracking=tracking,
+        problems=collect.outputs["heldout"],
+        model=sft.outputs["model"],
+        base_model=base_model,
+    )
+    register = register_op(
+        config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
+    )
+    register.set_caching_options(False)  # a new registry version each run
+    report = report_op(
+        pipeline="slow-thinking",
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        tracking=tracking,
+        collect_metrics=collect.outputs["metrics"],
+        generate_metrics=generate.outputs["metrics"],
+        verify_metrics=verify.outputs["metrics"],
+        sft_metrics=sft.outputs["metrics"],
+        results=evaluate.outputs["results"],
+        model_uri=register.output,
+    )
+    report.set_caching_options(False)
+    return Outputs(model_uri=register.output, summary=report.outputs["summary"])

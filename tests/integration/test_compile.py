@@ -1,0 +1,64 @@
+"""Every pipeline compiles to KFP YAML, one file per pipeline, on the configured images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubedistill.orchestrate import PIPELINES
+
+pytestmark = pytest.mark.integration
+
+
+def test_compile_writes_one_yaml_per_pipeline_on_the_configured_images(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    # a fresh process: the image registry/tag are fixed when the components are imported
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubedistill.cli",
+            "compile",
+            "--output-dir",
+            str(out),
+            "--image-registry",
+            "registry.example.com/ml",
+            "--image-tag",
+            "1.2.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.yaml" for name in PIPELINES)
+    for name in PIPELINES:
+        spec = yaml.safe_load((out / f"{name}.yaml").read_text())
+        assert spec["pipelineInfo"]["name"] == name.replace("_", "-")
+        images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+        assert images and all(
+            i.startswith("registry.example.com/ml/kubedistill-") and i.endswith(":1.2.3") for i in images
+        )
+        # no pip install of kfp at run time: the images carry it
+        commands = " ".join(
+            " ".join(e["container"].get("command", [])) for e in spec["deploymentSpec"]["executors"].values()
+        )
+        assert "pip install" not in commands
+
+
+def test_slow_thinking_pipeline_shape(tmp_path: Path) -> None:
+    from kubedistill.orchestrate import compile_all
+
+    [path] = compile_all(tmp_path, names=["slow_thinking"])
+    spec = yaml.safe_load(path.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"collect-op", "generate-op", "verify-op", "sft-op", "evaluate-op", "register-op", "report-op"}
+    assert tasks["generate-op"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["register-op"]["cachingOptions"] == {}  # caching off: a new version each run
+    assert tasks["sft-op"]["dependentTasks"] == ["collect-op", "verify-op"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"collect_config", "generate_config", "sft_config", "eval_config", "tracking"} <= set(params)
