@@ -144,32 +144,170 @@ def report_op(
     pipeline: str,
     run_name: str,
     tracking: dict,
-    collect_metrics: Input[Metrics],
-    generate_metrics: Input[Metrics],
-    verify_metrics: Input[Metrics],
-    sft_metrics: Input[Metrics],
-    results: Input[Dataset],
-    model_uri: str,
     report: Output[Markdown],
     report_html: Output[HTML],
     summary: Output[Dataset],
+    model_uri: str = "",
+    results: Input[Dataset] = None,
+    scored: Input[Dataset] = None,
+    collect_metrics: Input[Metrics] = None,
+    generate_metrics: Input[Metrics] = None,
+    judge_metrics: Input[Metrics] = None,
+    rewrite_metrics: Input[Metrics] = None,
+    verify_metrics: Input[Metrics] = None,
+    score_metrics: Input[Metrics] = None,
+    select_metrics: Input[Metrics] = None,
+    pairs_metrics: Input[Metrics] = None,
+    sft_metrics: Input[Metrics] = None,
+    dpo_metrics: Input[Metrics] = None,
 ):
-    """The run report: stage funnel, student vs base, CoT lengths (Markdown + HTML with plots, in MLflow)."""
+    """The run report: stage funnel, student vs base, CoT lengths, RV/CD distribution (Markdown + HTML)."""
     from kubedistill import steps
 
     steps.report(
         pipeline=pipeline,
         run_name=run_name,
         tracking=tracking,
-        results=results.path,
         model_uri=model_uri,
+        results=results.path if results else None,
+        scored=scored.path if scored else None,
         stage_metrics={
-            "collect": collect_metrics.metadata,
-            "generate": generate_metrics.metadata,
-            "verify": verify_metrics.metadata,
-            "sft": sft_metrics.metadata,
+            "collect": collect_metrics,
+            "generate": generate_metrics,
+            "judge": judge_metrics,
+            "rewrite": rewrite_metrics,
+            "verify": verify_metrics,
+            "score": score_metrics,
+            "select": select_metrics,
+            "pairs": pairs_metrics,
+            "sft": sft_metrics,
+            "dpo": dpo_metrics,
         },
         report_md=report.path,
         report_html=report_html.path,
         summary=summary.path,
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def judge_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    judged: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """LLM judge: each CoT's difficulty for the student (easy / medium / hard)."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.judge(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            judged=judged.path,
+            rejects=rejects.path,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def rewrite_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    rewritten: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Extend easy CoTs (add the missing steps), simplify hard ones."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.rewrite(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            rewritten=rewritten.path,
+            rejects=rejects.path,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def score_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    scored: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """LLM judge: reasoning verbosity (RV) and cognitive difficulty (CD), 0-9, for each CoT."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.score(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            scored=scored.path,
+            rejects=rejects.path,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def select_op(
+    config: dict,
+    tracking: dict,
+    samples: Input[Dataset],
+    selected: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Target-aware selection: correct CoTs whose RV / CD fit the student, at most K per problem."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.select(
+            config=config, tracking=tracking, samples=samples.path, selected=selected.path, rejects=rejects.path
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def pairs_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    pairs: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """DPO preference pairs: a verified CoT vs a corrupted copy (kind and magnitude recorded)."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.pairs(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            pairs=pairs.path,
+            rejects=rejects.path,
+        ),
     )

@@ -291,6 +291,106 @@ def cmd_register(ns: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ judge / rewrite / score / ...
+
+
+def _samples_stage_args(p: argparse.ArgumentParser, *, problems: bool = True, teacher_help: str = "") -> None:
+    if problems:
+        p.add_argument("--problems", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="samples (.jsonl or .parquet)")
+    _outputs_args(p)
+    p.add_argument("--config", type=Path, default=None, help="the stage's settings (YAML)")
+    if teacher_help:
+        g = p.add_argument_group(teacher_help)
+        g.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL")
+        g.add_argument("--judge-model", default=None, help="model name served there")
+        g.add_argument("--judge-api-key-env", default=None, help="environment variable with its API key")
+        g.add_argument("--cache-dir", type=Path, default=None, help="durable request cache")
+    _tracking_args(p)
+
+
+def _endpoint_into(cfg: dict[str, Any], key: str, ns: argparse.Namespace) -> dict[str, Any]:
+    from kubedistill.config import ConfigError
+
+    if ns.judge_url or ns.judge_model:
+        if not (ns.judge_url and ns.judge_model):
+            raise ConfigError("give both --judge-url and --judge-model")
+        cfg[key] = {"url": ns.judge_url, "model": ns.judge_model, "api_key_env": ns.judge_api_key_env}
+    if ns.cache_dir:
+        cfg.setdefault("client", {})["cache_dir"] = str(ns.cache_dir)
+    return cfg
+
+
+def _run_samples_stage(name: str, ns: argparse.Namespace, cfg: dict[str, Any], out_kw: str) -> int:
+    from kubedistill import steps
+
+    outputs = _outputs(ns)
+    kwargs: dict[str, Any] = {
+        "config": cfg,
+        "tracking": _tracking(ns).model_dump(),
+        "samples": str(ns.input),
+        out_kw: str(outputs.output),
+        "rejects": str(outputs.rejects),
+        "stats": str(outputs.stats),
+    }
+    if getattr(ns, "problems", None) is not None:
+        kwargs["problems"] = str(ns.problems)
+    _print_metrics(name, getattr(steps, name)(**kwargs), outputs)
+    return 0
+
+
+@command("judge", "LLM judge: each CoT's difficulty for a small student (easy / medium / hard)")
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    _samples_stage_args(p, teacher_help="judge endpoint")
+
+
+def cmd_judge(ns: argparse.Namespace) -> int:
+    return _run_samples_stage("judge", ns, _endpoint_into(_config_base(ns.config), "judge", ns), "judged")
+
+
+@command("rewrite", "extend easy CoTs, simplify hard ones (one pass through a rewriter LLM)")
+def _rewrite_args(p: argparse.ArgumentParser) -> None:
+    _samples_stage_args(p, teacher_help="rewriter endpoint")
+
+
+def cmd_rewrite(ns: argparse.Namespace) -> int:
+    return _run_samples_stage("rewrite", ns, _endpoint_into(_config_base(ns.config), "rewriter", ns), "rewritten")
+
+
+@command("score", "LLM judge: reasoning verbosity (RV) and cognitive difficulty (CD), 0-9, for each CoT")
+def _score_args(p: argparse.ArgumentParser) -> None:
+    _samples_stage_args(p, teacher_help="judge endpoint")
+
+
+def cmd_score(ns: argparse.Namespace) -> int:
+    return _run_samples_stage("score", ns, _endpoint_into(_config_base(ns.config), "judge", ns), "scored")
+
+
+@command("select", "keep the correct CoTs whose RV / CD fit the student (target-aware sampling)")
+def _select_args(p: argparse.ArgumentParser) -> None:
+    _samples_stage_args(p, problems=False)
+    p.add_argument("--profile", default=None, help="small | medium | large (student size)")
+    p.add_argument("--per-problem", type=int, default=None, help="at most K CoTs per problem")
+    p.add_argument("--target-size", type=int, default=None, help="at most this many CoTs")
+
+
+def cmd_select(ns: argparse.Namespace) -> int:
+    cfg = _config_base(ns.config)
+    for key in ("profile", "per_problem", "target_size"):
+        if getattr(ns, key) is not None:
+            cfg[key] = getattr(ns, key)
+    return _run_samples_stage("select", ns, cfg, "selected")
+
+
+@command("pairs", "DPO preference pairs: a verified CoT vs a corrupted copy of it")
+def _pairs_args(p: argparse.ArgumentParser) -> None:
+    _samples_stage_args(p)
+
+
+def cmd_pairs(ns: argparse.Namespace) -> int:
+    return _run_samples_stage("pairs", ns, _config_base(ns.config), "pairs")
+
+
 # ------------------------------------------------------------------------------------ compile / run
 
 

@@ -21,6 +21,7 @@ from kubedistill.errors import UserError
 # pipeline name -> (module, function)
 PIPELINES: dict[str, tuple[str, str]] = {
     "slow_thinking": ("pipelines.slow_thinking", "slow_thinking"),
+    "adaptive_thinking": ("pipelines.adaptive_thinking", "adaptive_thinking"),
 }
 
 

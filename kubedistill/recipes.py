@@ -22,6 +22,10 @@ from kubedistill.config import (
     load_config,
     load_yaml,
 )
+from kubedistill.cot.judge import JudgeSettings
+from kubedistill.cot.pairs import PairsSettings
+from kubedistill.cot.rewrite import RewriteSettings
+from kubedistill.cot.select import SelectSettings
 from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
 from kubedistill.evaluate.core import EvalConfig
@@ -66,11 +70,8 @@ class RegisterSection(StrictModel):
     aliases: list[str] = Field(default_factory=lambda: ["candidate"])
 
 
-class SlowThinkingRecipe(StrictModel):
-    """collect → generate → verify → SFT → evaluate → register (DistilQwen2.5-R1's data path)."""
-
-    recipe: Literal["slow_thinking"] = "slow_thinking"
-    name: str = "slow-thinking"
+class _Recipe(StrictModel):
+    name: str
     description: str = ""
     teacher: TeacherSection
     collect: CollectConfig
@@ -81,12 +82,13 @@ class SlowThinkingRecipe(StrictModel):
     registry: RegisterSection = Field(default_factory=RegisterSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
-        """The pipeline's parameters. ``teachers`` are the endpoints to use (a local teacher's URL is only
-        known once it is started); by default the recipe's own endpoints."""
+    def _endpoints(self, teachers: list[TeacherConfig] | None) -> list[TeacherConfig]:
         endpoints = teachers if teachers is not None else self.teacher.endpoints
         if not endpoints:
             raise ConfigError(f"recipe {self.name!r}: no teacher endpoint (teacher.local is started by `run --local`)")
+        return endpoints
+
+    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
         generate = self.generate.model_copy(update={"teachers": self.generate.teachers or endpoints})
         return {
             "collect_config": kfp_param(self.collect, "collect"),
@@ -97,6 +99,53 @@ class SlowThinkingRecipe(StrictModel):
             "register_config": kfp_param(self.registry, "registry"),
             "tracking": kfp_param(self.tracking, "tracking"),
             "base_model": self.sft.base_model,
+        }
+
+
+def _judge_with(section: JudgeSettings, endpoints: list[TeacherConfig]) -> JudgeSettings:
+    """A judge section whose endpoint defaults to the first teacher."""
+    return section if section.judge is not None else section.model_copy(update={"judge": endpoints[0]})
+
+
+class SlowThinkingRecipe(_Recipe):
+    """DistilQwen2.5-R1: collect → generate → difficulty judge → rewrite (extend easy, simplify hard) →
+    verify → curriculum SFT (medium, then hard) → DPO pairs → evaluate → register."""
+
+    recipe: Literal["slow_thinking"] = "slow_thinking"
+    name: str = "slow-thinking"
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+    pairs: PairsSettings = Field(default_factory=PairsSettings)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        """The pipeline's parameters. ``teachers`` are the endpoints to use (a local teacher's URL is only
+        known once it is started); by default the recipe's own endpoints. Judge and rewriter default to the
+        first teacher."""
+        endpoints = self._endpoints(teachers)
+        rewrite = self.rewrite if self.rewrite.rewriter else self.rewrite.model_copy(update={"rewriter": endpoints[0]})
+        return {
+            **self._common(endpoints),
+            "judge_config": kfp_param(_judge_with(self.judge, endpoints), "judge"),
+            "rewrite_config": kfp_param(rewrite, "rewrite"),
+            "pairs_config": kfp_param(self.pairs, "pairs"),
+        }
+
+
+class AdaptiveThinkingRecipe(_Recipe):
+    """ThoughtX/ThoughtY: collect → generate → verify → RV/CD scores → target-aware selection → SFT →
+    evaluate → register."""
+
+    recipe: Literal["adaptive_thinking"] = "adaptive_thinking"
+    name: str = "adaptive-thinking"
+    score: JudgeSettings = Field(default_factory=JudgeSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        endpoints = self._endpoints(teachers)
+        return {
+            **self._common(endpoints),
+            "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
+            "select_config": kfp_param(self.select, "select"),
         }
 
 
@@ -117,7 +166,10 @@ def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
     return data
 
 
-RECIPES: dict[str, type[StrictModel]] = {"slow_thinking": SlowThinkingRecipe}
+RECIPES: dict[str, type[StrictModel]] = {
+    "slow_thinking": SlowThinkingRecipe,
+    "adaptive_thinking": AdaptiveThinkingRecipe,
+}
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:

@@ -181,6 +181,28 @@ class Sample(_Record):
         return f"{problem_id}::{teacher}::t{temperature:g}::{sample_index}"
 
 
+# ------------------------------------------------------------------------------------ PreferencePair
+
+
+class PreferencePair(_Record):
+    """A DPO pair for one problem: ``chosen`` is a verified CoT, ``rejected`` a corrupted copy of it.
+
+    Both are the assistant turn as the student should (not) produce it:
+    ``<think>\n{reasoning}\n</think>\n\n{answer}``; the prompt is rebuilt from the problem at training
+    time, exactly as for SFT. ``corruption`` names what was changed (``number``, ``drop_step``,
+    ``wrong_conclusion``, ...), ``magnitude`` how much, in [0, 1] (small = subtle = a hard pair);
+    ``beta`` is an optional per-pair DPO beta (CogPO-style), None = the trainer's beta."""
+
+    id: str = Field(min_length=1)
+    problem_id: str = Field(min_length=1)
+    chosen_sample_id: str = Field(min_length=1)
+    chosen: str = Field(min_length=1)
+    rejected: str = Field(min_length=1)
+    corruption: str = Field(min_length=1)
+    magnitude: float = Field(ge=0.0, le=1.0)
+    beta: float | None = Field(default=None, gt=0.0)
+
+
 # --------------------------------------------------------------------------------------- rejects, stats
 
 

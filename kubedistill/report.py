@@ -30,6 +30,7 @@ class RunSummary(BaseModel):
     funnel: list[FunnelRow] = Field(default_factory=list)
     evaluation: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # model -> benchmark -> result
     lengths: dict[str, list[int]] = Field(default_factory=dict, exclude=True)  # model -> completion tokens
+    scores: list[tuple[int, int]] = Field(default_factory=list, exclude=True)  # (rv, cd) of scored CoTs
     model_uri: str | None = None
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
@@ -142,6 +143,28 @@ def plots(summary: RunSummary) -> dict[str, str]:
         ax.set_title("CoT length")
         ax.legend()
         out["lengths"] = _png(fig)
+    if summary.scores:
+        import numpy as np
+
+        rv = [a for a, _ in summary.scores]
+        cd = [b for _, b in summary.scores]
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+        for ax, vals, name in ((axes[0], rv, "reasoning verbosity (RV)"), (axes[1], cd, "cognitive difficulty (CD)")):
+            ax.bar(range(10), [vals.count(i) for i in range(10)], color="#2e86de")
+            ax.set_xticks(range(10))
+            ax.set_xlabel(name)
+            ax.set_ylabel("CoTs")
+        grid = np.zeros((10, 10))
+        for a, b in summary.scores:
+            grid[b, a] += 1
+        im = axes[2].imshow(grid, origin="lower", cmap="Blues")
+        axes[2].set_xlabel("RV")
+        axes[2].set_ylabel("CD")
+        axes[2].set_xticks(range(10))
+        axes[2].set_yticks(range(10))
+        fig.colorbar(im, ax=axes[2], fraction=0.046)
+        fig.suptitle(f"RV / CD of {len(summary.scores)} scored CoTs")
+        out["scores"] = _png(fig)
     return out
 
 
@@ -167,6 +190,8 @@ def render_html(summary: RunSummary) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if "lengths" in imgs:
         body.append(f'<h2>CoT length</h2><img alt="lengths" src="data:image/png;base64,{imgs["lengths"]}">')
+    if "scores" in imgs:
+        body.append(f'<h2>RV / CD distribution</h2><img alt="scores" src="data:image/png;base64,{imgs["scores"]}">')
     # wrap consecutive rows in tables
     out, in_table = [], False
     for b in body:

@@ -280,32 +280,37 @@ def report(
     pipeline: str,
     run_name: str,
     tracking: dict[str, Any],
-    stage_metrics: dict[str, dict[str, Any]],
-    results: str,
+    stage_metrics: dict[str, Any],
+    results: str | None,
     model_uri: str,
     report_md: str,
     report_html: str,
     summary: str,
+    scored: str | None = None,
 ) -> dict[str, float]:
-    """The run report: funnel + evaluation + lengths, as Markdown, HTML (with plots) and JSON; logged to
-    MLflow as the pipeline's run (the HTML report is among its artifacts)."""
+    """The run report: funnel + evaluation + lengths (+ the RV/CD distribution of ``scored`` samples), as
+    Markdown, HTML (with plots) and JSON; logged to MLflow as the pipeline's run (the HTML report is among
+    its artifacts). ``stage_metrics`` values are KFP Metrics artifacts (their metadata), dicts, or None."""
     import os
 
     from kubedistill import tracking as tr
     from kubedistill.report import RunSummary, funnel_from_metrics, load_lengths, markdown, render_html
 
     tcfg = _tracking(tracking)
-    res_file = Path(results) / "results.json"
+    metrics_by_stage = {k: getattr(v, "metadata", v) for k, v in stage_metrics.items() if v is not None}
+    res_file = Path(results) / "results.json" if results else None
     s = RunSummary(
         pipeline=pipeline,
         run_name=run_name,
-        funnel=funnel_from_metrics(stage_metrics),
-        evaluation=json.loads(res_file.read_text()) if res_file.exists() else {},
+        funnel=funnel_from_metrics(metrics_by_stage),
+        evaluation=json.loads(res_file.read_text()) if res_file and res_file.exists() else {},
         model_uri=model_uri or None,
         tracking_uri=tr.resolve_tracking_uri(tcfg.tracking_uri) if tcfg.enabled else None,
         report_html=report_html,
     )
-    s.lengths = load_lengths(Path(results))
+    s.lengths = load_lengths(Path(results)) if results else {}
+    if scored:
+        s.scores = [(x.rv, x.cd) for x in read_records(scored, Sample) if x.rv is not None and x.cd is not None]
     Path(report_md).write_text(markdown(s))
     Path(report_html).write_text(render_html(s))
     metrics = {f"{r.stage}.n_out": float(r.n_out) for r in s.funnel}
@@ -354,3 +359,172 @@ def log_metrics(artifact: Any, values: dict[str, float]) -> None:
         artifact.log_metric(k, v)
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     Path(artifact.path).write_text(json.dumps(values, indent=2, sort_keys=True))
+
+
+# -------------------------------------------------------------------- CoT processors (judge, rewrite, ...)
+
+
+def _samples_stage(
+    stage: str,
+    fn: Any,
+    cfg: Any,
+    *,
+    tracking: dict[str, Any],
+    problems: str | None,
+    samples: str,
+    output: str,
+    rejects: str,
+    stats: str | None,
+    fatal: tuple[str, ...] = (),
+) -> dict[str, float]:
+    inputs: dict[str, tuple[str, type]] = {"samples": (samples, Sample)}
+    if problems is not None:
+        inputs["problems"] = (problems, Problem)
+    st = run_stage(
+        stage,
+        fn,
+        inputs=inputs,
+        outputs=_outputs(output, rejects, stats),
+        cfg=cfg,
+        tracking=_tracking(tracking),
+        fatal=fatal,
+    )
+    return stage_metrics(st)
+
+
+def judge(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    judged: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """Difficulty (easy / medium / hard for the student) on every CoT, by an LLM judge."""
+    from kubedistill.cot.judge import JudgeSettings, judge_difficulty
+
+    cfg = validate_config(JudgeSettings, config, "judge")
+    return _samples_stage(
+        "judge",
+        judge_difficulty,
+        cfg,
+        tracking=tracking,
+        problems=problems,
+        samples=samples,
+        output=judged,
+        rejects=rejects,
+        stats=stats,
+        fatal=("request_failed",),
+    )
+
+
+def score(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    scored: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """RV and CD scores 0-9 on every CoT, by an LLM judge."""
+    from kubedistill.cot.judge import JudgeSettings, score_rv_cd
+
+    cfg = validate_config(JudgeSettings, config, "score")
+    return _samples_stage(
+        "score",
+        score_rv_cd,
+        cfg,
+        tracking=tracking,
+        problems=problems,
+        samples=samples,
+        output=scored,
+        rejects=rejects,
+        stats=stats,
+        fatal=("request_failed",),
+    )
+
+
+def rewrite(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    rewritten: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """Extend easy CoTs, simplify hard ones."""
+    from kubedistill.cot.rewrite import RewriteSettings
+    from kubedistill.cot.rewrite import rewrite as rewrite_fn
+
+    cfg = validate_config(RewriteSettings, config, "rewrite")
+    return _samples_stage(
+        "rewrite",
+        rewrite_fn,
+        cfg,
+        tracking=tracking,
+        problems=problems,
+        samples=samples,
+        output=rewritten,
+        rejects=rejects,
+        stats=stats,
+    )
+
+
+def select(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    samples: str,
+    selected: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """Keep the correct CoTs whose RV / CD fit the student's windows."""
+    from kubedistill.cot.select import SelectSettings
+    from kubedistill.cot.select import select as select_fn
+
+    cfg = validate_config(SelectSettings, config, "select")
+    return _samples_stage(
+        "select",
+        select_fn,
+        cfg,
+        tracking=tracking,
+        problems=None,
+        samples=samples,
+        output=selected,
+        rejects=rejects,
+        stats=stats,
+    )
+
+
+def pairs(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    pairs: str,
+    rejects: str,
+    stats: str | None = None,
+) -> dict[str, float]:
+    """DPO preference pairs: verified CoT vs a corrupted copy."""
+    from kubedistill.cot.pairs import PairsSettings, make_pairs
+
+    cfg = validate_config(PairsSettings, config, "pairs")
+    return _samples_stage(
+        "pairs",
+        make_pairs,
+        cfg,
+        tracking=tracking,
+        problems=problems,
+        samples=samples,
+        output=pairs,
+        rejects=rejects,
+        stats=stats,
+    )

@@ -1,6 +1,7 @@
-"""The slow-thinking pipeline (DistilQwen2.5-R1's data path), as the walking skeleton runs it:
+"""The slow-thinking pipeline (DistilQwen2.5-R1):
 
-collect -> generate -> verify -> SFT -> evaluate (student vs base) -> register -> report
+collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify
+        -> curriculum SFT (medium, then hard) -> pairs -> evaluate (student vs base) -> register -> report
 """
 
 from typing import NamedTuple
@@ -8,7 +9,18 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset
 
-from components.stages import collect_op, evaluate_op, generate_op, register_op, report_op, sft_op, verify_op
+from components.stages import (
+    collect_op,
+    evaluate_op,
+    generate_op,
+    judge_op,
+    pairs_op,
+    register_op,
+    report_op,
+    rewrite_op,
+    sft_op,
+    verify_op,
+)
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
 _EMPTY: dict = {}
@@ -19,12 +31,19 @@ class Outputs(NamedTuple):
     summary: Dataset
 
 
-@dsl.pipeline(name="slow-thinking", description="collect, generate CoTs, verify, curriculum SFT, evaluate, register")
+@dsl.pipeline(
+    name="slow-thinking",
+    description="DistilQwen2.5-R1: CoTs from teachers, judged, rewritten for the student, verified; curriculum "
+    "SFT; evaluated against the base student; registered in MLflow.",
+)
 def slow_thinking(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
+    judge_config: dict = _EMPTY,
+    rewrite_config: dict = _EMPTY,
     verify_config: dict = _EMPTY,
     sft_config: dict = _EMPTY,
+    pairs_config: dict = _EMPTY,
     eval_config: dict = _EMPTY,
     register_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
@@ -32,21 +51,18 @@ def slow_thinking(
     work_dir: str = "",
 ) -> Outputs:
     collect = collect_op(config=collect_config, tracking=tracking)
-    generate = generate_op(config=generate_config, tracking=tracking, problems=collect.outputs["problems"])
+    problems = collect.outputs["problems"]
+    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
     generate.set_retry(num_retries=2, backoff_duration="60s")
-    verify = verify_op(
-        config=verify_config,
-        tracking=tracking,
-        problems=collect.outputs["problems"],
-        samples=generate.outputs["samples"],
-    )
+    judge = judge_op(config=judge_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
+    judge.set_retry(num_retries=2, backoff_duration="60s")
+    rewrite = rewrite_op(config=rewrite_config, tracking=tracking, problems=problems, samples=judge.outputs["judged"])
+    rewrite.set_retry(num_retries=2, backoff_duration="60s")
+    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=rewrite.outputs["rewritten"])
     sft = sft_op(
-        config=sft_config,
-        tracking=tracking,
-        problems=collect.outputs["problems"],
-        samples=verify.outputs["verified"],
-        work_dir=work_dir,
+        config=sft_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"], work_dir=work_dir
     )
+    pairs = pairs_op(config=pairs_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
     evaluate = evaluate_op(
         config=eval_config,
         tracking=tracking,
@@ -62,12 +78,15 @@ def slow_thinking(
         pipeline="slow-thinking",
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         tracking=tracking,
+        model_uri=register.output,
+        results=evaluate.outputs["results"],
         collect_metrics=collect.outputs["metrics"],
         generate_metrics=generate.outputs["metrics"],
+        judge_metrics=judge.outputs["metrics"],
+        rewrite_metrics=rewrite.outputs["metrics"],
         verify_metrics=verify.outputs["metrics"],
+        pairs_metrics=pairs.outputs["metrics"],
         sft_metrics=sft.outputs["metrics"],
-        results=evaluate.outputs["results"],
-        model_uri=register.output,
     )
     report.set_caching_options(False)
     return Outputs(model_uri=register.output, summary=report.outputs["summary"])

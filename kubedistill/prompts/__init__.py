@@ -32,6 +32,7 @@ class Prompt(BaseModel):
     id: str
     version: int = Field(ge=1)
     description: str = ""
+    reask: str | None = None  # sent after an unparsable judge reply (bounded re-ask)
     templates: dict[str, Template]  # by domain; "default" is the fallback
 
     @property

@@ -36,9 +36,9 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
 ) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     log = tmp_path / "teacher.jsonl"
-    with running_server(
-        ServerScript(models=["scripted"], log_path=str(log), fail_first_max=1, retry_after_s=0.05)
-    ) as url:
+    answers = [(r"Classify the chain of thought", "Balanced.\n<difficulty>medium</difficulty>")]
+    script = ServerScript(models=["scripted"], log_path=str(log), fail_first_max=1, retry_after_s=0.05, answers=answers)
+    with running_server(script) as url:
         result = run_local(_recipe(tmp_path, url), workdir=tmp_path / "out")
         n_requests = len([r for r in read_log(log) if r["outcome"] == "ok"])
 
@@ -49,8 +49,10 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         assert c.n_in == 24 and c.n_out + sum(c.dropped.values()) == 24  # tiny sums repeat: dedup drops some
         n_train = c.n_out - 4  # 4 held out
         assert funnel["generate"].n_in == n_train and funnel["generate"].n_out == 2 * n_train  # 2 temperatures
+        assert funnel["judge"].n_out == 2 * n_train and funnel["rewrite"].n_out == 2 * n_train  # all medium
         assert funnel["verify"].n_in == 2 * n_train and funnel["verify"].n_out > 0
         assert funnel["verify"].n_out + sum(funnel["verify"].dropped.values()) == 2 * n_train
+        assert funnel["pairs"].n_in == funnel["verify"].n_out and funnel["pairs"].n_out > 0
         assert funnel["sft"].n_in == funnel["verify"].n_out
         assert set(summary.evaluation) == {"base", "student"}
         assert summary.evaluation["student"]["heldout"]["n_problems"] == 4
@@ -62,7 +64,7 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         mlflow.set_tracking_uri(tracking_uri)  # another test in this process may have pointed it elsewhere
         runs = mlflow.search_runs(experiment_names=["kubedistill-quickstart"], output_format="list")
         stages = {r.data.tags.get("kubedistill.stage") for r in runs}
-        assert {"collect", "generate", "verify", "sft", "evaluate", "register"} <= stages
+        assert {"collect", "generate", "judge", "rewrite", "verify", "pairs", "sft", "evaluate", "register"} <= stages
         pipeline_run = mlflow.get_run(summary.mlflow_run_id)
         assert pipeline_run.data.tags["kubedistill.model_uri"] == result.model_uri
 
@@ -73,3 +75,46 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         assert len([r for r in read_log(log) if r["outcome"] == "ok"]) == n_requests
     results = json.loads(next((tmp_path / "out" / "pipeline-test" / "pipeline_root").rglob("results.json")).read_text())
     assert "pass@1" in results["student"]["heldout"]
+
+
+def test_a_run_whose_selection_keeps_nothing_fails_clearly(
+    tmp_path: Path, tracking_uri: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubedistill.errors import RunFailed
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    recipe = yaml.safe_load(Path("examples/adaptive_thinking.yaml").read_text())
+    # every CoT scores CD 7: outside the small profile's 0-5 window, so nothing fits the student
+    answers = [(r"REASONING VERBOSITY", "Short.\n<score>2</score>"), (r"COGNITIVE DIFFICULTY", "<score>7</score>")]
+    with running_server(ServerScript(models=["scripted"], answers=answers)) as url:
+        recipe["teacher"] = {"endpoints": [{"url": url, "model": "scripted"}]}
+        recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 8}
+        recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 2}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        with pytest.raises(RunFailed, match=r"failed at task sft-op: ValueError: sft: no CoTs to train on"):
+            run_local(path, workdir=tmp_path / "out")
+
+
+def test_adaptive_thinking_selects_and_plots(
+    tmp_path: Path, tracking_uri: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    recipe = yaml.safe_load(Path("examples/adaptive_thinking.yaml").read_text())
+    answers = [(r"REASONING VERBOSITY", "Short.\n<score>2</score>"), (r"COGNITIVE DIFFICULTY", "<score>3</score>")]
+    with running_server(ServerScript(models=["scripted"], answers=answers)) as url:
+        recipe["teacher"] = {"endpoints": [{"url": url, "model": "scripted"}]}
+        recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 16}
+        recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 3}
+        recipe["sft"]["curriculum"][0]["epochs"] = 1
+        recipe["evaluate"]["max_tokens"] = 8
+        recipe["registry"]["name"] = "kd-adaptive-test"
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        result = run_local(path, workdir=tmp_path / "out")
+    assert result.model_uri == "models:/kd-adaptive-test/1"
+    summary = RunSummary.model_validate_json(Path(result.outputs["summary"].path).read_text())
+    funnel = {r.stage: r for r in summary.funnel}
+    assert funnel["select"].n_out > 0 and funnel["sft"].n_in == funnel["select"].n_out
+    html = Path(summary.report_html or "").read_text()
+    assert "RV / CD distribution" in html

@@ -1,0 +1,228 @@
+"""LLM judges: CoT difficulty for the student (slow thinking), reasoning verbosity (RV) and cognitive
+difficulty (CD) scores 0-9 (adaptive thinking), and logical correctness (the verifier's fallback).
+
+Every judge call goes through the teacher client (cache, retries, progress). A judge's reply is parsed
+strictly: the label must appear exactly as ``<difficulty>medium</difficulty>``, ``<score>7</score>`` or
+``<verdict>1</verdict>`` (the last one in the reply counts); anything else is re-asked, at most
+``max_reasks`` times, with the prompt's re-ask message after the bad reply. Every label records which
+judge model and prompt version produced it, the raw reply and the number of attempts
+(``Sample.judgements``). A CoT the judge never labelled keeps its field unset and is counted
+(``unparsable``) — never silently dropped or given a made-up label.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from kubedistill.config import ClientConfig, ConfigError, StrictModel, TeacherConfig
+from kubedistill.prompts import Prompt, load_prompt
+from kubedistill.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.teacher import ChatRequest, TeacherClient
+
+_DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
+_SCORE = re.compile(r"<score>\s*(\d)\s*</score>")
+_VERDICT = re.compile(r"<verdict>\s*([01])\s*</verdict>")
+
+
+def parse_difficulty(text: str) -> str | None:
+    found = _DIFFICULTY.findall(text or "")
+    return found[-1].lower() if found else None
+
+
+def parse_score(text: str) -> int | None:
+    """``<score>N</score>`` with N a single digit 0-9 (the last one in the reply); else None."""
+    found = _SCORE.findall(text or "")
+    return int(found[-1]) if found else None
+
+
+def parse_verdict(text: str) -> bool | None:
+    found = _VERDICT.findall(text or "")
+    return found[-1] == "1" if found else None
+
+
+class JudgeSettings(StrictModel):
+    """Which model judges, and how it is asked."""
+
+    judge: TeacherConfig | None = Field(default=None, description="judge endpoint; None: the recipe's first teacher")
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=1024, ge=16)
+    max_reasks: int = Field(default=2, ge=0, description="re-asks after an unparsable reply")
+    max_cot_chars: int = Field(default=16000, ge=1000, description="longer CoTs are shown to the judge as head + tail")
+    client: ClientConfig = Field(default_factory=ClientConfig)
+
+    def endpoint(self) -> TeacherConfig:
+        if self.judge is None:
+            raise ConfigError("judge: no judge endpoint configured (judge.judge or the recipe's teachers)")
+        return self.judge
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    name: str  # the label: difficulty, rv, cd, correct
+    prompt: str
+    parse: Callable[[str], Any]
+
+
+SPECS = {
+    "difficulty": JudgeSpec("difficulty", "judge_difficulty", parse_difficulty),
+    "rv": JudgeSpec("rv", "judge_rv", parse_score),
+    "cd": JudgeSpec("cd", "judge_cd", parse_score),
+    "correct": JudgeSpec("correct", "judge_correct", parse_verdict),
+}
+
+
+@dataclass
+class Outcome:
+    value: Any  # None when the judge never gave a parsable label
+    raw: str
+    attempts: int
+    error: str | None  # the request failed after all retries
+
+
+def show_cot(sample: Sample, max_chars: int) -> str:
+    text = sample.text.strip()
+    if len(text) <= max_chars:
+        return text
+    half = max_chars // 2
+    return f"{text[:half]}\n\n[... {len(text) - max_chars} characters omitted ...]\n\n{text[-half:]}"
+
+
+def run_judge(
+    items: Sequence[tuple[Problem, Sample]], spec: JudgeSpec, cfg: JudgeSettings, client: TeacherClient
+) -> list[Outcome]:
+    """Ask the judge about every (problem, CoT); re-ask unparsable replies up to ``cfg.max_reasks`` times."""
+    prompt: Prompt = load_prompt(spec.prompt)
+    label = cfg.endpoint().label
+    conversations = [prompt.messages(p.domain, problem=p.problem, cot=show_cot(s, cfg.max_cot_chars)) for p, s in items]
+    outcomes = [Outcome(None, "", 0, None) for _ in items]
+    pending = list(range(len(items)))
+    params = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    for round_ in range(cfg.max_reasks + 1):
+        if not pending:
+            break
+        reqs = [ChatRequest(teacher=label, messages=conversations[i], params=params, tag=i) for i in pending]
+        desc = f"judge {spec.name}" + (f" (re-ask {round_})" if round_ else "")
+        still = []
+        for res in client.run(reqs, desc=desc):
+            i = res.request.tag
+            out = outcomes[i]
+            out.attempts = round_ + 1
+            if not res.ok:
+                out.error = res.error
+                continue
+            reply = res.content or ""
+            out.raw = reply if not out.raw else f"{out.raw}\n\n--- re-ask {round_} ---\n\n{reply}"
+            value = spec.parse(reply)
+            if value is not None:
+                out.value = value
+            elif prompt.reask:
+                conversations[i] = [
+                    *conversations[i],
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": prompt.reask},
+                ]
+                still.append(i)
+        pending = still
+    return outcomes
+
+
+def _client(cfg: JudgeSettings, client: TeacherClient | None) -> tuple[TeacherClient, bool]:
+    if client is not None:
+        return client, False
+    return TeacherClient([cfg.endpoint()], cfg.client), True
+
+
+def label_samples(
+    samples: Sequence[Sample],
+    cfg: JudgeSettings,
+    *,
+    problems: Sequence[Problem],
+    labels: Sequence[str],
+    stage: str,
+    client: TeacherClient | None = None,
+) -> tuple[list[Sample], StageStats]:
+    """Set each of ``labels`` (difficulty / rv / cd) on every sample; returns the samples (all of them)."""
+    stats = StageStats(stage=stage, n_in=len(samples))
+    by_id = {p.id: p for p in problems}
+    out = [s.model_copy(deep=True) for s in samples]
+    known = [(i, by_id[s.problem_id], s) for i, s in enumerate(out) if s.problem_id in by_id]
+    for s in out:
+        if s.problem_id not in by_id:
+            stats.reject("unknown_problem", f"no problem {s.problem_id!r}", record={"sample_id": s.id})
+    keep = {i for i, _, _ in known}
+    cl, owned = _client(cfg, client)
+    judge_label = cfg.endpoint().label
+    try:
+        with Timer() as timer:
+            for name in labels:
+                spec = SPECS[name]
+                outcomes = run_judge([(p, s) for _, p, s in known], spec, cfg, cl)
+                prompt_ref = load_prompt(spec.prompt).ref
+                counts: dict[str, int] = {}
+                for (i, _, s), o in zip(known, outcomes, strict=True):
+                    if o.error is not None:
+                        stats.reject("request_failed", f"judge {name}: {o.error}", record={"sample_id": s.id})
+                        keep.discard(i)
+                        continue
+                    s.judgements[name] = Judgement(
+                        by=judge_label, prompt=prompt_ref, raw=o.raw[-4000:], attempts=o.attempts
+                    )
+                    if o.value is None:
+                        counts["unparsable"] = counts.get("unparsable", 0) + 1
+                        continue
+                    setattr(s, name, o.value)
+                    counts[str(o.value)] = counts.get(str(o.value), 0) + 1
+                    if o.attempts > 1:
+                        counts["reasked"] = counts.get("reasked", 0) + 1
+                stats.info[name] = dict(sorted(counts.items()))
+                stats.metrics[f"{name}.unparsable"] = float(counts.get("unparsable", 0))
+    finally:
+        if owned:
+            cl.close()
+    result = [s for i, s in enumerate(out) if i in keep]
+    stats.n_out = len(result)
+    stats.elapsed_s = timer.elapsed
+    stats.metrics.update(cl.stats.as_metrics("judge."))
+    return result, stats
+
+
+def judge_difficulty(
+    samples: Sequence[Sample], cfg: JudgeSettings, *, problems: Sequence[Problem], client: TeacherClient | None = None
+) -> tuple[list[Sample], StageStats]:
+    """Stage `judge`: easy / medium / hard for the student, on every CoT."""
+    return label_samples(samples, cfg, problems=problems, labels=["difficulty"], stage="judge", client=client)
+
+
+def score_rv_cd(
+    samples: Sequence[Sample], cfg: JudgeSettings, *, problems: Sequence[Problem], client: TeacherClient | None = None
+) -> tuple[list[Sample], StageStats]:
+    """Stage `score`: reasoning verbosity and cognitive difficulty, 0-9 each, on every CoT."""
+    return label_samples(samples, cfg, problems=problems, labels=["rv", "cd"], stage="score", client=client)
+
+
+def judge_correctness(items: Sequence[tuple[Problem, Sample]], judge: TeacherConfig, client: Any = None) -> list[Any]:
+    """The verifier's fallback for problems with no reference: an LLM judge's 0/1 on logical correctness.
+    Returns :class:`~kubedistill.verifiers.Verdict` s with method ``llm-judge`` (None when it never answered)."""
+    from kubedistill.verifiers import Verdict
+
+    cfg = JudgeSettings(judge=judge)
+    cl, owned = _client(cfg, client)
+    try:
+        outcomes = run_judge(items, SPECS["correct"], cfg, cl)
+    finally:
+        if owned:
+            cl.close()
+    ref = load_prompt("judge_correct").ref
+    return [
+        Verdict(
+            o.value if o.error is None else None,
+            "llm-judge",
+            f"{judge.label} with {ref}, {o.attempts} attempt(s)" + (f": {o.error}" if o.error else ""),
+        )
+        for o in outcomes
+    ]

@@ -1,0 +1,86 @@
+"""The adaptive-thinking pipeline (ThoughtX / ThoughtY):
+
+collect -> generate -> verify -> score (RV, CD) -> select (fits the student) -> SFT -> evaluate -> register -> report
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset
+
+from components.stages import (
+    collect_op,
+    evaluate_op,
+    generate_op,
+    register_op,
+    report_op,
+    score_op,
+    select_op,
+    sft_op,
+    verify_op,
+)
+
+_EMPTY: dict = {}
+
+
+class Outputs(NamedTuple):
+    model_uri: str
+    summary: Dataset
+
+
+@dsl.pipeline(
+    name="adaptive-thinking",
+    description="ThoughtX/ThoughtY: verified CoTs scored for reasoning verbosity and cognitive difficulty; the "
+    "subset that fits the student trains it; evaluated against the base student; registered in MLflow.",
+)
+def adaptive_thinking(
+    collect_config: dict = _EMPTY,
+    generate_config: dict = _EMPTY,
+    verify_config: dict = _EMPTY,
+    score_config: dict = _EMPTY,
+    select_config: dict = _EMPTY,
+    sft_config: dict = _EMPTY,
+    eval_config: dict = _EMPTY,
+    register_config: dict = _EMPTY,
+    tracking: dict = _EMPTY,
+    base_model: str = "tiny-qwen3",
+    work_dir: str = "",
+) -> Outputs:
+    collect = collect_op(config=collect_config, tracking=tracking)
+    problems = collect.outputs["problems"]
+    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
+    generate.set_retry(num_retries=2, backoff_duration="60s")
+    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
+    score = score_op(config=score_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
+    score.set_retry(num_retries=2, backoff_duration="60s")
+    select = select_op(config=select_config, tracking=tracking, samples=score.outputs["scored"])
+    sft = sft_op(
+        config=sft_config, tracking=tracking, problems=problems, samples=select.outputs["selected"], work_dir=work_dir
+    )
+    evaluate = evaluate_op(
+        config=eval_config,
+        tracking=tracking,
+        problems=collect.outputs["heldout"],
+        model=sft.outputs["model"],
+        base_model=base_model,
+    )
+    register = register_op(
+        config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
+    )
+    register.set_caching_options(False)
+    report = report_op(
+        pipeline="adaptive-thinking",
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        tracking=tracking,
+        model_uri=register.output,
+        results=evaluate.outputs["results"],
+        scored=score.outputs["scored"],
+        collect_metrics=collect.outputs["metrics"],
+        generate_metrics=generate.outputs["metrics"],
+        verify_metrics=verify.outputs["metrics"],
+        score_metrics=score.outputs["metrics"],
+        select_metrics=select.outputs["metrics"],
+        sft_metrics=sft.outputs["metrics"],
+    )
+    report.set_caching_options(False)
+    return Outputs(model_uri=register.output, summary=report.outputs["summary"])
