@@ -391,6 +391,85 @@ def cmd_pairs(ns: argparse.Namespace) -> int:
     return _run_samples_stage("pairs", ns, _config_base(ns.config), "pairs")
 
 
+# ---------------------------------------------------------------------------------------- serve / chat
+
+
+@command("serve", "serve a student (a directory or models:/NAME@ALIAS) as a local OpenAI-compatible server")
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, a directory, an alias")
+    p.add_argument("--served-name", default=None, help="model name clients use (default: derived from --model)")
+    p.add_argument(
+        "--backend",
+        choices=["vllm", "transformers", "auto"],
+        default="auto",
+        help="vllm (default where installed) or the transformers server",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--log", type=Path, default=None, help="server log file")
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from kubedistill.serve.local import serve_forever
+
+    return serve_forever(
+        ns.model,
+        served_name=ns.served_name,
+        backend=ns.backend,
+        host=ns.host,
+        port=ns.port,
+        max_model_len=ns.max_model_len,
+        log_path=ns.log,
+    )
+
+
+@command("chat", "send a question to an OpenAI-compatible endpoint (e.g. one `kubedistill serve` started)")
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", nargs="?", default=None, help="the question (default: read lines from stdin)")
+    p.add_argument("--url", default="http://127.0.0.1:8000/v1", help="endpoint base URL (default: %(default)s)")
+    p.add_argument("--model", required=True, help="served model name")
+    p.add_argument("--api-key-env", default=None, help="environment variable with the endpoint's API key")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0)
+
+
+def cmd_chat(ns: argparse.Namespace) -> int:
+    from kubedistill.config import ClientConfig, TeacherConfig
+    from kubedistill.cot.parse import split_think
+    from kubedistill.teacher import ChatRequest, TeacherClient
+
+    client = TeacherClient(
+        [TeacherConfig(url=ns.url, model=ns.model, api_key_env=ns.api_key_env)],
+        ClientConfig(progress=False, max_retries=2, timeout_s=600),
+    )
+    client.check(timeout_s=5.0, attempts=2)
+    questions = [ns.question] if ns.question else (line.strip() for line in sys.stdin if line.strip())
+    for q in questions:
+        messages = ([{"role": "system", "content": ns.system}] if ns.system else []) + [{"role": "user", "content": q}]
+        [res] = client.run(
+            [
+                ChatRequest(
+                    teacher=ns.model,
+                    messages=messages,
+                    params={"max_tokens": ns.max_tokens, "temperature": ns.temperature},
+                )
+            ]
+        )
+        if not res.ok:
+            print(f"kubedistill: error: {res.error}", file=sys.stderr)
+            return EXIT_PARTIAL
+        text = f"<think>\n{res.reasoning}\n</think>\n\n{res.content}" if res.reasoning else (res.content or "")
+        split = split_think(text)
+        if split.reasoning != split.answer_part:
+            print(f"[thinking]\n{split.reasoning}\n[answer]")
+        print(split.answer_part if split.closed else text)
+        if res.finish_reason == "length":
+            print(f"[cut off at {ns.max_tokens} tokens]", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ compile / run
 
 

@@ -206,3 +206,59 @@ class LocalServer:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def serve_forever(
+    model: str,
+    *,
+    served_name: str | None = None,
+    backend: Backend = "auto",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_model_len: int = 4096,
+    log_path: str | Path | None = None,
+) -> int:
+    """`kubedistill serve`: resolve ``model`` (a directory, ``models:/NAME@ALIAS``, an alias or hub id), start a
+    local OpenAI-compatible server for it and keep it up until interrupted."""
+    import signal as _signal
+
+    from kubedistill.models import resolve_model
+
+    model_dir = resolve_model(model)
+    name = served_name or _default_name(model)
+    server = LocalServer(
+        model_dir,
+        served_name=name,
+        backend=backend,
+        port=port,
+        host=host,
+        max_model_len=max_model_len,
+        log_path=log_path,
+    )
+    print(f"serving {model} ({model_dir}) with {server.backend} ...", file=sys.stderr, flush=True)
+    url = server.start()
+    print(f"ready: {url}  model: {name}", flush=True)
+    print(f'try:   kubedistill chat --url {url} --model {name} "What is 7 + 5?"', flush=True)
+    stop = {"flag": False}
+
+    def _stop(*_: object) -> None:
+        stop["flag"] = True
+
+    _signal.signal(_signal.SIGTERM, _stop)
+    try:
+        while not stop["flag"]:
+            if server.proc is None or server.proc.poll() is not None:
+                print("the server exited", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _default_name(model: str) -> str:
+    if model.startswith("models:/"):
+        return model.removeprefix("models:/").replace("@", "-").replace("/", "-")
+    return Path(model).name or "student"
