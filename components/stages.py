@@ -111,10 +111,11 @@ def evaluate_op(
     model: Input[Model],
     results: Output[Dataset],
     report: Output[Markdown],
+    report_html: Output[HTML],
     metrics: Output[Metrics],
     base_model: str = "",
 ):
-    """Serve the student (and the base student) with vLLM; score them on the held-out problems."""
+    """Serve the student (and the base student) with vLLM; score them on the held-out problems, side by side."""
     from kubedistill import steps
 
     steps.log_metrics(
@@ -126,6 +127,7 @@ def evaluate_op(
             model=model.path,
             results=results.path,
             report=report.path,
+            report_html=report_html.path,
             base_model=base_model,
         ),
     )

@@ -391,6 +391,22 @@ def cmd_pairs(ns: argparse.Namespace) -> int:
     return _run_samples_stage("pairs", ns, _config_base(ns.config), "pairs")
 
 
+# ------------------------------------------------------------------------------------------ evaluate
+
+
+@command("evaluate", "score an endpoint on benchmarks (pass@k, CoT lengths, plots, report); or --compare runs")
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from kubedistill.evaluate.cli import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    from kubedistill.evaluate.cli import run
+
+    return run(ns)
+
+
 # ---------------------------------------------------------------------------------------- serve / chat
 
 

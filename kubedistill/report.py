@@ -50,10 +50,13 @@ def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[Funnel
 
 
 def load_lengths(results_dir: Path) -> dict[str, list[int]]:
+    """Completion tokens per model, from an evaluation's ``<label>/items/*.jsonl`` files."""
     out: dict[str, list[int]] = {}
-    for f in sorted(results_dir.glob("items-*.jsonl")):
-        label = f.stem.removeprefix("items-")
-        out[label] = [json.loads(line)["completion_tokens"] for line in f.read_text().splitlines() if line.strip()]
+    for run in sorted(p for p in results_dir.iterdir() if (p / "items").is_dir()) if results_dir.is_dir() else []:
+        for f in sorted((run / "items").glob("*.jsonl")):
+            for line in f.read_text().splitlines():
+                if line.strip():
+                    out.setdefault(run.name, []).append(int(json.loads(line)["completion_tokens"]))
     return out
 
 

@@ -170,22 +170,28 @@ def evaluate(
     report: str,
     base_model: str = "",
     benchmark: str = "heldout",
+    report_html: str | None = None,
 ) -> dict[str, float]:
-    """Serve ``model`` locally (vLLM or transformers), evaluate it — and the base student — on ``problems``;
-    writes ``results/results.json`` (keyed by benchmark), per-item JSONL and a Markdown report."""
+    """Serve ``model`` locally (vLLM or transformers) and evaluate it — and the base student — on ``problems``.
+
+    ``results/<label>/`` holds each model's run (results.json keyed by benchmark, items/, plots/, reports),
+    ``results/compare/`` the side-by-side report, ``results/results.json`` all scores as
+    ``{label: {benchmark: scores}}``; ``report`` gets the comparison's Markdown."""
     from kubedistill import tracking as tr
     from kubedistill.config import TeacherConfig
-    from kubedistill.evaluate.core import evaluate_problems
+    from kubedistill.evaluate.compare import compare_runs
+    from kubedistill.evaluate.run import evaluate_endpoint
     from kubedistill.models import resolve_model
     from kubedistill.recipes import EvalSection
     from kubedistill.serve.local import LocalServer
-    from kubedistill.teacher import TeacherClient
 
     cfg = validate_config(EvalSection, config, "evaluate")
     tcfg = _tracking(tracking)
     probs = read_records(problems, Problem)
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.client.cache_dir is None:  # beside the artifact, not inside it
+        cfg.client.cache_dir = out.with_name(out.name + ".cache")
     models = {"student": Path(model)}
     if cfg.compare_base and base_model:
         models = {"base": resolve_model(base_model), **models}
@@ -205,42 +211,41 @@ def evaluate(
                 max_model_len=cfg.max_model_len,
                 log_path=out / f"server-{label}.log",
             ) as url:
-                client = TeacherClient([TeacherConfig(url=url, model=label)], cfg.client)
-                items, res = evaluate_problems(probs, cfg, client=client, model=label, benchmark=benchmark)
-                client.close()
-            write_records(out / f"items-{label}.jsonl", items)
-            summary[label] = {benchmark: res.flat()}
+                res = evaluate_endpoint(
+                    TeacherConfig(url=url, model=label),
+                    {benchmark: probs},
+                    cfg,
+                    out / label,
+                    label=label,
+                    tracking=tcfg if run is not None else None,
+                )
+            summary[label] = {b: r.flat() for b, r in res.items()}
         (out / "results.json").write_text(json.dumps(summary, indent=2))
-        md = _eval_markdown(summary, benchmark)
-        Path(report).write_text(md)
+        if len(models) > 1:
+            compare_runs(
+                {label: out / label for label in models},
+                out / "compare",
+                baseline="base",
+                title="student vs base student",
+            )
+            reports = out / "compare"
+        else:
+            reports = out / "student"
+        Path(report).write_text((reports / "report.md").read_text())
+        if report_html:
+            Path(report_html).write_text((reports / "report.html").read_text())
         metrics = {
-            f"{label}.{benchmark}.{k}": float(v)
-            for label, r in summary.items()
-            for k, v in r[benchmark].items()
+            f"{label}.{b}.{k}": float(v)
+            for label, by_bench in summary.items()
+            for b, r in by_bench.items()
+            for k, v in r.items()
             if isinstance(v, int | float)
         }
         if run is not None:
             import mlflow
 
-            mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
-            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+            mlflow.log_artifacts(str(reports), artifact_path="evaluation")
     return metrics
-
-
-def _eval_markdown(summary: dict[str, Any], benchmark: str) -> str:
-    lines = [
-        f"# Evaluation on `{benchmark}`",
-        "",
-        "| model | problems | accuracy | pass@1 | mean tokens |",
-        "|---|---|---|---|---|",
-    ]
-    for label, r in summary.items():
-        b = r[benchmark]
-        lines.append(
-            f"| {label} | {b['n_problems']} | {b['accuracy']:.3f} | {b.get('pass@1', float('nan')):.3f} "
-            f"| {b['lengths']['mean']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------- register

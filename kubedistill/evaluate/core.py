@@ -4,26 +4,52 @@ For each problem, ``samples`` completions (through the teacher client: cache, re
 each scored by the verifiers; per benchmark: mean accuracy over all samples, pass@k with the unbiased
 estimator 1 - C(n-c, k)/C(n, k) averaged over problems, and completion lengths (mean/median, for
 correct and incorrect answers) as in the DistilQwen paper's Table 3.
+
+The pieces compose: :func:`build_requests` (the chat requests of one benchmark), the client's
+``run``, :func:`score_results` (verdicts → :class:`EvalItem` rows) and :func:`summarize` (items →
+:class:`BenchmarkResult`). :func:`evaluate_problems` chains them for one benchmark;
+:func:`kubedistill.evaluate.run.evaluate_endpoint` sends several benchmarks as one batch and writes
+the outputs.
+
+Counting rules:
+
+* a completion cut off at ``max_tokens`` (``finish_reason=length``, or a ``<think>`` never closed) is
+  **incorrect** (``method="truncated"``), never scored on its partial text;
+* ``correct=None`` (the verifier cannot tell: no reference, sandbox failure, request failed) is never
+  counted correct; it stays in the denominator of accuracy and pass@k and is counted in
+  ``n_unscorable`` (``n_failed`` of those are requests that failed after every retry);
+* lengths are the server's ``usage.completion_tokens``; failed requests (no completion) are left out.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kubedistill.config import ClientConfig, StrictModel
+from kubedistill import __version__
+from kubedistill.config import ClientConfig, ConfigError, StrictModel
 from kubedistill.cot.generate import derived_seed, problem_messages
 from kubedistill.cot.parse import extract_final_answer, split_think
 from kubedistill.records import Problem
-from kubedistill.teacher import ChatRequest, TeacherClient
+from kubedistill.teacher import ChatRequest, ChatResult, TeacherClient
+
+#: Samples per problem in the peers' protocol (DeepSeek-R1, open-r1, DistilQwen): pass@1 is averaged
+#: over this many samples at T=0.6, top_p=0.95. ``--recommended-samples`` applies them.
+RECOMMENDED_SAMPLES: dict[str, int] = {"aime2024": 64, "math500": 4, "gpqa_diamond": 8, "livecodebench_v2": 16}
+
+ERROR_METHOD = "error"
+TRUNCATED_METHOD = "truncated"
 
 
 class EvalConfig(StrictModel):
     samples: int = Field(default=1, ge=1, description="completions per problem (n)")
+    samples_per_benchmark: dict[str, int] = Field(
+        default_factory=dict, description="n for named benchmarks (overrides `samples`), e.g. {aime2024: 64}"
+    )
     k: list[int] = Field(default_factory=lambda: [1], description="pass@k for each k (k <= samples)")
     temperature: float = Field(default=0.6, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
@@ -34,6 +60,38 @@ class EvalConfig(StrictModel):
     memory_mb: int = 1024
     workers: int = 2
     client: ClientConfig = Field(default_factory=ClientConfig)
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one k")
+        if any(k < 1 for k in v):
+            raise ValueError(f"every k must be at least 1 (got {v})")
+        return sorted(set(v))
+
+    @field_validator("samples_per_benchmark")
+    @classmethod
+    def _per_benchmark(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, n in v.items():
+            if n < 1:
+                raise ValueError(f"samples for {name!r} must be at least 1 (got {n})")
+        return v
+
+    def samples_for(self, benchmark: str) -> int:
+        """n for ``benchmark``: its entry in ``samples_per_benchmark``, else ``samples``."""
+        return self.samples_per_benchmark.get(benchmark, self.samples)
+
+    def check_k(self, benchmarks: Sequence[str]) -> None:
+        """Raise :class:`ConfigError` unless every k fits every benchmark's sample count."""
+        for b in benchmarks:
+            n = self.samples_for(b)
+            too_big = [k for k in self.k if k > n]
+            if too_big:
+                raise ConfigError(
+                    f"pass@{too_big[0]} needs at least {too_big[0]} samples per problem, but benchmark {b!r} "
+                    f"gets {n} (raise --samples, or drop k={too_big[0]})"
+                )
 
 
 class EvalItem(BaseModel):
@@ -54,12 +112,16 @@ class EvalItem(BaseModel):
 
 
 class LengthStats(BaseModel):
+    """Completion tokens (the paper's Table 3): over all completions, the correct and the incorrect ones."""
+
     mean: float = 0.0
     median: float = 0.0
     mean_correct: float | None = None
     median_correct: float | None = None
     mean_incorrect: float | None = None
     median_incorrect: float | None = None
+    n_correct: int = 0
+    n_incorrect: int = 0
 
 
 class BenchmarkResult(BaseModel):
@@ -69,11 +131,15 @@ class BenchmarkResult(BaseModel):
     n_problems: int
     samples: int
     accuracy: float
+    accuracy_stderr: float = Field(
+        default=0.0, description="standard error of accuracy over problems (spread of per-problem accuracy)"
+    )
     pass_at_k: dict[str, float]
     lengths: LengthStats
     answered_rate: float = Field(description="share of completions that finished and stated a final answer")
     n_truncated: int
     n_unscorable: int
+    n_failed: int = Field(default=0, description="requests that failed after every retry (counted unscorable)")
     settings: dict[str, Any] = Field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
@@ -82,15 +148,36 @@ class BenchmarkResult(BaseModel):
             "n_problems": self.n_problems,
             "samples": self.samples,
             "accuracy": self.accuracy,
+            "accuracy_stderr": self.accuracy_stderr,
             **self.pass_at_k,
             "answered_rate": self.answered_rate,
             "lengths": self.lengths.model_dump(),
             "n_truncated": self.n_truncated,
             "n_unscorable": self.n_unscorable,
+            "n_failed": self.n_failed,
             "model": self.model,
             "settings": self.settings,
         }
         return d
+
+    @classmethod
+    def from_flat(cls, benchmark: str, d: Mapping[str, Any]) -> BenchmarkResult:
+        """Inverse of :meth:`flat` (reads a ``results.json`` entry)."""
+        return cls(
+            benchmark=benchmark,
+            model=str(d.get("model", "")),
+            n_problems=int(d["n_problems"]),
+            samples=int(d["samples"]),
+            accuracy=float(d["accuracy"]),
+            accuracy_stderr=float(d.get("accuracy_stderr", 0.0)),
+            pass_at_k={k: float(v) for k, v in d.items() if k.startswith("pass@")},
+            lengths=LengthStats.model_validate(d.get("lengths") or {}),
+            answered_rate=float(d.get("answered_rate", 0.0)),
+            n_truncated=int(d.get("n_truncated", 0)),
+            n_unscorable=int(d.get("n_unscorable", 0)),
+            n_failed=int(d.get("n_failed", 0)),
+            settings=dict(d.get("settings") or {}),
+        )
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -102,21 +189,44 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _length_stats(items: Sequence[EvalItem]) -> LengthStats:
-    def mean_median(xs: list[int]) -> tuple[float | None, float | None]:
-        if not xs:
-            return None, None
-        return float(statistics.fmean(xs)), float(statistics.median(xs))
+def _mean_median(xs: list[int]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return float(statistics.fmean(xs)), float(statistics.median(xs))
 
-    all_ = [i.completion_tokens for i in items]
-    ok = [i.completion_tokens for i in items if i.correct is True]
-    bad = [i.completion_tokens for i in items if i.correct is False]
-    m, md = mean_median(all_)
-    mc, mdc = mean_median(ok)
-    mi, mdi = mean_median(bad)
+
+def _length_stats(items: Sequence[EvalItem]) -> LengthStats:
+    done = [i for i in items if i.method != ERROR_METHOD]  # a failed request has no completion
+    ok = [i.completion_tokens for i in done if i.correct is True]
+    bad = [i.completion_tokens for i in done if i.correct is False]
+    m, md = _mean_median([i.completion_tokens for i in done])
+    mc, mdc = _mean_median(ok)
+    mi, mdi = _mean_median(bad)
     return LengthStats(
-        mean=m or 0.0, median=md or 0.0, mean_correct=mc, median_correct=mdc, mean_incorrect=mi, median_incorrect=mdi
+        mean=m or 0.0,
+        median=md or 0.0,
+        mean_correct=mc,
+        median_correct=mdc,
+        mean_incorrect=mi,
+        median_incorrect=mdi,
+        n_correct=len(ok),
+        n_incorrect=len(bad),
     )
+
+
+def per_problem_accuracy(items: Sequence[EvalItem]) -> dict[str, float]:
+    """problem id → share of its samples that are correct."""
+    by_problem: dict[str, list[EvalItem]] = {}
+    for it in items:
+        by_problem.setdefault(it.problem_id, []).append(it)
+    return {pid: sum(1 for i in v if i.correct is True) / len(v) for pid, v in by_problem.items()}
+
+
+def stderr_of_mean(xs: Sequence[float]) -> float:
+    """Standard error of the mean of ``xs`` (0 for fewer than two values)."""
+    if len(xs) < 2:
+        return 0.0
+    return float(statistics.stdev(xs) / math.sqrt(len(xs)))
 
 
 def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalConfig) -> BenchmarkResult:
@@ -132,49 +242,49 @@ def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalCo
         benchmark=benchmark,
         model=model,
         n_problems=len(by_problem),
-        samples=cfg.samples,
+        samples=cfg.samples_for(benchmark),
         accuracy=sum(1 for i in items if i.correct is True) / len(items) if items else 0.0,
+        accuracy_stderr=stderr_of_mean(list(per_problem_accuracy(items).values())),
         pass_at_k=pass_k,
         lengths=_length_stats(items),
         answered_rate=(
             sum(1 for i in items if i.final_answer and i.finish_reason != "length") / len(items) if items else 0.0
         ),
-        n_truncated=sum(1 for i in items if i.finish_reason == "length"),
+        n_truncated=sum(1 for i in items if i.finish_reason == "length" or i.method == TRUNCATED_METHOD),
         n_unscorable=len(items) - len(scored),
+        n_failed=sum(1 for i in items if i.method == ERROR_METHOD),
         settings={
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
             "max_tokens": cfg.max_tokens,
-            "samples": cfg.samples,
+            "samples": cfg.samples_for(benchmark),
+            "k": list(cfg.k),
             "seed": cfg.seed,
             "prompt": cfg.prompt,
+            "harness": f"kubedistill {__version__}",
         },
     )
 
 
-def evaluate_problems(
-    problems: Sequence[Problem],
-    cfg: EvalConfig,
-    *,
-    client: TeacherClient,
-    model: str,
-    benchmark: str,
-) -> tuple[list[EvalItem], BenchmarkResult]:
-    """Sample ``cfg.samples`` completions per problem from endpoint ``model`` of ``client``; score them."""
-    from kubedistill.verifiers import Verdict, verify_many
-
-    for k in cfg.k:
-        if k > cfg.samples:
-            raise ValueError(f"pass@{k} needs --samples >= {k} (got {cfg.samples})")
+def build_requests(problems: Sequence[Problem], cfg: EvalConfig, *, model: str, benchmark: str) -> list[ChatRequest]:
+    """``samples_for(benchmark)`` chat requests per problem for endpoint label ``model``; each request's
+    ``tag`` is its Problem. Each sample gets its own derived seed (identical seeds give identical samples)."""
+    n = cfg.samples_for(benchmark)
     requests = []
     for p in problems:
         messages = problem_messages(p, cfg.prompt)
-        for i in range(cfg.samples):
+        for i in range(n):
             params: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
             if cfg.seed is not None:
                 params["seed"] = derived_seed(cfg.seed, p.id, i)
             requests.append(ChatRequest(teacher=model, messages=messages, params=params, sample_index=i, tag=p))
-    results = client.run(requests, desc=f"evaluate {benchmark}")
+    return requests
+
+
+def score_results(results: Sequence[ChatResult], cfg: EvalConfig, *, model: str, benchmark: str) -> list[EvalItem]:
+    """Verify each completion against its problem (the request's ``tag``); one :class:`EvalItem` each."""
+    from kubedistill.verifiers import Verdict, verify_many
+
     to_check: list[tuple[Problem, str]] = []
     slots: list[int] = []
     verdicts: dict[int, Verdict] = {}
@@ -187,15 +297,14 @@ def evaluate_problems(
         final = extract_final_answer(split.answer_part) if split.closed else None
         texts[j] = (text, final)
         if not r.ok:
-            verdicts[j] = Verdict(None, "error", r.error or "request failed")
+            verdicts[j] = Verdict(None, ERROR_METHOD, r.error or "request failed")
         elif r.finish_reason == "length" or not split.closed:
-            verdicts[j] = Verdict(False, "truncated", "cut off at max_tokens")
+            verdicts[j] = Verdict(False, TRUNCATED_METHOD, "cut off at max_tokens")
         else:
             to_check.append((r.request.tag, split.answer_part))
             slots.append(j)
-    for j, v in zip(
-        slots, verify_many(to_check, workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb), strict=True
-    ):
+    checked = verify_many(to_check, workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+    for j, v in zip(slots, checked, strict=True):
         verdicts[j] = v
     items = []
     for j, r in enumerate(results):
@@ -216,4 +325,24 @@ def evaluate_problems(
                 finish_reason=r.finish_reason,
             )
         )
+    return items
+
+
+def evaluate_problems(
+    problems: Sequence[Problem],
+    cfg: EvalConfig,
+    *,
+    client: TeacherClient,
+    model: str,
+    benchmark: str,
+) -> tuple[list[EvalItem], BenchmarkResult]:
+    """Sample ``cfg.samples_for(benchmark)`` completions per problem from endpoint ``model`` of
+    ``client``; score them."""
+    n = cfg.samples_for(benchmark)
+    for k in cfg.k:
+        if k > n:
+            raise ValueError(f"pass@{k} needs --samples >= {k} (got {n})")
+    requests = build_requests(problems, cfg, model=model, benchmark=benchmark)
+    results = client.run(requests, desc=f"evaluate {benchmark}")
+    items = score_results(results, cfg, model=model, benchmark=benchmark)
     return items, summarize(items, benchmark, model, cfg)

@@ -73,8 +73,11 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         again = run_local(_recipe(tmp_path, url), workdir=tmp_path / "out")
         assert again.model_uri == "models:/kd-pipeline-test/2"
         assert len([r for r in read_log(log) if r["outcome"] == "ok"]) == n_requests
-    results = json.loads(next((tmp_path / "out" / "pipeline-test" / "pipeline_root").rglob("results.json")).read_text())
-    assert "pass@1" in results["student"]["heldout"]
+    root = tmp_path / "out" / "pipeline-test" / "pipeline_root"
+    results = json.loads(next(root.rglob("evaluate-op/results/results.json")).read_text())
+    assert "pass@1" in results["student"]["heldout"] and "pass@1" in results["base"]["heldout"]
+    compare = next(root.rglob("evaluate-op/results/compare/report.html")).read_text()
+    assert "student" in compare and "data:image/png;base64," in compare
 
 
 def test_a_run_whose_selection_keeps_nothing_fails_clearly(
