@@ -7,9 +7,11 @@ cluster runs, with kfp.local's cache on (a re-run repeats only what changed).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,6 +102,7 @@ def run_local(
             raise UserError("give both --teacher-url and --teacher-model")
         endpoints = [TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
     server = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
     try:
         if not endpoints and recipe.teacher.local is not None:
             from kubedistill.models import resolve_model
@@ -132,7 +135,11 @@ def run_local(
         args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
         outputs = _run_kfp_local(recipe.recipe, args, work)
+    except KeyboardInterrupt:
+        _stop_children()
+        raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.stop()
     model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
@@ -145,6 +152,24 @@ def run_local(
         elapsed_s=time.perf_counter() - t0,
         outputs=outputs,
     )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_children() -> None:
+    """Stop the task a kfp.local run was executing (its subprocess does not see our signals)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _run_kfp_local(pipeline: str, args: dict[str, Any], work: Path) -> dict[str, Any]:

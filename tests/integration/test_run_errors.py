@@ -61,3 +61,48 @@ def test_unreachable_teacher_fails_fast_before_any_stage(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert "unreachable after 3 tries" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not list((tmp_path / "out").rglob("pipeline_root"))  # no stage ran
+
+
+def test_a_killed_run_stops_its_running_task(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from kubedistill.testing.openai_server import ServerScript, read_log, running_server
+
+    log = tmp_path / "teacher.jsonl"
+    with running_server(ServerScript(models=["m"], latency_s=2.0, log_path=str(log))) as url:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubedistill.cli",
+                "run",
+                "--local",
+                "--recipe",
+                str(ROOT / "examples" / "quickstart.yaml"),
+                "--workdir",
+                str(tmp_path / "out"),
+                "--teacher-url",
+                url,
+                "--teacher-model",
+                "m",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and not read_log(log):
+            time.sleep(0.5)
+        assert read_log(log), "generate never reached the teacher"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children  # the kfp.local task running generate
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in (proc.stderr.read() if proc.stderr else "")
+    time.sleep(1)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
