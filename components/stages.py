@@ -313,3 +313,51 @@ def pairs_op(
             rejects=rejects.path,
         ),
     )
+
+
+@dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)
+def evaluate_models_op(
+    config: dict,
+    tracking: dict,
+    models: dict,
+    benchmarks: list,
+    benchmark_paths: dict,
+    results: Output[Dataset],
+    report: Output[Markdown],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+    limit: int = 0,
+):
+    """Score registered students (served here with vLLM) or endpoints on named benchmarks, side by side."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.evaluate_models(
+            config=config,
+            tracking=tracking,
+            models=models,
+            benchmarks=benchmarks,
+            benchmark_paths=benchmark_paths,
+            results=results.path,
+            report=report.path,
+            report_html=report_html.path,
+            limit=limit,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def promote_op(gate: dict, model_uri: str) -> bool:
+    """Evaluation gate: move the `champion` alias to this student if its scores pass the gate."""
+    from kubedistill import steps
+
+    return steps.promote(gate=gate, model_uri=model_uri)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def deploy_op(settings: dict, model_uri: str) -> str:
+    """Serve the student with KServe (OpenAI routes), wait until Ready, smoke-test; returns its base URL."""
+    from kubedistill import steps
+
+    return steps.deploy(settings=settings, model_uri=model_uri)

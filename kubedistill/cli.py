@@ -424,9 +424,26 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--log", type=Path, default=None, help="server log file")
+    g = p.add_argument_group("KServe (the cluster)")
+    g.add_argument(
+        "--render", action="store_true", help="print the KServe InferenceService (+ auth policies) for --model"
+    )
+    g.add_argument("--deploy", action="store_true", help="apply it, wait until Ready, smoke-test a chat completion")
+    g.add_argument("--settings", type=Path, default=None, help="KServe serving settings YAML (namespace, GPUs, auth)")
+    g.add_argument("--timeout", type=float, default=1800.0, help="--deploy: seconds to wait for Ready")
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
+    if ns.render or ns.deploy:
+        from kubedistill.serve.kserve import deploy, render, to_yaml
+
+        settings = _config_base(ns.settings)
+        if ns.deploy:
+            result = deploy(ns.model, settings=settings, timeout_s=ns.timeout, log=lambda m: print(m, file=sys.stderr))
+            print(result.openai_base_url)
+            return 0
+        print(to_yaml(render(ns.model, settings=settings)), end="")
+        return 0
     from kubedistill.serve.local import serve_forever
 
     return serve_forever(
@@ -495,14 +512,39 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", action="append", default=None, help="only these pipelines (default: all)")
     p.add_argument("--image-registry", default=None, help="registry of the kubedistill images")
     p.add_argument("--image-tag", default=None, help="tag of the kubedistill images")
+    p.add_argument(
+        "--cluster-config",
+        type=Path,
+        default=None,
+        help="cluster settings (examples/cluster.yaml): resources, GPUs, PVC, secrets, node selectors",
+    )
 
 
 def cmd_compile(ns: argparse.Namespace) -> int:
     from kubedistill.orchestrate import compile_all
 
-    for path in compile_all(ns.output_dir, image_registry=ns.image_registry, image_tag=ns.image_tag, names=ns.pipeline):
+    for path in compile_all(
+        ns.output_dir,
+        image_registry=ns.image_registry,
+        image_tag=ns.image_tag,
+        names=ns.pipeline,
+        cluster_config=ns.cluster_config,
+    ):
         print(path)
     return 0
+
+
+@command("submit", "upload a compiled pipeline (or a new version) to Kubeflow Pipelines and start a run")
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    from kubedistill.submit import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_submit(ns: argparse.Namespace) -> int:
+    from kubedistill.submit import run
+
+    return run(ns)
 
 
 @command("run", "run a recipe's pipeline: --local runs it here under kfp.local (the embedded default)")

@@ -24,6 +24,7 @@ from kubedistill.errors import UserError
 PIPELINES: dict[str, tuple[str, str]] = {
     "slow_thinking": ("pipelines.slow_thinking", "slow_thinking"),
     "adaptive_thinking": ("pipelines.adaptive_thinking", "adaptive_thinking"),
+    "evaluate": ("pipelines.evaluate", "evaluate"),
 }
 
 
@@ -40,8 +41,13 @@ def compile_all(
     image_registry: str | None = None,
     image_tag: str | None = None,
     names: list[str] | None = None,
+    cluster_config: str | Path | None = None,
 ) -> list[Path]:
-    """Write one YAML per pipeline (``<name>.yaml``), ready to upload in the Kubeflow UI."""
+    """Write one YAML per pipeline (``<name>.yaml``), ready to upload in the Kubeflow UI.
+
+    With ``cluster_config`` (examples/cluster.yaml) every task gets its role's cluster settings —
+    resources, GPUs, node selectors, tolerations, the PVC, secrets as environment variables (by name:
+    no secret value ever lands in the file; each file is checked)."""
     if "components.images" in sys.modules and (image_registry or image_tag):
         raise UserError("set the image registry/tag before the components are imported (use a fresh process)")
     if image_registry:
@@ -50,12 +56,16 @@ def compile_all(
         os.environ["KUBEDISTILL_IMAGE_TAG"] = image_tag
     from kfp import compiler
 
+    from kubedistill import cluster
+
+    cfg = cluster.load_cluster_config(cluster_config) if cluster_config else None
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names or list(PIPELINES):
         path = out / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline_function(name), package_path=str(path))
+        compiler.Compiler().compile(cluster.build_pipeline(pipeline_function(name), cfg), package_path=str(path))
+        cluster.check_no_secret_values(path)
         written.append(path)
     return written
 
@@ -96,7 +106,10 @@ def run_local(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    endpoints: list[TeacherConfig] = list(recipe.teacher.endpoints)
+    teacher = getattr(recipe, "teacher", None)  # recipes that only evaluate have none
+    endpoints: list[TeacherConfig] = list(teacher.endpoints) if teacher is not None else []
+    if teacher is None and (teacher_url or teacher_model):
+        raise UserError(f"recipe {recipe.name!r} has no teacher to replace")
     if teacher_url or teacher_model:
         if not (teacher_url and teacher_model):
             raise UserError("give both --teacher-url and --teacher-model")
@@ -104,11 +117,11 @@ def run_local(
     server = None
     previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
     try:
-        if not endpoints and recipe.teacher.local is not None:
+        if teacher is not None and not endpoints and teacher.local is not None:
             from kubedistill.models import resolve_model
             from kubedistill.serve.local import LocalServer
 
-            lt = recipe.teacher.local
+            lt = teacher.local
             print(f"teacher: preparing {lt.model} ...", file=sys.stderr)
             model_dir = resolve_model(lt.model)
             print(
@@ -127,12 +140,16 @@ def run_local(
             print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
             endpoints = [TeacherConfig(url=url, model=lt.served_name, name=lt.model)]
         # Preflight: every teacher answers before any stage starts (a bad endpoint fails in seconds).
-        TeacherClient(endpoints).check(timeout_s=5.0, attempts=3)
-        if recipe.generate.client.cache_dir is None:
+        preflight = endpoints + [m for m in getattr(recipe, "models", {}).values() if isinstance(m, TeacherConfig)]
+        if preflight:
+            TeacherClient(preflight).check(timeout_s=5.0, attempts=3)
+        generate = getattr(recipe, "generate", None)
+        if generate is not None and generate.client.cache_dir is None:
             # Teacher answers survive a killed or repeated run (kfp.local's cache covers finished tasks).
-            recipe.generate.client.cache_dir = work / "request-cache"
-        args = recipe.pipeline_arguments(endpoints)
-        args["work_dir"] = str(work / "work")
+            generate.client.cache_dir = work / "request-cache"
+        args = recipe.pipeline_arguments(endpoints if teacher is not None else None)
+        if "work_dir" in _pipeline_parameters(recipe.recipe):
+            args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
         outputs = _run_kfp_local(recipe.recipe, args, work)
     except KeyboardInterrupt:
@@ -152,6 +169,13 @@ def run_local(
         elapsed_s=time.perf_counter() - t0,
         outputs=outputs,
     )
+
+
+def _pipeline_parameters(pipeline: str) -> set[str]:
+    import inspect
+
+    fn = pipeline_function(pipeline)
+    return set(inspect.signature(getattr(fn, "pipeline_func", fn)).parameters)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

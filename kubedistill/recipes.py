@@ -149,6 +149,35 @@ class AdaptiveThinkingRecipe(_Recipe):
         }
 
 
+class EvaluateRecipe(StrictModel):
+    """Evaluate students (registered or served) against baselines on named benchmarks."""
+
+    recipe: Literal["evaluate"] = "evaluate"
+    name: str = "evaluate"
+    description: str = ""
+    models: dict[str, str | TeacherConfig] = Field(
+        min_length=1, description="label -> models:/NAME@ALIAS, a directory, an alias, or an endpoint; first = baseline"
+    )
+    benchmarks: list[str] = Field(min_length=1)
+    benchmark_paths: dict[str, str] = Field(default_factory=dict, description="benchmark -> local files")
+    limit: int | None = Field(default=None, ge=1, description="at most this many problems per benchmark")
+    evaluate: EvalSection = Field(default_factory=EvalSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        return {
+            "models": {
+                k: (v.model_dump(mode="json", exclude_none=True) if isinstance(v, TeacherConfig) else v)
+                for k, v in self.models.items()
+            },
+            "benchmarks": list(self.benchmarks),
+            "benchmark_paths": dict(self.benchmark_paths),
+            "eval_config": kfp_param(self.evaluate, "evaluate"),
+            "tracking": kfp_param(self.tracking, "tracking"),
+            "limit": self.limit or 0,
+        }
+
+
 def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
     """A config section as a KFP dict parameter. KFP parameters cannot hold null, so unset (None) values
     are left out — which must give back the same config; where it would not, say which key to set."""
@@ -169,6 +198,7 @@ def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
 RECIPES: dict[str, type[StrictModel]] = {
     "slow_thinking": SlowThinkingRecipe,
     "adaptive_thinking": AdaptiveThinkingRecipe,
+    "evaluate": EvaluateRecipe,
 }
 
 

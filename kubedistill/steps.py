@@ -533,3 +533,110 @@ def pairs(
         rejects=rejects,
         stats=stats,
     )
+
+
+# ------------------------------------------------------------------------- evaluate registered models
+
+
+def evaluate_models(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    models: dict[str, Any],
+    benchmarks: list[str],
+    benchmark_paths: dict[str, str],
+    results: str,
+    report: str,
+    report_html: str,
+    limit: int = 0,
+) -> dict[str, float]:
+    """Evaluate several models on named benchmarks, side by side.
+
+    ``models`` maps a label to a model reference served here (``models:/NAME@ALIAS``, a directory, an
+    alias — vLLM or transformers) or to an endpoint ``{"url", "model", "api_key_env"}`` (e.g. a KServe
+    student). Writes ``results/<label>/`` per model, ``results/compare/`` and ``results/results.json``."""
+    from kubedistill import tracking as tr
+    from kubedistill.config import TeacherConfig
+    from kubedistill.evaluate.compare import compare_runs
+    from kubedistill.evaluate.run import evaluate_endpoint, load_benchmarks
+    from kubedistill.models import resolve_model
+    from kubedistill.recipes import EvalSection
+    from kubedistill.serve.local import LocalServer
+
+    cfg = validate_config(EvalSection, config, "evaluate")
+    tcfg = _tracking(tracking)
+    out = Path(results)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.client.cache_dir is None:
+        cfg.client.cache_dir = out.with_name(out.name + ".cache")
+    sets, sources = load_benchmarks(benchmarks, paths=benchmark_paths or None, limit=limit or None)
+    summary: dict[str, Any] = {}
+    with tr.stage_run(
+        "evaluate",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params={**cfg.model_dump(mode="json"), "models": models, "benchmarks": benchmarks},
+        enabled=tcfg.enabled,
+    ) as run:
+        for label, ref in models.items():
+            track = tcfg if run is not None else None
+            if isinstance(ref, dict):
+                endpoint = validate_config(TeacherConfig, ref, f"models.{label}")
+                res = evaluate_endpoint(endpoint, sets, cfg, out / label, label=label, sources=sources, tracking=track)
+            else:
+                with LocalServer(
+                    resolve_model(str(ref)),
+                    served_name=label,
+                    backend=cfg.backend,
+                    max_model_len=cfg.max_model_len,
+                    log_path=out / f"server-{label}.log",
+                ) as url:
+                    res = evaluate_endpoint(
+                        TeacherConfig(url=url, model=label),
+                        sets,
+                        cfg,
+                        out / label,
+                        label=label,
+                        sources=sources,
+                        tracking=track,
+                    )
+            summary[label] = {b: r.flat() for b, r in res.items()}
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
+        reports = out / next(iter(models))
+        if len(models) > 1:
+            compare_runs({label: out / label for label in models}, out / "compare", baseline=next(iter(models)))
+            reports = out / "compare"
+        Path(report).write_text((reports / "report.md").read_text())
+        Path(report_html).write_text((reports / "report.html").read_text())
+        if run is not None:
+            import mlflow
+
+            mlflow.log_artifacts(str(reports), artifact_path="evaluation")
+    return {
+        f"{label}.{b}.{k}": float(v)
+        for label, by_b in summary.items()
+        for b, r in by_b.items()
+        for k, v in r.items()
+        if isinstance(v, int | float)
+    }
+
+
+# --------------------------------------------------------------------------------- promote / deploy
+
+
+def promote(*, gate: dict[str, Any], model_uri: str) -> bool:
+    """Move the gate's alias (``champion``) to ``models:/NAME/VERSION`` if its registered scores pass."""
+    from kubedistill.errors import UserError
+    from kubedistill.promote import promote as promote_fn
+
+    if not model_uri.startswith("models:/") or model_uri.count("/") != 2:
+        raise UserError(f"promote needs models:/NAME/VERSION (got {model_uri!r})")
+    name, version = model_uri.removeprefix("models:/").split("/")
+    return promote_fn(name, version, None, gate)
+
+
+def deploy(*, settings: dict[str, Any], model_uri: str) -> str:
+    """Render and apply a KServe InferenceService for the student; wait for Ready; smoke-test it."""
+    from kubedistill.serve.kserve import deploy as deploy_fn
+
+    return deploy_fn(model_uri, settings=settings, log=print).openai_base_url

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kubedistill.records import StageStats
 
-_SECRETISH = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential|authorization)", re.I)
-
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or explicit
@@ -74,22 +72,22 @@ def _slug(s: str) -> str:
 
 
 def _secret_values() -> set[str]:
-    vals = set()
-    for k, v in os.environ.items():
-        if _SECRETISH.search(k) and v and len(v) >= 6:
-            vals.add(v)
-    return vals
+    from kubedistill.cluster import is_secret_name
+
+    return {v for k, v in os.environ.items() if v and len(v) >= 6 and is_secret_name(k)}
 
 
 def safe_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten ``params`` to ``a.b.c: str`` for MLflow, dropping anything that may be a credential."""
+    from kubedistill.cluster import is_secret_name
+
     secrets = _secret_values()
     out: dict[str, str] = {}
 
     def walk(obj: Any, key: str) -> None:
         if isinstance(obj, Mapping):
             for k, v in obj.items():
-                if _SECRETISH.search(str(k)) and not str(k).endswith("_env"):
+                if is_secret_name(str(k)):  # (max_tokens is no secret; api_key_env names a variable)
                     continue
                 walk(v, f"{key}.{k}" if key else str(k))
             return

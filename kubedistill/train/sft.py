@@ -4,9 +4,17 @@ DistilQwen2.5-R1 trains first on *medium* CoTs, then adds the *hard* ones. Each 
 TRL ``SFTTrainer`` run that continues from the previous stage's weights. The student learns the
 completion only (prompt-completion rows; the prompt is masked out of the loss).
 
+With ``packing=True`` the CoTs of a stage are packed into rows of ``max_length`` tokens
+(kubedistill/train/packing.py): no padding, position ids restarting per CoT, and no attention across
+CoTs, so a packed batch computes exactly what the CoTs would alone (tested), at a fraction of the cost
+of padded batches when CoT lengths vary (benchmarks/sft_packing.py, docs/training.md).
+
 The output is a model directory (transformers + vLLM loadable; LoRA adapters are merged). Finished
 curriculum stages and trainer checkpoints in ``work_dir`` (on the cluster: a PVC) make a killed run
 resumable: run it again with the same ``work_dir``.
+
+This module also holds what every trainer here shares: :class:`TrainingRuntime` (GPU / DeepSpeed /
+logging settings), the MLflow logging callback and the model-loading helpers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pydantic import Field
 
 from kubedistill.config import StrictModel
 from kubedistill.records import Difficulty, Problem, Sample, StageStats
+from kubedistill.train.packing import PackingAttention
 
 STAGE = "sft"
 
@@ -42,7 +51,24 @@ class LoraSettings(StrictModel):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
-class SFTSettings(StrictModel):
+class TrainingRuntime(StrictModel):
+    """Settings every trainer shares: precision, memory, multi-GPU, logging, checkpoints."""
+
+    gradient_checkpointing: bool = False
+    bf16: bool | None = Field(default=None, description="None: on when a GPU supports it")
+    deepspeed: str | None = Field(
+        default=None,
+        description="DeepSpeed ZeRO config: zero2, zero3, zero3_offload (shipped) or a JSON path; GPU runs only",
+    )
+    attn_implementation: str | None = Field(
+        default=None, description="sdpa, eager, flash_attention_2, ...; None: the model's default (sdpa)"
+    )
+    seed: int = 0
+    logging_steps: int = 5
+    save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps (resumable)")
+
+
+class SFTSettings(TrainingRuntime):
     """SFT hyper-parameters (defaults suit a GPU run; the CPU recipes override them)."""
 
     base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models.py)")
@@ -58,14 +84,17 @@ class SFTSettings(StrictModel):
     per_device_batch_size: int = Field(default=4, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=4096, ge=16)
-    packing: bool = Field(default=False, description="pack CoTs into full rows (see docs/training.md)")
+    packing: bool = Field(
+        default=False,
+        description="pack CoTs into rows of max_length tokens, without cross-attention (docs/training.md); "
+        "per_device_batch_size then counts rows",
+    )
+    packing_attention: PackingAttention = Field(
+        default="auto",
+        description="packed layout: auto (flash: native varlen; sdpa: per-CoT SDPA; eager: 4-D mask), varlen, "
+        "block_mask",
+    )
     lora: LoraSettings | None = None
-    gradient_checkpointing: bool = False
-    bf16: bool | None = Field(default=None, description="None: on when a GPU supports it")
-    deepspeed: str | None = Field(default=None, description="DeepSpeed config JSON (configs/ds_zero2.json, ...)")
-    seed: int = 0
-    logging_steps: int = 5
-    save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps (resumable)")
     prompt: str = "generate"
     unlabelled_as: Difficulty = Field(default="medium", description="difficulty assumed for unlabelled CoTs")
 
@@ -77,12 +106,51 @@ def _torch_setup() -> Any:
     return torch
 
 
-def _bf16(cfg: SFTSettings) -> bool:
+def _bf16(cfg: TrainingRuntime) -> bool:
     import torch
 
     if cfg.bf16 is not None:
         return cfg.bf16
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _deepspeed(cfg: TrainingRuntime) -> str | None:
+    if cfg.deepspeed is None:
+        return None
+    from kubedistill.train.deepspeed import config_path
+
+    return config_path(cfg.deepspeed)
+
+
+def _runtime_args(cfg: TrainingRuntime) -> dict[str, Any]:
+    """TrainingArguments common to every trainer (precision, DeepSpeed, CPU, logging: we log ourselves)."""
+    import torch
+
+    return {
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "bf16": _bf16(cfg),
+        "deepspeed": _deepspeed(cfg),
+        "seed": cfg.seed,
+        "save_strategy": "steps" if cfg.save_steps else "no",
+        "save_steps": cfg.save_steps or 500,
+        "save_total_limit": 2,
+        "report_to": [],
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+    }
+
+
+def _model_kwargs(cfg: TrainingRuntime) -> dict[str, Any]:
+    import torch
+
+    kw: dict[str, Any] = {"dtype": torch.bfloat16 if _bf16(cfg) else torch.float32}
+    if cfg.attn_implementation:
+        kw["attn_implementation"] = cfg.attn_implementation
+    return kw
+
+
+def _loss_history(log_history: Sequence[dict[str, Any]], key: str = "loss") -> list[float]:
+    return [float(h[key]) for h in log_history if key in h]
 
 
 class _MlflowLogCallback:
@@ -118,7 +186,7 @@ def train_sft(
     from kubedistill.models import resolve_model
     from kubedistill.train.data import sft_rows
 
-    torch = _torch_setup()
+    _torch_setup()
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -159,7 +227,6 @@ def train_sft(
             continue
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in stage_rows])
         stage_dir = ckpt_root / f"{i}-{stage.name}"
-        steps_per_epoch = math.ceil(len(stage_rows) / (cfg.per_device_batch_size * cfg.gradient_accumulation_steps))
         args = SFTConfig(
             output_dir=str(stage_dir),
             num_train_epochs=stage.epochs,
@@ -170,21 +237,13 @@ def train_sft(
             per_device_train_batch_size=cfg.per_device_batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             max_length=cfg.max_length,
-            packing=cfg.packing,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-            bf16=_bf16(cfg),
-            deepspeed=cfg.deepspeed,
-            seed=cfg.seed,
-            logging_steps=max(1, min(cfg.logging_steps, steps_per_epoch)),
-            save_strategy="steps" if cfg.save_steps else "no",
-            save_steps=cfg.save_steps or 500,
-            save_total_limit=2,
-            report_to=[],
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
+            packing=False,  # ours (kubedistill/train/packing.py), not TRL's padding-free path
+            logging_steps=cfg.logging_steps,
             disable_tqdm=False,
+            **_runtime_args(cfg),
         )
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if _bf16(cfg) else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **_model_kwargs(cfg))
+        original_attn = model.config._attn_implementation
         peft_config = None
         if cfg.lora is not None:
             from peft import LoraConfig
@@ -196,20 +255,36 @@ def train_sft(
                 target_modules=cfg.lora.target_modules,
                 task_type="CAUSAL_LM",
             )
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=ds,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[_MlflowLogCallback(f"sft.{stage.name}")],
-        )
+        common = {
+            "model": model,
+            "args": args,
+            "train_dataset": ds,
+            "processing_class": tokenizer,
+            "peft_config": peft_config,
+            "callbacks": [_MlflowLogCallback(f"sft.{stage.name}")],
+        }
+        collator = None
+        if cfg.packing:
+            from kubedistill.train.packing import PackedCollator, choose_layout
+
+            mode, mask_dtype = choose_layout(model, cfg.packing_attention)
+            collator = PackedCollator(pad_token_id=tokenizer.pad_token_id, mode=mode, mask_dtype=mask_dtype)
+            trainer = packed_sft_trainer_class()(data_collator=collator, **common)
+        else:
+            trainer = SFTTrainer(**common)
+        seqs = _sequence_stats(trainer.train_dataset, cfg.max_length, packed=cfg.packing)
+        per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
+        steps_per_epoch = math.ceil(len(trainer.train_dataset) / per_step)
+        trainer.args.logging_steps = max(1, min(cfg.logging_steps, steps_per_epoch))
         resume = _last_checkpoint(stage_dir)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trained = trainer.model
         if cfg.lora is not None:
             trained = trained.merge_and_unload()
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        from kubedistill.train.packing import restore_attention
+
+        restore_attention(trained, original_attn)
+        losses = _loss_history(trainer.state.log_history)
         history[stage.name] = {
             "rows": len(stage_rows),
             "steps": int(trainer.state.global_step),
@@ -217,7 +292,10 @@ def train_sft(
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "resumed_from": str(resume) if resume else None,
+            **seqs,
         }
+        if collator is not None and collator.processed_tokens:
+            history[stage.name]["useful_token_fraction"] = collator.real_tokens / collator.processed_tokens
         tmp = done_dir.with_name("final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         trained.save_pretrained(tmp)
@@ -243,6 +321,56 @@ def train_sft(
             if h.get(k) is not None:
                 stats.metrics[f"{name}.{k}"] = float(h[k])
     return final, stats
+
+
+def _sequence_stats(dataset: Any, max_length: int, *, packed: bool) -> dict[str, Any]:
+    """Sequence counts of a prepared training set: CoTs cut at ``max_length`` are counted, never hidden."""
+    if packed:
+        lengths = [n for row in dataset["seq_lengths"] for n in row]
+        out: dict[str, Any] = {"packed_rows": len(dataset), "packing_fill": sum(lengths) / (len(dataset) * max_length)}
+    else:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        out = {}
+    out.update(
+        sequences=len(lengths),
+        tokens=sum(lengths),
+        max_tokens=max(lengths, default=0),
+        cut_at_max_length=sum(1 for n in lengths if n >= max_length),
+    )
+    return out
+
+
+_PACKED_TRAINER: Any = None
+
+
+def packed_sft_trainer_class() -> Any:
+    """``SFTTrainer`` whose datasets are tokenized by TRL (completion-only labels, truncation to
+    ``max_length``) and then packed by :func:`kubedistill.train.packing.pack_dataset`; pass a
+    :class:`~kubedistill.train.packing.PackedCollator` as ``data_collator``."""
+    global _PACKED_TRAINER
+    if _PACKED_TRAINER is not None:
+        return _PACKED_TRAINER
+    from trl import SFTTrainer
+
+    from kubedistill.train.packing import pack_dataset
+
+    class PackedSFTTrainer(SFTTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):  # type: ignore[no-untyped-def]
+            prepared = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func, dataset_name)
+            return pack_dataset(prepared, args.max_length)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            mask = inputs.get("attention_mask")
+            before = self._total_train_tokens
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if mask is not None and mask.dim() == 4 and self.model.training:
+                # TRL counts tokens as attention_mask.sum(): with a 4-D mask that counts attended pairs
+                self._total_train_tokens = before + int(inputs["input_ids"].numel())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return out
+
+    _PACKED_TRAINER = PackedSFTTrainer
+    return PackedSFTTrainer
 
 
 def _fingerprint(cfg: SFTSettings, rows: Sequence[dict[str, Any]]) -> str:

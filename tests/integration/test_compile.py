@@ -50,15 +50,33 @@ def test_compile_writes_one_yaml_per_pipeline_on_the_configured_images(tmp_path:
         assert "pip install" not in commands
 
 
-def test_slow_thinking_pipeline_shape(tmp_path: Path) -> None:
+def test_pipeline_shapes(tmp_path: Path) -> None:
     from kubedistill.orchestrate import compile_all
 
-    [path] = compile_all(tmp_path, names=["slow_thinking"])
-    spec = yaml.safe_load(path.read_text())
+    paths = {p.stem: p for p in compile_all(tmp_path)}
+    spec = yaml.safe_load(paths["slow_thinking"].read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"collect-op", "generate-op", "verify-op", "sft-op", "evaluate-op", "register-op", "report-op"}
-    assert tasks["generate-op"]["retryPolicy"]["maxRetryCount"] == 2
+    assert set(tasks) == {
+        "collect-op",
+        "generate-op",
+        "judge-op",
+        "rewrite-op",
+        "verify-op",
+        "sft-op",
+        "pairs-op",
+        "evaluate-op",
+        "register-op",
+        "report-op",
+    } | ({"dpo-op"} if "dpo-op" in tasks else set())
+    for t in ("generate-op", "judge-op", "rewrite-op"):  # teacher-bound: retried
+        assert tasks[t]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["register-op"]["cachingOptions"] == {}  # caching off: a new version each run
-    assert tasks["sft-op"]["dependentTasks"] == ["collect-op", "verify-op"]
+    assert "enableCache" in tasks["verify-op"]["cachingOptions"]  # deterministic stages stay cached
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"collect_config", "generate_config", "sft_config", "eval_config", "tracking"} <= set(params)
+    assert {"collect_config", "generate_config", "judge_config", "sft_config", "eval_config", "tracking"} <= set(params)
+
+    adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
+    assert {"score-op", "select-op"} <= set(adaptive)
+    assert adaptive["select-op"]["dependentTasks"] == ["score-op"]
+    evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
+    assert set(evaluate) == {"evaluate-models-op"}

@@ -121,3 +121,25 @@ def test_adaptive_thinking_selects_and_plots(
     assert funnel["select"].n_out > 0 and funnel["sft"].n_in == funnel["select"].n_out
     html = Path(summary.report_html or "").read_text()
     assert "RV / CD distribution" in html
+
+
+def test_evaluate_recipe_compares_registered_student_with_base(
+    tmp_path: Path, tracking_uri: str, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubedistill.tracking import register_student
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    register_student(tiny_model, "kubedistill-quickstart", aliases=["candidate"], experiment="t")
+    recipe = yaml.safe_load(Path("examples/evaluate.yaml").read_text())
+    recipe["limit"] = 2
+    recipe["evaluate"]["max_tokens"] = 8
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = run_local(path, workdir=tmp_path / "out")
+    root = tmp_path / "out" / "evaluate" / "pipeline_root"
+    results = json.loads(next(root.rglob("evaluate-models-op/results/results.json")).read_text())
+    assert set(results) == {"base", "student"}
+    for label in ("base", "student"):
+        assert set(results[label]) == {"reasoning_gym:chain_sum", "humaneval"}
+        assert results[label]["humaneval"]["n_problems"] == 2 and "pass@2" in results[label]["humaneval"]
+    assert "student" in Path(result.outputs["Output"].path).read_text()  # the side-by-side HTML report

@@ -1,0 +1,683 @@
+"""Cluster settings for the compiled pipelines: resources, GPUs, node placement, storage, secrets.
+
+A :class:`ClusterConfig` (YAML, unknown keys are errors; see ``examples/cluster.yaml``) is fixed at
+COMPILE time: Kubernetes secret names cannot be pipeline parameters (kubeflow/pipelines#10914), and
+the pod settings travel in the compiled YAML's Kubernetes platform spec. Each task of a pipeline has a
+*role*:
+
+``cpu``            collect, verify, select, pairs, register, report, deploy: plain CPU pods
+``teacher_bound``  generate, judge, rewrite, score: CPU pods that wait on teachers (teacher API keys)
+``train``          sft, dpo, reward models, grpo: GPU pods (DeepSpeed; shared memory for NCCL)
+``serve``          evaluate: a GPU pod that serves the student with vLLM
+
+and :func:`apply` gives a task its role's settings with kfp-kubernetes. Pipelines are built when their
+module is imported (``@dsl.pipeline`` runs the function then), so compiling with cluster settings
+rebuilds the pipeline under the config::
+
+    cfg = load_cluster_config("examples/cluster.yaml")
+    compiler.Compiler().compile(build_pipeline(slow_thinking, cfg), "dist/slow_thinking.yaml")
+    check_no_secret_values("dist/slow_thinking.yaml")
+
+Without a current config :func:`apply` does nothing, so ``kubedistill run --local`` and a plain
+``kubedistill compile`` are unchanged. Under ``kfp.local`` the settings would be meaningless (and
+the environment variables pointing at the PVC harmful), so :func:`apply` warns and ignores them.
+
+Multi-GPU training: :func:`launch_command` builds the ``accelerate launch`` / ``torchrun`` command line
+the train component runs when its pod has more than one GPU (see docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import os
+import re
+import shlex
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kubedistill.config import ConfigError, StrictModel, load_config
+
+Role = Literal["cpu", "teacher_bound", "train", "serve"]
+ROLES: tuple[Role, ...] = ("cpu", "teacher_bound", "train", "serve")
+
+# kubeflow/pipelines#12865: the backend accepts accelerator limits of 1, 2, 4, 8 or 16 only.
+GPU_COUNTS = (0, 1, 2, 4, 8, 16)
+
+# Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op").
+DEFAULT_ROLES: dict[str, Role] = {
+    "collect-op": "cpu",
+    "verify-op": "cpu",
+    "select-op": "cpu",
+    "pairs-op": "cpu",
+    "register-op": "cpu",
+    "report-op": "cpu",
+    "promote-op": "cpu",
+    "deploy-op": "cpu",
+    "preflight-op": "cpu",
+    "generate-op": "teacher_bound",
+    "judge-op": "teacher_bound",
+    "rewrite-op": "teacher_bound",
+    "score-op": "teacher_bound",
+    "sft-op": "train",
+    "dpo-op": "train",
+    "reward-model-op": "train",
+    "rm-op": "train",
+    "grpo-op": "train",
+    "evaluate-op": "serve",
+    "evaluate-models-op": "serve",
+}
+
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # what KFP's set_cpu_request/limit accept
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # what set_memory_request/limit accept
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_SECRET_WORDS = {"password", "passwd", "secret", "credential", "credentials", "authorization", "apikey", "pat"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")}
+_URL_CREDENTIALS = re.compile(r"://[^/@\s]+:[^/@\s]+@")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key or environment variable name denotes a credential: ``HF_TOKEN``, ``api_key``,
+    ``AWS_SECRET_ACCESS_KEY``, ``password`` — but not ``max_tokens`` or ``timeout_per_token_s``, and never
+    a ``*_env`` key (which holds the *name* of a variable)."""
+    if name.lower().endswith("_env"):
+        return False
+    parts = [p for p in re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", name) if p]
+    parts = [p.lower() for p in parts]
+    if not parts:
+        return False
+    if parts[-1] in ("token", "key") and len(parts) > 1 and parts[-2] in ("access", "api", "auth", "bearer", "hf"):
+        return True
+    if parts[-1] == "token" or parts == ["key"]:
+        return True
+    if any(p in _SECRET_WORDS for p in parts):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
+
+
+class ClusterConfigError(ConfigError):
+    """A cluster config cannot be used (the message names the key)."""
+
+
+class ClusterSettingsIgnored(UserWarning):
+    """Cluster settings were given to a task that runs under kfp.local, where they have no meaning."""
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def _quantity(kind: str, pattern: re.Pattern[str], v: str | int | float | None) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    if not pattern.match(s):
+        example = "'500m' or '4'" if kind == "cpu" else "'16Gi' or '512Mi'"
+        raise ValueError(f"not a Kubernetes {kind} quantity KFP accepts (e.g. {example})")
+    return s
+
+
+class Toleration(StrictModel):
+    """A Kubernetes toleration (e.g. for tainted GPU nodes)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0, description="only with effect NoExecute")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("a toleration with operator Equal needs a key")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_seconds applies only to effect NoExecute")
+        return self
+
+
+class RoleSettings(StrictModel):
+    """Pod settings for every task of one role."""
+
+    cpu_request: str | None = Field(default=None, description="e.g. '2' or '500m'")
+    cpu_limit: str | None = None
+    memory_request: str | None = Field(default=None, description="e.g. '8Gi'")
+    memory_limit: str | None = None
+    gpus: int = Field(default=0, description="GPUs per pod: 0, 1, 2, 4, 8 or 16 (kubeflow/pipelines#12865)")
+    accelerator: str = Field(default="nvidia.com/gpu", description="the GPU resource name (or KFP accelerator type)")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    shm_size: str | None = Field(
+        default=None, description="shared memory for NCCL / vLLM: an emptyDir (medium Memory) at /dev/shm of this size"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="plain environment variables (never secrets)")
+    timeout_s: int | None = Field(default=None, ge=1, description="the pod's active deadline")
+    caching: bool | None = Field(default=None, description="false: never reuse a cached result for this role")
+    labels: dict[str, str] = Field(default_factory=dict, description="pod labels")
+    annotations: dict[str, str] = Field(default_factory=dict, description="pod annotations")
+
+    @field_validator("cpu_request", "cpu_limit", mode="before")
+    @classmethod
+    def _cpu(cls, v: str | int | float | None) -> str | None:
+        return _quantity("cpu", _CPU, v)
+
+    @field_validator("memory_request", "memory_limit", "shm_size", mode="before")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | None:
+        return _quantity("memory", _MEMORY, v)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: int) -> int:
+        if v not in GPU_COUNTS:
+            raise ValueError("KFP accepts 0, 1, 2, 4, 8 or 16 GPUs per task (kubeflow/pipelines#12865)")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_plain_env(v)
+
+
+def _check_plain_env(env: Mapping[str, str]) -> dict[str, str]:
+    for k, val in env.items():
+        if not _ENV_NAME.match(k):
+            raise ValueError(f"{k!r} is not an environment variable name")
+        if is_secret_name(k):
+            raise ValueError(f"{k} looks like a credential: give it through `secrets:` (a Kubernetes Secret)")
+        if _URL_CREDENTIALS.search(str(val)):
+            raise ValueError(f"{k} holds a URL with credentials: give it through `secrets:` (a Kubernetes Secret)")
+    return {k: str(v) for k, v in env.items()}
+
+
+class Roles(StrictModel):
+    cpu: RoleSettings = Field(default_factory=lambda: RoleSettings(cpu_request="1", memory_request="2Gi"))
+    teacher_bound: RoleSettings = Field(default_factory=lambda: RoleSettings(cpu_request="2", memory_request="4Gi"))
+    train: RoleSettings = Field(
+        default_factory=lambda: RoleSettings(cpu_request="8", memory_request="64Gi", gpus=1, shm_size="16Gi")
+    )
+    serve: RoleSettings = Field(
+        default_factory=lambda: RoleSettings(cpu_request="4", memory_request="32Gi", gpus=1, shm_size="8Gi")
+    )
+
+
+class SecretEnv(StrictModel):
+    """Keys of one Kubernetes Secret exposed as environment variables (by name: no value is ever here)."""
+
+    name: str = Field(description="the Secret's name")
+    keys: dict[str, str] = Field(description="secret key -> environment variable")
+    roles: list[Role] = Field(default_factory=lambda: list(ROLES), description="the roles that get it")
+    optional: bool = Field(default=False, description="start the pod even when the Secret or a key is missing")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS1123.match(v) or len(v) > 253:
+            raise ValueError(f"{v!r} is not a Kubernetes Secret name (lower-case DNS-1123)")
+        return v
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("give at least one `secret key: ENV_VAR`")
+        for key, env in v.items():
+            if not _SECRET_KEY.match(key):
+                raise ValueError(f"{key!r} is not a Secret key")
+            if not _ENV_NAME.match(env):
+                raise ValueError(f"{env!r} is not an environment variable name")
+        return v
+
+
+class Storage(StrictModel):
+    """A PersistentVolumeClaim for model weights, datasets and caches, mounted into the tasks."""
+
+    pvc: str = Field(default="kubedistill-data", description="the claim's name (created by manifests/ or pvc_manifest)")
+    mount_path: str = "/mnt/kubedistill"
+    roles: list[Role] = Field(default_factory=lambda: list(ROLES))
+    size: str = Field(default="500Gi", description="for pvc_manifest()")
+    storage_class: str | None = Field(
+        default=None, description="for pvc_manifest(); None: the cluster's default class (kubeflow/pipelines#11396)"
+    )
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod", "ReadOnlyMany"]] = Field(
+        default_factory=lambda: ["ReadWriteMany"], description="ReadWriteMany lets tasks on different nodes share it"
+    )
+    hf_home: str = Field(default="hf", description="HF_HOME, relative to mount_path")
+    cache_dir: str = Field(default="cache", description="KUBEDISTILL_CACHE (built models), relative to mount_path")
+
+    @field_validator("pvc")
+    @classmethod
+    def _pvc(cls, v: str) -> str:
+        if not _DNS1123.match(v):
+            raise ValueError(f"{v!r} is not a PVC name (lower-case DNS-1123)")
+        return v
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") in ("", "/dev/shm"):
+            raise ValueError("mount_path must be an absolute path (and not / or /dev/shm)")
+        return v.rstrip("/")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        return _quantity("memory", _MEMORY, v) or v
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HF_HOME": f"{self.mount_path}/{self.hf_home.strip('/')}",
+            "KUBEDISTILL_CACHE": f"{self.mount_path}/{self.cache_dir.strip('/')}",
+        }
+
+
+class SecurityContext(StrictModel):
+    run_as_user: int | None = 1000
+    run_as_group: int | None = 1000
+    run_as_non_root: bool | None = True
+
+
+class ClusterConfig(StrictModel):
+    """Everything about the pods of a compiled pipeline; see examples/cluster.yaml."""
+
+    roles: Roles = Field(default_factory=Roles)
+    storage: Storage | None = Field(default_factory=Storage, description="null: no PVC")
+    secrets: list[SecretEnv] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="plain environment variables for every task")
+    caching: bool = Field(
+        default=True,
+        description="false: caching off for every task; true: each task keeps the pipeline's own choice",
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    security_context: SecurityContext | None = Field(default_factory=SecurityContext)
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="labels on every pod")
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="annotations on every pod")
+    component_roles: dict[str, Role] = Field(
+        default_factory=dict, description="component name -> role, beside DEFAULT_ROLES (for apply_all)"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_plain_env(v)
+
+    @model_validator(mode="after")
+    def _no_env_clash(self) -> ClusterConfig:
+        secret_envs: dict[str, str] = {}
+        for s in self.secrets:
+            for env in s.keys.values():
+                if env in secret_envs and secret_envs[env] != s.name:
+                    raise ValueError(f"secrets: {env} comes from both {secret_envs[env]} and {s.name}")
+                secret_envs[env] = s.name
+        plain = set(self.env) | {k for r in ROLES for k in self.role(r).env}
+        if self.storage is not None:
+            plain |= set(self.storage.env())
+        clash = sorted(plain & set(secret_envs))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} set both as a plain variable and from a secret")
+        return self
+
+    def role(self, role: str) -> RoleSettings:
+        if role not in ROLES:
+            raise ClusterConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        return getattr(self.roles, role)
+
+    def env_for(self, role: str) -> dict[str, str]:
+        """The plain environment variables a task of ``role`` gets (storage paths, global, role)."""
+        env: dict[str, str] = {}
+        if self.storage is not None and role in self.storage.roles:
+            env.update(self.storage.env())
+        env.update(self.env)
+        env.update(self.role(role).env)
+        gpus = self.role(role).gpus
+        if gpus:
+            env["KUBEDISTILL_GPUS"] = str(gpus)
+        return env
+
+    def secret_names(self) -> list[str]:
+        return [s.name for s in self.secrets]
+
+
+def load_cluster_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ClusterConfig:
+    """Load and validate a cluster config YAML (unknown keys and bad values are one-line errors)."""
+    try:
+        return load_config(path, ClusterConfig, overrides)
+    except ClusterConfigError:
+        raise
+    except ConfigError as e:
+        raise ClusterConfigError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------ the current config
+
+_CURRENT: contextvars.ContextVar[ClusterConfig | None] = contextvars.ContextVar("kubedistill_cluster", default=None)
+# True while build_pipeline() builds for the cluster: then apply() applies even in a process where
+# kfp.local was initialised earlier (kfp.local's config is a process-wide singleton that is never reset).
+_FOR_CLUSTER: contextvars.ContextVar[bool] = contextvars.ContextVar("kubedistill_for_cluster", default=False)
+
+
+def current() -> ClusterConfig | None:
+    """The config :func:`apply` uses when none is passed (set by :func:`use_cluster_config`)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def use_cluster_config(cfg: ClusterConfig | None) -> Iterator[ClusterConfig | None]:
+    """Make ``cfg`` current for :func:`apply` while pipelines are built (None: no cluster settings)."""
+    token = _CURRENT.set(cfg)
+    try:
+        yield cfg
+    finally:
+        _CURRENT.reset(token)
+
+
+def _kfp_local_active() -> bool:
+    try:
+        from kfp.local import config as local_config
+    except ImportError:  # pragma: no cover - kfp is a dependency
+        return False
+    return getattr(local_config.LocalExecutionConfig, "instance", None) is not None
+
+
+def build_pipeline(pipeline: Any, cfg: ClusterConfig | None) -> Any:
+    """Rebuild a ``@dsl.pipeline`` with the settings of ``cfg``.
+
+    ``@dsl.pipeline`` runs the pipeline function when the module is imported, before any config is
+    current; this runs it again inside :func:`use_cluster_config`, then applies every task that did not
+    get settings from an explicit :func:`apply` call by its component's role (:func:`apply_all`). So a
+    pipeline needs no cluster code at all unless a task deviates from its component's role. Returns a
+    new pipeline object with the same name, description and signature, ready for
+    ``kfp.compiler.Compiler().compile``. Nested pipelines keep what they were built with on import."""
+    import functools
+
+    from kfp.dsl import component_factory
+
+    func = getattr(pipeline, "pipeline_func", None)
+    if func is None:
+        raise TypeError(f"{pipeline!r} is not a @dsl.pipeline")
+    spec = pipeline.component_spec
+    info = spec.implementation.graph.pipeline_info
+
+    @functools.wraps(func)
+    def with_settings(*args: Any, **kwargs: Any) -> Any:
+        outputs = func(*args, **kwargs)
+        apply_all(cfg=cfg)
+        return outputs
+
+    token = _FOR_CLUSTER.set(True)
+    try:
+        with use_cluster_config(cfg):
+            return component_factory.create_graph_component_from_func(
+                with_settings,
+                name=spec.name,
+                description=spec.description,
+                display_name=info.display_name or None,
+                pipeline_config=getattr(pipeline, "pipeline_config", None),
+            )
+    finally:
+        _FOR_CLUSTER.reset(token)
+
+
+# ------------------------------------------------------------------------------------------ apply
+
+
+def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
+    """Give one pipeline task the settings of ``role`` (from ``cfg`` or the current config).
+
+    A no-op without a config. In a process running ``kfp.local`` it warns and leaves the task as it is
+    (except inside :func:`build_pipeline`, which builds for the cluster). Returns the task, so it
+    chains: ``apply(sft_op(...), "train")``."""
+    if role not in ROLES:
+        raise ClusterConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+    cfg = cfg if cfg is not None else current()
+    if cfg is None:
+        return task
+    s = cfg.role(role)
+    if getattr(task, "_kubedistill_role", None) is not None:
+        raise ClusterConfigError(f"task {task.name!r} already has cluster settings (role {task._kubedistill_role})")
+    if _kfp_local_active() and not _FOR_CLUSTER.get():
+        warnings.warn(
+            f"task {task.name!r}: cluster settings (role {role}) are ignored under kfp.local",
+            ClusterSettingsIgnored,
+            stacklevel=2,
+        )
+        return task
+    from kfp import kubernetes as k8s
+
+    if s.cpu_request:
+        task.set_cpu_request(s.cpu_request)
+    if s.cpu_limit:
+        task.set_cpu_limit(s.cpu_limit)
+    if s.memory_request:
+        task.set_memory_request(s.memory_request)
+    if s.memory_limit:
+        task.set_memory_limit(s.memory_limit)
+    if s.gpus:
+        task.set_accelerator_type(s.accelerator)
+        task.set_accelerator_limit(s.gpus)
+    for key, value in s.node_selector.items():
+        k8s.add_node_selector(task, label_key=key, label_value=value)
+    for t in s.tolerations:
+        k8s.add_toleration(
+            task,
+            key=t.key,
+            operator=t.operator,
+            value=t.value,
+            effect=t.effect,
+            toleration_seconds=t.toleration_seconds,
+        )
+    if cfg.storage is not None and role in cfg.storage.roles:
+        k8s.mount_pvc(task, pvc_name=cfg.storage.pvc, mount_path=cfg.storage.mount_path)
+    if s.shm_size:
+        k8s.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
+    for secret in cfg.secrets:
+        if role in secret.roles:
+            k8s.use_secret_as_env(
+                task, secret_name=secret.name, secret_key_to_env=dict(secret.keys), optional=secret.optional
+            )
+    for name, value in cfg.env_for(role).items():
+        task.set_env_variable(name, value)
+    if not cfg.caching or s.caching is False:
+        task.set_caching_options(False)
+    if s.timeout_s:
+        k8s.set_timeout(task, s.timeout_s)
+    for key, value in {**cfg.pod_labels, **s.labels, "kubedistill.io/role": role.replace("_", "-")}.items():
+        k8s.add_pod_label(task, key, value)
+    for key, value in {**cfg.pod_annotations, **s.annotations}.items():
+        k8s.add_pod_annotation(task, key, value)
+    if cfg.image_pull_secrets:
+        k8s.set_image_pull_secrets(task, list(cfg.image_pull_secrets))
+    if cfg.image_pull_policy:
+        k8s.set_image_pull_policy(task, cfg.image_pull_policy)
+    sc = cfg.security_context
+    if sc is not None and (sc.run_as_user is not None or sc.run_as_group is not None or sc.run_as_non_root):
+        k8s.set_security_context(
+            task, run_as_user=sc.run_as_user, run_as_group=sc.run_as_group, run_as_non_root=sc.run_as_non_root
+        )
+    task._kubedistill_role = role
+    return task
+
+
+def role_of(component_name: str, cfg: ClusterConfig | None = None, roles: Mapping[str, str] | None = None) -> str:
+    """The role of a component (``collect-op`` or ``collect_op``): ``roles``, then the config's
+    ``component_roles``, then :data:`DEFAULT_ROLES`."""
+    mapping: dict[str, str] = dict(DEFAULT_ROLES)
+    if cfg is not None:
+        mapping.update({k.replace("_", "-"): v for k, v in cfg.component_roles.items()})
+    mapping.update({k.replace("_", "-"): v for k, v in (roles or {}).items()})
+    name = component_name.replace("_", "-")
+    if name not in mapping:
+        raise ClusterConfigError(
+            f"component {component_name!r} has no role: add it to DEFAULT_ROLES or to the config's component_roles"
+        )
+    return mapping[name]
+
+
+def apply_all(roles: Mapping[str, str] | None = None, cfg: ClusterConfig | None = None) -> None:
+    """Apply every task of the pipeline being built that has no settings yet, each by its component's
+    role (:func:`role_of`). Call it as the last line of a ``@dsl.pipeline`` function. A no-op without
+    a config; a component with no known role is an error (no task silently misses its settings)."""
+    cfg = cfg if cfg is not None else current()
+    if cfg is None:
+        return
+    from kfp.dsl import pipeline_context
+
+    pipeline = pipeline_context.Pipeline.get_default_pipeline()
+    if pipeline is None:
+        raise RuntimeError("apply_all() must be called inside a @dsl.pipeline function")
+    for task in list(pipeline.tasks.values()):
+        if getattr(task, "_kubedistill_role", None) is not None:
+            continue
+        spec = task.component_spec
+        if spec.implementation.graph is not None:  # a nested pipeline: its tasks were built on import
+            continue
+        apply(task, role_of(spec.name, cfg, roles), cfg)
+
+
+# --------------------------------------------------------------------------- compiled-output checks
+
+
+def secret_values(environ: Mapping[str, str] | None = None, min_len: int = 6) -> set[str]:
+    """Values of environment variables whose names look like credentials (what must never be compiled in)."""
+    environ = os.environ if environ is None else environ
+    return {v for k, v in environ.items() if is_secret_name(k) and v and len(v) >= min_len}
+
+
+def check_no_secret_values(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, extra: Sequence[str] = ()
+) -> None:
+    """Raise if a compiled pipeline file holds the value of any credential-like environment variable (or
+    any of ``extra``). Secret *names* and *keys* are fine; their values never belong in a compiled YAML."""
+    text = Path(path).read_text(encoding="utf-8")
+    leaked = [v for v in (secret_values(environ) | {e for e in extra if e}) if v in text]
+    if leaked:
+        raise ClusterConfigError(f"{path}: holds the value of {len(leaked)} secret(s); pass secrets by name only")
+
+
+def pvc_manifest(cfg: ClusterConfig, namespace: str | None = None) -> dict[str, Any]:
+    """The PersistentVolumeClaim of ``cfg.storage`` (its storage class, size and access modes), for
+    ``kubectl apply -f -``. With no storage_class the cluster's default class is used."""
+    if cfg.storage is None:
+        raise ClusterConfigError("storage: null, so there is no PVC to render")
+    st = cfg.storage
+    meta: dict[str, Any] = {"name": st.pvc, "labels": {"app.kubernetes.io/part-of": "kubedistill"}}
+    if namespace:
+        meta["namespace"] = namespace
+    spec: dict[str, Any] = {"accessModes": list(st.access_modes), "resources": {"requests": {"storage": st.size}}}
+    if st.storage_class is not None:
+        spec["storageClassName"] = st.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+# ------------------------------------------------------------------------------ multi-GPU training
+
+Launcher = Literal["accelerate", "torchrun"]
+
+
+def launch_command(
+    n_gpus: int,
+    deepspeed_config: str | None,
+    module_args: Sequence[str],
+    *,
+    launcher: Launcher = "accelerate",
+    n_nodes: int = 1,
+    node_rank: int = 0,
+    main_address: str | None = None,
+    main_port: int = 29500,
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16",
+    python: str | None = None,
+) -> list[str]:
+    """The command line that runs ``python -m <module_args>`` on ``n_gpus`` GPUs per node.
+
+    ``module_args`` starts with the module: ``["kubedistill.cli", "sft", "--input", ...]``.
+    ``deepspeed_config`` is a shipped ZeRO config name (``zero2``, ``zero3``, ``zero3_offload``) or a JSON
+    path; with ``accelerate`` it is passed to the launcher (the Hugging Face Trainer fills its ``auto``
+    values), with ``torchrun`` give it to the trainer's own ``deepspeed`` setting instead. The launcher
+    runs as ``python -m`` of the same interpreter, so no PATH lookup is involved. Multi-node (one pod per
+    node, e.g. a Kubeflow Trainer job): ``n_nodes``, ``node_rank`` and ``main_address`` of rank 0."""
+    if n_gpus < 1:
+        raise ValueError("n_gpus must be at least 1")
+    if n_nodes < 1 or not 0 <= node_rank < n_nodes:
+        raise ValueError("need n_nodes >= 1 and 0 <= node_rank < n_nodes")
+    if n_nodes > 1 and not main_address:
+        raise ValueError("a multi-node launch needs main_address (the rank-0 node's address)")
+    if not module_args:
+        raise ValueError("module_args must start with the module to run, e.g. kubedistill.cli")
+    python = python or sys.executable
+    module, *args = [str(a) for a in module_args]
+    if launcher == "accelerate":
+        cmd = [
+            python,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            str(n_gpus * n_nodes),
+            "--num_machines",
+            str(n_nodes),
+            "--machine_rank",
+            str(node_rank),
+            "--mixed_precision",
+            mixed_precision,
+            "--dynamo_backend",
+            "no",
+        ]
+        if n_nodes > 1:
+            cmd += ["--main_process_ip", str(main_address), "--main_process_port", str(main_port), "--same_network"]
+        if deepspeed_config:
+            from kubedistill.train.deepspeed import config_path
+
+            cmd += ["--use_deepspeed", "--deepspeed_config_file", config_path(deepspeed_config)]
+        elif n_gpus * n_nodes > 1:
+            cmd += ["--multi_gpu"]
+        return [*cmd, "-m", module, *args]
+    if launcher == "torchrun":
+        if deepspeed_config:
+            raise ValueError("with torchrun, give the DeepSpeed config to the trainer's `deepspeed` setting")
+        cmd = [python, "-m", "torch.distributed.run", f"--nproc-per-node={n_gpus}", f"--nnodes={n_nodes}"]
+        if n_nodes == 1:
+            cmd.append("--standalone")
+        else:
+            cmd += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={main_address}:{main_port}"]
+        return [*cmd, "-m", module, *args]
+    raise ValueError(f"unknown launcher {launcher!r} (accelerate or torchrun)")
+
+
+def local_gpu_count() -> int:
+    """GPUs this pod has: ``$KUBEDISTILL_GPUS`` (set by :func:`apply` for GPU roles), else CUDA's count."""
+    env = os.environ.get("KUBEDISTILL_GPUS")
+    if env:
+        return int(env)
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def in_distributed_launch() -> bool:
+    """True inside a process started by accelerate / torchrun (so it must not launch again)."""
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ
+
+
+def distributed_command(
+    module_args: Sequence[str], *, deepspeed_config: str | None = None, launcher: Launcher = "accelerate"
+) -> list[str] | None:
+    """The launch command when this pod has more than one GPU and is not already a launched process;
+    None when the caller should simply train in-process."""
+    n = local_gpu_count()
+    if n <= 1 or in_distributed_launch():
+        return None
+    return launch_command(n, deepspeed_config, module_args, launcher=launcher)
+
+
+def format_command(cmd: Sequence[str]) -> str:
+    return shlex.join(cmd)

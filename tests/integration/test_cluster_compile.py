@@ -1,0 +1,222 @@
+"""Compiling with a ClusterConfig: GPUs exactly where the roles ask for them, the PVC, node selectors,
+tolerations, shared memory and secrets by name — and no secret value anywhere in the compiled YAML.
+kfp.local still runs a pipeline whose tasks carry these settings (it warns and ignores them)."""
+
+# No `from __future__ import annotations` here: KFP reads the components' annotations as types.
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kfp import compiler, dsl
+
+from kubedistill import cluster
+from kubedistill.cluster import ClusterConfig, ClusterConfigError, ClusterSettingsIgnored
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.yaml"
+SECRET_VALUES = {
+    "AWS_SECRET_ACCESS_KEY": "s3-secret-value-4f8a9c",
+    "AWS_ACCESS_KEY_ID": "s3-access-id-77b1e0",
+    "TEACHER_API_KEY": "sk-teacher-secret-0d2e1f",
+    "HF_TOKEN": "hf_secret_token_9a8b7c",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-password-31c5d2",
+}
+
+
+# ------------------------------------------------------------------ a small pipeline of every role
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def prep_op(x: str) -> str:
+    return x + "-prep"
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def ask_op(x: str) -> str:
+    return x + "-ask"
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def train_op(x: str) -> str:
+    return x + "-train"
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def judge_model_op(x: str) -> str:
+    return x + "-eval"
+
+
+@dsl.pipeline(name="cluster-check")
+def every_role(x: str = "a") -> str:
+    prep = cluster.apply(prep_op(x=x), "cpu")
+    ask = cluster.apply(ask_op(x=prep.output), "teacher_bound")
+    train = cluster.apply(train_op(x=ask.output), "train")
+    evaluate = cluster.apply(judge_model_op(x=train.output), "serve")
+    return evaluate.output
+
+
+def _compile(pipeline: Any, cfg: "ClusterConfig | None", path: Path) -> tuple[dict[str, Any], str]:
+    compiler.Compiler().compile(cluster.build_pipeline(pipeline, cfg), package_path=str(path))
+    text = path.read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    spec = docs[0]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    return {"spec": spec, "platform": platform}, text
+
+
+def _resources(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: e["container"].get("resources", {}) for name, e in spec["deploymentSpec"]["executors"].items()}
+
+
+def _env(spec: dict[str, Any], executor: str) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][executor]["container"].get("env", [])}
+
+
+@pytest.fixture
+def secrets_in_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The compiling process holds real-looking secret values: none may reach the YAML."""
+    for k, v in SECRET_VALUES.items():
+        monkeypatch.setenv(k, v)
+    return SECRET_VALUES
+
+
+def test_compiled_yaml_has_gpus_pvc_placement_and_secret_names_by_role(tmp_path: Path, secrets_in_env) -> None:
+    cfg = cluster.load_cluster_config(EXAMPLE)
+    out, text = _compile(every_role, cfg, tmp_path / "p.yaml")
+    res = _resources(out["spec"])
+    gpus = {name: r.get("accelerator", {}).get("resourceCount") for name, r in res.items()}
+    assert gpus == {"exec-prep-op": None, "exec-ask-op": None, "exec-train-op": "8", "exec-judge-model-op": "1"}
+    assert res["exec-train-op"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert res["exec-train-op"]["resourceMemoryLimit"] == "800Gi" and res["exec-prep-op"]["resourceCpuRequest"] == "2"
+
+    plat = out["platform"]
+    assert set(plat) == {"exec-prep-op", "exec-ask-op", "exec-train-op", "exec-judge-model-op"}
+    for name, p in plat.items():
+        assert p["pvcMount"] == [
+            {
+                "constant": "kubedistill-data",
+                "mountPath": "/mnt/kubedistill",
+                "pvcNameParameter": {"runtimeValue": {"constant": "kubedistill-data"}},
+            }
+        ], name
+        assert p["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}
+        assert p["podMetadata"]["labels"]["app.kubernetes.io/part-of"] == "kubedistill"
+    for gpu_task in ("exec-train-op", "exec-judge-model-op"):
+        assert plat[gpu_task]["nodeSelector"] == {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}
+        assert plat[gpu_task]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        [shm] = plat[gpu_task]["emptyDirMounts"]
+        assert shm["mountPath"] == "/dev/shm" and shm["medium"] == "Memory"
+    for cpu_task in ("exec-prep-op", "exec-ask-op"):
+        assert "nodeSelector" not in plat[cpu_task] and "tolerations" not in plat[cpu_task]
+        assert "emptyDirMounts" not in plat[cpu_task]
+
+    def secret_names(task: str) -> set[str]:
+        return {s["secretName"] for s in plat[task].get("secretAsEnv", [])}
+
+    assert "kubedistill-teacher-keys" in secret_names("exec-ask-op")
+    assert "kubedistill-teacher-keys" not in secret_names("exec-train-op")
+    assert "kubedistill-hf" in secret_names("exec-train-op") and "kubedistill-hf" not in secret_names("exec-prep-op")
+    assert {"kubedistill-s3"} <= secret_names("exec-prep-op")
+    keys = {k["secretKey"] for s in plat["exec-prep-op"]["secretAsEnv"] for k in s["keyToEnv"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= keys
+
+    env = _env(out["spec"], "exec-train-op")
+    assert env["HF_HOME"] == "/mnt/kubedistill/hf" and env["KUBEDISTILL_CACHE"] == "/mnt/kubedistill/cache"
+    assert env["KUBEDISTILL_GPUS"] == "8" and "KUBEDISTILL_GPUS" not in _env(out["spec"], "exec-prep-op")
+    # names and keys only: no secret value, anywhere
+    for value in secrets_in_env.values():
+        assert value not in text
+    cluster.check_no_secret_values(tmp_path / "p.yaml")
+
+
+def test_a_secret_value_in_a_compiled_pipeline_is_caught(tmp_path: Path, secrets_in_env) -> None:
+    @dsl.pipeline(name="leaky")
+    def leaky(key: str = SECRET_VALUES["TEACHER_API_KEY"]) -> str:
+        return prep_op(x=key).output
+
+    _compile(leaky, ClusterConfig(component_roles={"prep_op": "cpu"}), tmp_path / "leaky.yaml")
+    with pytest.raises(ClusterConfigError, match="holds the value of 1 secret"):
+        cluster.check_no_secret_values(tmp_path / "leaky.yaml")
+
+
+def test_without_a_config_apply_changes_nothing(tmp_path: Path) -> None:
+    out, _ = _compile(every_role, None, tmp_path / "plain.yaml")
+    assert all(not r for r in _resources(out["spec"]).values())
+    assert out["platform"] == {}
+    with pytest.raises(ClusterConfigError, match="unknown role"):
+        cluster.apply(object(), "gpu")
+
+
+def test_caching_policy_turns_caching_off(tmp_path: Path) -> None:
+    cfg = ClusterConfig.model_validate({"caching": False})
+    out, _ = _compile(every_role, cfg, tmp_path / "nocache.yaml")
+    tasks = out["spec"]["root"]["dag"]["tasks"]
+    assert all(t["cachingOptions"] == {} for t in tasks.values())
+    cfg = ClusterConfig.model_validate({"roles": {"train": {"caching": False}}})
+    tasks = _compile(every_role, cfg, tmp_path / "trainnocache.yaml")[0]["spec"]["root"]["dag"]["tasks"]
+    assert tasks["train-op"]["cachingOptions"] == {} and tasks["prep-op"]["cachingOptions"] == {"enableCache": True}
+
+
+@pytest.mark.parametrize("name", ["slow_thinking", "adaptive_thinking"])
+def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path: Path, secrets_in_env, name) -> None:
+    from kubedistill.orchestrate import pipeline_function
+
+    cfg = cluster.load_cluster_config(EXAMPLE)
+    out, text = _compile(pipeline_function(name), cfg, tmp_path / f"{name}.yaml")
+    res = _resources(out["spec"])
+    gpus = {e: r.get("accelerator", {}).get("resourceCount") for e, r in res.items()}
+    assert gpus.pop("exec-sft-op") == "8" and gpus.pop("exec-evaluate-op") == "1"
+    assert set(gpus.values()) == {None}, gpus  # every other task is a CPU task
+    plat = out["platform"]
+    assert set(plat) == set(res)  # every task got its role's settings
+    assert all(p["pvcMount"][0]["constant"] == "kubedistill-data" for p in plat.values())
+    assert plat["exec-generate-op"]["podMetadata"]["labels"]["kubedistill.io/role"] == "teacher-bound"
+    assert "nodeSelector" in plat["exec-sft-op"] and "nodeSelector" not in plat["exec-collect-op"]
+    # the pipeline's own choices stand: register never caches
+    assert out["spec"]["root"]["dag"]["tasks"]["register-op"]["cachingOptions"] == {}
+    for value in secrets_in_env.values():
+        assert value not in text
+    cluster.check_no_secret_values(tmp_path / f"{name}.yaml")
+
+
+# ---------------------------------------------------------------------------------------- kfp.local
+
+
+@pytest.fixture
+def kfp_local(tmp_path: Path):
+    from kfp import local
+    from kfp.local import config as local_config
+
+    before = local_config.LocalExecutionConfig.instance
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    yield
+    local_config.LocalExecutionConfig.instance = before
+
+
+def test_kfp_local_runs_a_pipeline_compiled_with_cluster_settings_and_ignores_them(kfp_local) -> None:
+    cfg = cluster.load_cluster_config(EXAMPLE).model_copy(update={"env": {}})
+    built = cluster.build_pipeline(every_role, cfg)  # built for the cluster: the tasks carry the settings
+    assert built.platform_spec.platforms["kubernetes"].deployment_spec.executors
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = built(x="z")
+    assert run.output == "z-prep-ask-train-eval"
+    ignored = [str(w.message) for w in caught if "no effect in the current local runner" in str(w.message)]
+    assert any("accelerator" in m for m in ignored)  # kfp.local says it ignores the GPU request
+
+
+def test_apply_under_kfp_local_warns_and_leaves_the_task_alone(kfp_local) -> None:
+    cfg = cluster.load_cluster_config(EXAMPLE)
+    with cluster.use_cluster_config(cfg), pytest.warns(ClusterSettingsIgnored, match="ignored under kfp.local"):
+
+        @dsl.pipeline(name="local-check")
+        def local_check(x: str = "a") -> str:
+            return cluster.apply(train_op(x=x), "train").output
+
+    assert not local_check.platform_spec.platforms  # nothing was applied
+    assert local_check(x="q").output == "q-train"

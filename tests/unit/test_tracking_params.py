@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+from kubedistill.tracking import safe_params
+
+
+def test_safe_params_flattens_and_keeps_token_counts_but_drops_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEACHER_API_KEY", "sk-very-secret-123")
+    params = {
+        "generate": {"max_tokens": 4096, "client": {"timeout_per_token_s": 0.05}},
+        "teachers": [{"url": "http://t/v1", "api_key_env": "TEACHER_API_KEY", "api_key": "sk-very-secret-123"}],
+        "hf_token": "hf_abcdefgh",
+        "note": "key is sk-very-secret-123",
+    }
+    out = safe_params(params)
+    assert out["generate.max_tokens"] == "4096"
+    assert out["generate.client.timeout_per_token_s"] == "0.05"
+    assert out["teachers.0.api_key_env"] == "TEACHER_API_KEY"  # the variable's name, not its value
+    assert "teachers.0.api_key" not in out and "hf_token" not in out
+    assert "note" not in out  # a value equal to a secret in the environment never leaves
