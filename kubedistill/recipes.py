@@ -29,6 +29,7 @@ from kubedistill.cot.select import SelectSettings
 from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
 from kubedistill.evaluate.core import EvalConfig
+from kubedistill.promote import Gate
 from kubedistill.train.sft import SFTSettings
 
 Backend = Literal["vllm", "transformers", "auto"]
@@ -68,6 +69,9 @@ class EvalSection(EvalConfig):
 class RegisterSection(StrictModel):
     name: str = Field(default="kubedistill-student", description="MLflow registered model name")
     aliases: list[str] = Field(default_factory=lambda: ["candidate"])
+    gate: Gate | None = Field(
+        default=None, description="evaluation gate: a passing student also becomes `champion` (None: no promotion)"
+    )
 
 
 class _Recipe(StrictModel):
@@ -96,7 +100,9 @@ class _Recipe(StrictModel):
             "verify_config": kfp_param(self.verify, "verify"),
             "sft_config": kfp_param(self.sft, "sft"),
             "eval_config": kfp_param(self.evaluate, "evaluate"),
-            "register_config": kfp_param(self.registry, "registry"),
+            "register_config": kfp_param(self.registry.model_copy(update={"gate": None}), "registry"),
+            "gate": kfp_param(self.registry.gate, "registry.gate") if self.registry.gate else {},
+            "promote": self.registry.gate is not None,
             "tracking": kfp_param(self.tracking, "tracking"),
             "base_model": self.sft.base_model,
         }

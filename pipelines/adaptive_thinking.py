@@ -12,6 +12,7 @@ from components.stages import (
     collect_op,
     evaluate_op,
     generate_op,
+    promote_op,
     register_op,
     report_op,
     score_op,
@@ -42,6 +43,8 @@ def adaptive_thinking(
     sft_config: dict = _EMPTY,
     eval_config: dict = _EMPTY,
     register_config: dict = _EMPTY,
+    gate: dict = _EMPTY,
+    promote: bool = False,
     tracking: dict = _EMPTY,
     base_model: str = "tiny-qwen3",
     work_dir: str = "",
@@ -68,6 +71,8 @@ def adaptive_thinking(
         config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
     )
     register.set_caching_options(False)
+    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
+        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)
     report = report_op(
         pipeline="adaptive-thinking",
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

@@ -15,6 +15,7 @@ from components.stages import (
     generate_op,
     judge_op,
     pairs_op,
+    promote_op,
     register_op,
     report_op,
     rewrite_op,
@@ -46,6 +47,8 @@ def slow_thinking(
     pairs_config: dict = _EMPTY,
     eval_config: dict = _EMPTY,
     register_config: dict = _EMPTY,
+    gate: dict = _EMPTY,
+    promote: bool = False,
     tracking: dict = _EMPTY,
     base_model: str = "tiny-qwen3",
     work_dir: str = "",
@@ -73,7 +76,9 @@ def slow_thinking(
     register = register_op(
         config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
     )
-    register.set_caching_options(False)  # a new registry version each run
+    register.set_caching_options(False)
+    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
+        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)  # a new registry version each run
     report = report_op(
         pipeline="slow-thinking",
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

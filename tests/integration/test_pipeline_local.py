@@ -26,6 +26,7 @@ def _recipe(tmp_path: Path, url: str) -> Path:
     recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium"], "epochs": 1}]
     recipe["evaluate"]["max_tokens"] = 8
     recipe["registry"]["name"] = "kd-pipeline-test"
+    recipe["registry"]["gate"] = {"metric": "student.heldout.n_problems", "min": 1}  # passes: champion
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -65,6 +66,8 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         runs = mlflow.search_runs(experiment_names=["kubedistill-quickstart"], output_format="list")
         stages = {r.data.tags.get("kubedistill.stage") for r in runs}
         assert {"collect", "generate", "judge", "rewrite", "verify", "pairs", "sft", "evaluate", "register"} <= stages
+        champion = mlflow.MlflowClient().get_model_version_by_alias("kd-pipeline-test", "champion")
+        assert str(champion.version) == "1"  # the evaluation gate promoted the candidate
         pipeline_run = mlflow.get_run(summary.mlflow_run_id)
         assert pipeline_run.data.tags["kubedistill.model_uri"] == result.model_uri
 
