@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +41,7 @@ from kubedistill.train.sft import (
     _model_kwargs,
     _runtime_args,
     _torch_setup,
+    save_trained,
 )
 
 STAGE = "dpo"
@@ -140,6 +139,10 @@ def per_pair_beta_trainer_class() -> Any:
             super()._set_signature_columns_if_needed()
             if self._signature_columns is not None and "beta" not in self._signature_columns:
                 self._signature_columns = [*self._signature_columns, "beta"]
+
+        def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+            # precompute_ref_log_probs batches come from our collator too: β is not a model input
+            return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "beta"})
 
         def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
             beta = inputs.pop("beta", None)
@@ -278,9 +281,6 @@ def train_dpo(
     trainer = build_dpo_trainer(rows, cfg, base=base, output_dir=run_dir, callbacks=[_MlflowLogCallback(STAGE)])
     resume = _last_checkpoint(run_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    trained = trainer.model
-    if cfg.lora is not None:
-        trained = trained.merge_and_unload()
     history = trainer.state.log_history
     losses = _loss_history(history)
     stats.n_out = len(rows)
@@ -304,12 +304,7 @@ def train_dpo(
         per_pair_beta={"min": min(betas), "max": max(betas), "pairs_with_own": sum(r["own_beta"] for r in rows)},
         resumed_from=str(resume) if resume else None,
     )
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trained.save_pretrained(tmp)
-    trainer.processing_class.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=_model_kwargs(cfg)["dtype"])
     stats.elapsed_s = time.perf_counter() - t0
     return final, stats
 

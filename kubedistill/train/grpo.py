@@ -25,8 +25,6 @@ docs/training.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +43,7 @@ from kubedistill.train.sft import (
     _model_kwargs,
     _runtime_args,
     _torch_setup,
+    save_trained,
 )
 
 STAGE = "grpo"
@@ -258,9 +257,6 @@ def train_grpo(
     )
     resume = _last_checkpoint(run_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    trained = trainer.model
-    if cfg.lora is not None:
-        trained = trained.merge_and_unload()
     history = trainer.state.log_history
     stats.n_out = len(by_id)
     stats.metrics["train_loss"] = float(result.training_loss)
@@ -290,12 +286,7 @@ def train_grpo(
         history=series,  # per logging step
         resumed_from=str(resume) if resume else None,
     )
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trained.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=_model_kwargs(cfg)["dtype"])
     stats.elapsed_s = time.perf_counter() - t0
     return final, stats
 

@@ -38,11 +38,13 @@ from pydantic import Field, field_validator
 from kubedistill.records import Problem, Sample, StageStats
 from kubedistill.train.sft import (
     TrainingRuntime,
+    _is_main_process,
     _loss_history,
     _MlflowLogCallback,
     _model_kwargs,
     _runtime_args,
     _torch_setup,
+    save_trained,
 )
 
 STAGE = "reward_models"
@@ -281,11 +283,12 @@ def _train_head(
     }
     if losses:
         metrics["first_loss"], metrics["last_loss"] = losses[0], losses[-1]
-    trained = trainer.model
-    trained.eval()
     if rows["eval"]:
         labels = [r["label"] for r in rows["eval"]]
-        preds = _predict(trained, tokenizer, [r["text"] for r in rows["eval"]], cfg.max_length, 16)
+        # Trainer.predict: works however the model is placed (one device, DDP, ZeRO-3 shards)
+        eval_ds = Dataset.from_list(rows["eval"]).map(encode, batched=True, remove_columns=["text", "label"])
+        logits = trainer.predict(eval_ds).predictions
+        preds = [min(1.0, max(0.0, float(v))) for v in logits.reshape(-1)[: len(labels)]]
         mean = sum(r["label"] for r in rows["train"]) / len(rows["train"])
         metrics["mae"] = sum(abs(a - b) for a, b in zip(preds, labels, strict=True)) / len(labels)
         metrics["mae_points"] = metrics["mae"] * SCALE
@@ -309,15 +312,10 @@ def _train_head(
         "fingerprint": fingerprint,
         "metrics": metrics,
     }
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trained.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    shutil.rmtree(work, ignore_errors=True)
-    del trainer, model, trained
+    save_trained(trainer, final, extra_files={META_FILE: json.dumps(meta, indent=2)})
+    if _is_main_process():
+        shutil.rmtree(work, ignore_errors=True)
+    del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, metrics
@@ -365,7 +363,10 @@ class RewardScorer:
         self.template: str = self.meta["template"]
         self.max_length: int = int(self.meta["max_length"])
         self.batch_size = batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # one GPU per process under torchrun / accelerate: this process's own
+        self.device = device or (
+            f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.tokenizer.truncation_side = self.meta.get("truncation_side", "left")
         if self.tokenizer.pad_token is None:

@@ -278,12 +278,9 @@ def train_sft(
         trainer.args.logging_steps = max(1, min(cfg.logging_steps, steps_per_epoch))
         resume = _last_checkpoint(stage_dir)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        trained = trainer.model
-        if cfg.lora is not None:
-            trained = trained.merge_and_unload()
         from kubedistill.train.packing import restore_attention
 
-        restore_attention(trained, original_attn)
+        restore_attention(model, original_attn)
         losses = _loss_history(trainer.state.log_history)
         history[stage.name] = {
             "rows": len(stage_rows),
@@ -296,19 +293,22 @@ def train_sft(
         }
         if collator is not None and collator.processed_tokens:
             history[stage.name]["useful_token_fraction"] = collator.real_tokens / collator.processed_tokens
-        tmp = done_dir.with_name("final.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        trained.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "kubedistill_stage.json").write_text(json.dumps(history[stage.name]))
-        os.replace(tmp, done_dir)
+        save_trained(
+            trainer,
+            done_dir,
+            lora_base=model_path if cfg.lora is not None else None,
+            dtype=_model_kwargs(cfg)["dtype"],
+            extra_files={"kubedistill_stage.json": json.dumps(history[stage.name])},
+        )
         model_path = done_dir
         used.update(r["sample_id"] for r in stage_rows)
-        del trainer, model, trained
+        del trainer, model
     if model_path == base:
         raise ValueError("no curriculum stage had CoTs to train on (check the difficulties in sft.curriculum)")
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(model_path, final, ignore=shutil.ignore_patterns("kubedistill_stage.json"))
+    if _is_main_process():
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.copytree(model_path, final, ignore=shutil.ignore_patterns("kubedistill_stage.json"))
+    _wait_for_everyone()
     stats.n_out = len(used)
     unused = len(rows) - len(used)
     if unused:
@@ -317,10 +317,78 @@ def train_sft(
     stats.info["curriculum"] = history
     stats.info["base_model"] = cfg.base_model
     for name, h in history.items():
-        for k in ("train_loss", "first_loss", "last_loss", "steps"):
+        for k in (
+            "train_loss",
+            "first_loss",
+            "last_loss",
+            "steps",
+            "cut_at_max_length",
+            "packing_fill",
+            "useful_token_fraction",
+        ):
             if h.get(k) is not None:
                 stats.metrics[f"{name}.{k}"] = float(h[k])
     return final, stats
+
+
+def save_trained(
+    trainer: Any,
+    out: Path,
+    *,
+    lora_base: str | Path | None = None,
+    dtype: Any = None,
+    model_class: str = "AutoModelForCausalLM",
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write ``trainer``'s model and tokenizer to ``out`` atomically, however training was launched.
+
+    One process or several (torchrun / accelerate), DeepSpeed ZeRO-3 included: every rank takes part in
+    ``trainer.save_model`` (which gathers sharded weights) and only the main process writes ``out``.
+    With LoRA, ``lora_base`` is the model the adapter was trained on: the adapter is merged into it, so
+    the result is always a plain model directory (transformers- and vLLM-loadable)."""
+    import transformers
+
+    acc = trainer.accelerator
+    main = acc.is_main_process
+    tmp = out.with_name(out.name + ".tmp")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    adapter = tmp / "adapter"
+    trainer.save_model(str(adapter if lora_base is not None else tmp))
+    acc.wait_for_everyone()
+    if main:
+        if lora_base is not None:
+            from peft import PeftModel
+
+            cls = getattr(transformers, model_class)
+            merged = PeftModel.from_pretrained(cls.from_pretrained(lora_base, dtype=dtype), adapter).merge_and_unload()
+            merged.save_pretrained(tmp)
+            shutil.rmtree(adapter)
+        trainer.processing_class.save_pretrained(tmp)
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    acc.wait_for_everyone()
+    return out
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _wait_for_everyone() -> None:
+    """A barrier when several processes train together (no-op in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _sequence_stats(dataset: Any, max_length: int, *, packed: bool) -> dict[str, Any]:

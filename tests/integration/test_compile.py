@@ -56,7 +56,9 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     paths = {p.stem: p for p in compile_all(tmp_path)}
     spec = yaml.safe_load(paths["slow_thinking"].read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {
+    gates = [t for t in tasks if t.startswith("condition-")]  # the promotion gate: dsl.If around promote-op
+    assert len(gates) == 1 and tasks[gates[0]]["triggerPolicy"]["condition"]
+    assert set(tasks) - set(gates) == {
         "collect-op",
         "generate-op",
         "judge-op",

@@ -129,15 +129,45 @@ def test_per_pair_beta_in_ipo_uses_each_pairs_margin(tiny_model: Path, tmp_path:
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_train_dpo_learns_the_preference_and_saves_a_reloadable_model(tiny_model: Path, tmp_path: Path) -> None:
+def test_precomputed_reference_log_probs_work_with_per_pair_beta(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+
+    problems, pairs = _data(4)
+    rows = dpo_rows(pairs, problems, StageStats(stage="dpo"), _cfg(tiny_model))
+    live = build_dpo_trainer(rows, _cfg(tiny_model), base=tiny_model, output_dir=tmp_path / "live")
+    pre = build_dpo_trainer(
+        rows, _cfg(tiny_model, precompute_ref_log_probs=True), base=tiny_model, output_dir=tmp_path / "pre"
+    )
+    assert pre.ref_model is None and "ref_chosen_logps" in pre.train_dataset.column_names
+    _perturb(live.model)
+    _perturb(pre.model)
+    batch_live, batch_pre = _batch(live), _batch(pre)
+    assert "ref_chosen_logps" in batch_pre and batch_pre["beta"].tolist() == batch_live["beta"].tolist()
+    torch.testing.assert_close(
+        pre.compute_loss(pre.model, dict(batch_pre)),
+        live.compute_loss(live.model, dict(batch_live)),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_train_dpo_learns_the_preference_and_saves_a_reloadable_model(
+    tiny_model: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    import mlflow
+
     problems, pairs = _data()
     too_long = pairs[0].model_copy(update={"id": "long", "chosen": pairs[0].chosen + " pad" * 400})
     same = pairs[1].model_copy(update={"id": "same", "rejected": pairs[1].chosen})
     orphan = pairs[2].model_copy(update={"id": "orphan", "problem_id": "nope"})
     cfg = _cfg(tiny_model, epochs=4)
-    model_dir, stats = train_dpo(
-        [*pairs, too_long, same, orphan], cfg, problems=problems, model_dir=tmp_path / "dpo"
-    )
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run() as run:
+        model_dir, stats = train_dpo(
+            [*pairs, too_long, same, orphan], cfg, problems=problems, model_dir=tmp_path / "dpo"
+        )
+    logged = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "dpo.loss")
+    assert len(logged) == stats.metrics["steps"]  # the loss history went to the active MLflow run
     assert stats.dropped == {"too_long": 1, "identical": 1, "unknown_problem": 1}
     assert stats.n_out == 16 and stats.n_in == 19
     assert stats.info["per_pair_beta"] == {"min": 0.1, "max": 0.5, "pairs_with_own": 6}

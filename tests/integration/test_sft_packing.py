@@ -210,3 +210,53 @@ def test_packed_rows_keep_the_completion_only_labels_of_trl(tiny_model: Path) ->
             o += n
     assert sorted(cut) == plain_labels  # prompt tokens masked, completion tokens learnt, as TRL does
     assert all(x == -100 for x in (c[0] for c in cut))
+
+
+def test_trl_padding_free_batches_on_sdpa_are_correct_only_without_a_cache(tiny_model: Path) -> None:
+    """What TRL 1.16's own padding-free path (packing=True) gives a non-flash model, as measured for
+    docs/training.md: one flattened row, no mask. transformers 5.23 re-derives the block-diagonal mask
+    from position_ids only when no KV cache is created — SFTTrainer passes use_cache=False, a plain
+    forward does not. If this test fails after an upgrade, update docs/training.md."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa")
+    seqs = _sequences(3)
+    alone = [model(input_ids=torch.tensor([s["input_ids"]])).logits[0] for s in seqs]
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": s["input_ids"]} for s in seqs]
+    )
+    batch.pop("labels")
+    last = slice(-len(seqs[-1]["input_ids"]), None)
+    without_cache = model(**batch, use_cache=False).logits[0]
+    torch.testing.assert_close(without_cache[last], alone[-1], atol=1e-5, rtol=1e-4)
+    with_cache = model(**batch).logits[0]  # the config's default use_cache=True
+    assert (with_cache[last] - alone[-1]).abs().max() > 1e-2  # attends across sequences
+
+
+def test_lora_with_packing_saves_a_merged_plain_model(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kubedistill.train.sft import LoraSettings
+
+    problems, samples = _data(12)
+    cfg = SFTSettings(
+        base_model=str(tiny_model),
+        learning_rate=1e-2,
+        per_device_batch_size=2,
+        max_length=512,
+        packing=True,
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        curriculum=[CurriculumStage(name="all", difficulties=["medium"], epochs=2)],
+    )
+    model_dir, stats = train_sft(samples, cfg, problems=problems, model_dir=tmp_path / "lora")
+    assert not list(model_dir.glob("adapter*")) and (model_dir / "model.safetensors").exists()
+    assert stats.info["curriculum"]["all"]["last_loss"] < stats.info["curriculum"]["all"]["first_loss"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    merged = AutoModelForCausalLM.from_pretrained(model_dir)
+    changed = [
+        n for (n, a), b in zip(base.named_parameters(), merged.parameters(), strict=True) if not torch.equal(a, b)
+    ]
+    assert any("q_proj" in n for n in changed)  # the adapter was merged into the weights
