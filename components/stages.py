@@ -103,6 +103,82 @@ def sft_op(
     )
 
 
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def dpo_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    pairs: Input[Dataset],
+    base_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    work_dir: str = "",
+):
+    """DPO of the SFT student on the preference pairs (per-pair beta); writes a transformers/vLLM model directory."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.dpo(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            pairs=pairs.path,
+            base_model=base_model.path,
+            model=model.path,
+            work_dir=work_dir,
+        ),
+    )
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def reward_models_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    samples: Input[Dataset],
+    models: Output[Model],
+    metrics: Output[Metrics],
+):
+    """RV and CD regressors distilled from the judge's scores (models/rv, models/cd); MAE and Spearman held out."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.reward_models(
+            config=config, tracking=tracking, problems=problems.path, samples=samples.path, models=models.path
+        ),
+    )
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def grpo_op(
+    config: dict,
+    tracking: dict,
+    problems: Input[Dataset],
+    reward_models: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    base_model: str = "",
+    work_dir: str = "",
+):
+    """GRPO with R = format + accuracy + interval rewards on the distilled RV / CD scores."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.grpo(
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            reward_models=reward_models.path,
+            model=model.path,
+            base_model=base_model,
+            work_dir=work_dir,
+        ),
+    )
+
+
 @dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)
 def evaluate_op(
     config: dict,
@@ -162,6 +238,8 @@ def report_op(
     pairs_metrics: Input[Metrics] = None,
     sft_metrics: Input[Metrics] = None,
     dpo_metrics: Input[Metrics] = None,
+    reward_models_metrics: Input[Metrics] = None,
+    grpo_metrics: Input[Metrics] = None,
 ):
     """The run report: stage funnel, student vs base, CoT lengths, RV/CD distribution (Markdown + HTML)."""
     from kubedistill import steps
@@ -184,6 +262,8 @@ def report_op(
             "pairs": pairs_metrics,
             "sft": sft_metrics,
             "dpo": dpo_metrics,
+            "reward_models": reward_models_metrics,
+            "grpo": grpo_metrics,
         },
         report_md=report.path,
         report_html=report_html.path,

@@ -269,6 +269,90 @@ def cmd_sft(ns: argparse.Namespace) -> int:
     return 0
 
 
+@command("dpo", "DPO of a (SFT) student on preference pairs, with per-pair beta (TRL)")
+def _dpo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="preference pairs (from `kubedistill pairs`)")
+    p.add_argument("--output", required=True, type=Path, help="model directory to write")
+    p.add_argument("--config", type=Path, default=None, help="DPO settings YAML")
+    p.add_argument("--base-model", default=None, help="the student to start from (default: the config's base_model)")
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints, for resuming (default: <output>.work)")
+    _tracking_args(p)
+
+
+def cmd_dpo(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    m = steps.dpo(
+        config=_config_base(ns.config),
+        tracking=_tracking(ns).model_dump(),
+        problems=str(ns.problems),
+        pairs=str(ns.input),
+        base_model=ns.base_model or "",
+        model=str(ns.output),
+        work_dir=str(ns.work_dir or ""),
+    )
+    print(f"dpo: {json.dumps(m)}", file=sys.stderr)
+    print(f"model written to {ns.output}", file=sys.stderr)
+    return 0
+
+
+@command("reward-models", "RV and CD regressors distilled from the judge's 0-9 scores (MAE, Spearman held out)")
+def _reward_models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="samples scored by `kubedistill score`")
+    p.add_argument("--output", required=True, type=Path, help="directory to write <output>/rv, <output>/cd")
+    p.add_argument("--config", type=Path, default=None, help="reward-model settings YAML")
+    p.add_argument("--base-model", default=None, help="model the regressors start from")
+    _tracking_args(p)
+
+
+def cmd_reward_models(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    cfg = _config_base(ns.config)
+    if ns.base_model:
+        cfg["base_model"] = ns.base_model
+    m = steps.reward_models(
+        config=cfg,
+        tracking=_tracking(ns).model_dump(),
+        problems=str(ns.problems),
+        samples=str(ns.input),
+        models=str(ns.output),
+    )
+    print(f"reward-models: {json.dumps(m)}", file=sys.stderr)
+    print(f"reward models written to {ns.output}/", file=sys.stderr)
+    return 0
+
+
+@command("grpo", "GRPO with format + accuracy + RV/CD interval rewards (TRL)")
+def _grpo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", required=True, type=Path, help="the prompts (with answers / tests to verify)")
+    p.add_argument("--output", required=True, type=Path, help="model directory to write")
+    p.add_argument("--reward-models", type=Path, default=None, help="directory from `kubedistill reward-models`")
+    p.add_argument("--config", type=Path, default=None, help="GRPO settings YAML")
+    p.add_argument("--base-model", default=None, help="the policy to start from (default: the config's base_model)")
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints, for resuming (default: <output>.work)")
+    _tracking_args(p)
+
+
+def cmd_grpo(ns: argparse.Namespace) -> int:
+    from kubedistill import steps
+
+    m = steps.grpo(
+        config=_config_base(ns.config),
+        tracking=_tracking(ns).model_dump(),
+        problems=str(ns.problems),
+        model=str(ns.output),
+        reward_models=str(ns.reward_models or ""),
+        base_model=ns.base_model or "",
+        work_dir=str(ns.work_dir or ""),
+    )
+    print(f"grpo: {json.dumps(m)}", file=sys.stderr)
+    print(f"model written to {ns.output}", file=sys.stderr)
+    return 0
+
+
 @command("register", "register a model directory in the MLflow model registry (with aliases)")
 def _register_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="model directory")

@@ -22,11 +22,19 @@ def classify(exc: BaseException) -> int | None:
         return EXIT_BAD_INPUT
     if isinstance(exc, RunFailed):
         return EXIT_PARTIAL
+    from kubedistill.launch import LaunchFailed
+
+    if isinstance(exc, LaunchFailed):
+        return EXIT_PARTIAL
     return None
 
 
 class UserError(RuntimeError):
     """Anything else the user must fix (a missing model, a bad argument combination)."""
+
+
+class NoTrainingDataError(UserError, ValueError):
+    """A trainer got nothing usable to train on (no CoTs, no pairs, no scores, no problems)."""
 
 
 class RunFailed(RuntimeError):

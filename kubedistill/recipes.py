@@ -30,6 +30,9 @@ from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
 from kubedistill.evaluate.core import EvalConfig
 from kubedistill.promote import Gate
+from kubedistill.train.dpo import DPOSettings
+from kubedistill.train.grpo import GRPOSettings
+from kubedistill.train.reward_model import RewardModelSettings
 from kubedistill.train.sft import SFTSettings
 
 Backend = Literal["vllm", "transformers", "auto"]
@@ -81,7 +84,6 @@ class _Recipe(StrictModel):
     collect: CollectConfig
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
-    sft: SFTSettings = Field(default_factory=SFTSettings)
     evaluate: EvalSection = Field(default_factory=EvalSection)
     registry: RegisterSection = Field(default_factory=RegisterSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -98,12 +100,21 @@ class _Recipe(StrictModel):
             "collect_config": kfp_param(self.collect, "collect"),
             "generate_config": kfp_param(generate, "generate"),
             "verify_config": kfp_param(self.verify, "verify"),
-            "sft_config": kfp_param(self.sft, "sft"),
             "eval_config": kfp_param(self.evaluate, "evaluate"),
             "register_config": kfp_param(self.registry.model_copy(update={"gate": None}), "registry"),
             "gate": kfp_param(self.registry.gate, "registry.gate") if self.registry.gate else {},
             "promote": self.registry.gate is not None,
             "tracking": kfp_param(self.tracking, "tracking"),
+        }
+
+
+class _SFTRecipe(_Recipe):
+    sft: SFTSettings = Field(default_factory=SFTSettings)
+
+    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
+        return {
+            **super()._common(endpoints),
+            "sft_config": kfp_param(self.sft, "sft"),
             "base_model": self.sft.base_model,
         }
 
@@ -113,15 +124,16 @@ def _judge_with(section: JudgeSettings, endpoints: list[TeacherConfig]) -> Judge
     return section if section.judge is not None else section.model_copy(update={"judge": endpoints[0]})
 
 
-class SlowThinkingRecipe(_Recipe):
+class SlowThinkingRecipe(_SFTRecipe):
     """DistilQwen2.5-R1: collect → generate → difficulty judge → rewrite (extend easy, simplify hard) →
-    verify → curriculum SFT (medium, then hard) → DPO pairs → evaluate → register."""
+    verify → curriculum SFT (medium, then hard) → DPO pairs → DPO → evaluate → register."""
 
     recipe: Literal["slow_thinking"] = "slow_thinking"
     name: str = "slow-thinking"
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
     pairs: PairsSettings = Field(default_factory=PairsSettings)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
 
     def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
         """The pipeline's parameters. ``teachers`` are the endpoints to use (a local teacher's URL is only
@@ -134,10 +146,17 @@ class SlowThinkingRecipe(_Recipe):
             "judge_config": kfp_param(_judge_with(self.judge, endpoints), "judge"),
             "rewrite_config": kfp_param(rewrite, "rewrite"),
             "pairs_config": kfp_param(self.pairs, "pairs"),
+            "dpo_config": kfp_param(self.dpo, "dpo"),  # its base is the SFT student (an artifact)
         }
 
+    @model_validator(mode="after")
+    def _dpo_after_sft(self) -> SlowThinkingRecipe:
+        if "base_model" in self.dpo.model_fields_set:
+            raise ValueError("dpo.base_model: DPO here trains the pipeline's SFT student; set sft.base_model instead")
+        return self
 
-class AdaptiveThinkingRecipe(_Recipe):
+
+class AdaptiveThinkingRecipe(_SFTRecipe):
     """ThoughtX/ThoughtY: collect → generate → verify → RV/CD scores → target-aware selection → SFT →
     evaluate → register."""
 
@@ -152,6 +171,27 @@ class AdaptiveThinkingRecipe(_Recipe):
             **self._common(endpoints),
             "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
             "select_config": kfp_param(self.select, "select"),
+        }
+
+
+class GRPORecipe(_Recipe):
+    """ThoughtY RL: collect → generate → verify → RV/CD scores → RV and CD reward models → GRPO of
+    ``grpo.base_model`` (the policy: e.g. the adaptive-thinking student) → evaluate → register."""
+
+    recipe: Literal["grpo"] = "grpo"
+    name: str = "grpo"
+    score: JudgeSettings = Field(default_factory=JudgeSettings)
+    reward_models: RewardModelSettings = Field(default_factory=RewardModelSettings)
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        endpoints = self._endpoints(teachers)
+        return {
+            **self._common(endpoints),
+            "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
+            "reward_models_config": kfp_param(self.reward_models, "reward_models"),
+            "grpo_config": kfp_param(self.grpo, "grpo"),
+            "base_model": self.grpo.base_model,
         }
 
 
@@ -204,6 +244,7 @@ def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
 RECIPES: dict[str, type[StrictModel]] = {
     "slow_thinking": SlowThinkingRecipe,
     "adaptive_thinking": AdaptiveThinkingRecipe,
+    "grpo": GRPORecipe,
     "evaluate": EvaluateRecipe,
 }
 

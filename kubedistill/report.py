@@ -14,7 +14,22 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-STAGE_ORDER = ["collect", "generate", "judge", "rewrite", "verify", "score", "select", "pairs", "sft", "dpo"]
+STAGE_ORDER = [
+    "collect",
+    "generate",
+    "judge",
+    "rewrite",
+    "verify",
+    "score",
+    "select",
+    "pairs",
+    "sft",
+    "dpo",
+    "reward_models",
+    "grpo",
+]
+TRAINING_STAGES = ("sft", "dpo", "reward_models", "grpo")
+_TRAINING_KEYS = ("loss", "mae", "spearman", "reward", "skipped", "steps", "accurac", "margins", "elapsed_s")
 
 
 class FunnelRow(BaseModel):
@@ -28,6 +43,7 @@ class RunSummary(BaseModel):
     pipeline: str
     run_name: str = ""
     funnel: list[FunnelRow] = Field(default_factory=list)
+    training: dict[str, dict[str, float]] = Field(default_factory=dict)  # stage -> loss, MAE, reward, ...
     evaluation: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # model -> benchmark -> result
     lengths: dict[str, list[int]] = Field(default_factory=dict, exclude=True)  # model -> completion tokens
     scores: list[tuple[int, int]] = Field(default_factory=list, exclude=True)  # (rv, cd) of scored CoTs
@@ -45,8 +61,25 @@ def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[Funnel
         if "n_in" not in m:
             continue
         dropped = {k.removeprefix("dropped."): int(v) for k, v in m.items() if k.startswith("dropped.") and v}
+        if m.get("skipped"):
+            dropped["skipped: too few inputs"] = int(m["n_in"]) - sum(dropped.values())
         rows.append(FunnelRow(stage=stage, n_in=int(m["n_in"]), n_out=int(m["n_out"]), dropped=dropped))
     return rows
+
+
+def training_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The trainers' headline figures (losses, reward-model MAE / Spearman, rewards, steps, time)."""
+    out: dict[str, dict[str, float]] = {}
+    for stage in TRAINING_STAGES:
+        m = stage_metrics.get(stage) or {}
+        picked = {
+            k: float(v)
+            for k, v in sorted(m.items())
+            if isinstance(v, int | float) and not k.startswith("dropped.") and any(w in k for w in _TRAINING_KEYS)
+        }
+        if picked:
+            out[stage] = picked
+    return out
 
 
 def load_lengths(results_dir: Path) -> dict[str, list[int]]:
@@ -70,6 +103,11 @@ def markdown(summary: RunSummary) -> str:
         for r in summary.funnel:
             drops = ", ".join(f"{k}: {v}" for k, v in sorted(r.dropped.items())) or "—"
             lines.append(f"| {r.stage} | {r.n_in} | {r.n_out} | {drops} |")
+        lines.append("")
+    if summary.training:
+        lines += ["## Training", "", "| stage | metric | value |", "|---|---|---:|"]
+        for stage, m in summary.training.items():
+            lines += [f"| {stage} | {k} | {v:.4g} |" for k, v in m.items()]
         lines.append("")
     if summary.evaluation:
         lines += [

@@ -8,10 +8,11 @@ log the returned metrics. Each step validates its config, runs the pure stage fu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from kubedistill.config import GenerateConfig, TrackingConfig, validate_config
+from kubedistill.config import ConfigError, GenerateConfig, TrackingConfig, validate_config
 from kubedistill.records import Problem, Sample, StageStats, read_records, write_records
 from kubedistill.runner import Outputs, run_stage
 
@@ -25,7 +26,10 @@ def stage_metrics(stats: StageStats) -> dict[str, float]:
 
 
 def _tracking(tracking: dict[str, Any] | None) -> TrackingConfig:
-    return validate_config(TrackingConfig, tracking or {}, "tracking")
+    cfg = validate_config(TrackingConfig, tracking or {}, "tracking")
+    if cfg.enabled and int(os.environ.get("RANK", "0")) != 0:  # one MLflow run per stage, from rank 0
+        cfg = cfg.model_copy(update={"enabled": False})
+    return cfg
 
 
 def _outputs(output: str, rejects: str, stats: str | None) -> Outputs:
@@ -138,9 +142,23 @@ def sft(
     work_dir: str = "",
 ) -> dict[str, float]:
     from kubedistill import tracking as tr
+    from kubedistill.launch import relaunch
     from kubedistill.train.sft import SFTSettings, train_sft
 
     cfg = validate_config(SFTSettings, config, "sft")
+    launched = relaunch(
+        "sft",
+        {
+            "config": config,
+            "tracking": tracking,
+            "problems": problems,
+            "samples": samples,
+            "model": model,
+            "work_dir": work_dir,
+        },
+    )
+    if launched is not None:
+        return launched
     tcfg = _tracking(tracking)
     train = read_records(samples, Sample)
     probs = read_records(problems, Problem)
@@ -152,6 +170,158 @@ def sft(
         enabled=tcfg.enabled,
     ) as run:
         _, st = train_sft(train, cfg, problems=probs, model_dir=model, work_dir=work_dir or None)
+        if run is not None:
+            tr.log_stage_stats(st)
+    return stage_metrics(st)
+
+
+def dpo(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    pairs: str,
+    base_model: str,
+    model: str,
+    work_dir: str = "",
+) -> dict[str, float]:
+    """DPO of ``base_model`` (the SFT student: a directory or reference) on the preference pairs."""
+    from kubedistill import tracking as tr
+    from kubedistill.launch import relaunch
+    from kubedistill.records import PreferencePair
+    from kubedistill.train.dpo import DPOSettings, train_dpo
+
+    cfg = validate_config(DPOSettings, config, "dpo")
+    launched = relaunch(
+        "dpo",
+        {
+            "config": config,
+            "tracking": tracking,
+            "problems": problems,
+            "pairs": pairs,
+            "base_model": base_model,
+            "model": model,
+            "work_dir": work_dir,
+        },
+    )
+    if launched is not None:
+        return launched
+    work_dir = str(Path(work_dir) / "dpo") if work_dir else ""  # beside sft's, on a shared volume
+    tcfg = _tracking(tracking)
+    with tr.stage_run(
+        "dpo",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params={**cfg.model_dump(mode="json"), "base_model": base_model},
+        enabled=tcfg.enabled,
+    ) as run:
+        _, st = train_dpo(
+            read_records(pairs, PreferencePair),
+            cfg,
+            problems=read_records(problems, Problem),
+            model_dir=model,
+            work_dir=work_dir or None,
+            base_model=base_model or None,
+        )
+        if run is not None:
+            tr.log_stage_stats(st)
+    return stage_metrics(st)
+
+
+def reward_models(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    samples: str,
+    models: str,
+) -> dict[str, float]:
+    """RV / CD regressors distilled from the judge's 0-9 scores on ``samples``, into ``models/<head>/``
+    (logged to MLflow as artifacts of the stage's run)."""
+    from kubedistill import tracking as tr
+    from kubedistill.launch import relaunch
+    from kubedistill.train.reward_model import RewardModelSettings, train_reward_models
+
+    cfg = validate_config(RewardModelSettings, config, "reward_models")
+    launched = relaunch(
+        "reward_models",
+        {"config": config, "tracking": tracking, "problems": problems, "samples": samples, "models": models},
+    )
+    if launched is not None:
+        return launched
+    tcfg = _tracking(tracking)
+    with tr.stage_run(
+        "reward_models",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params=cfg.model_dump(mode="json"),
+        enabled=tcfg.enabled,
+    ) as run:
+        dirs, st = train_reward_models(
+            read_records(samples, Sample), cfg, problems=read_records(problems, Problem), output_dir=models
+        )
+        if run is not None:
+            import mlflow
+
+            tr.log_stage_stats(st)
+            for head, d in dirs.items():
+                mlflow.log_artifacts(str(d), artifact_path=f"reward_models/{head}")
+    return stage_metrics(st)
+
+
+def grpo(
+    *,
+    config: dict[str, Any],
+    tracking: dict[str, Any],
+    problems: str,
+    model: str,
+    reward_models: str = "",
+    base_model: str = "",
+    work_dir: str = "",
+) -> dict[str, float]:
+    """GRPO of ``base_model`` (default: the config's) on ``problems``; ``reward_models`` is a directory
+    with ``rv/`` and/or ``cd/`` regressors (from :func:`reward_models`), whose interval terms are then on."""
+    from kubedistill import tracking as tr
+    from kubedistill.launch import relaunch
+    from kubedistill.train.grpo import GRPOSettings, train_grpo
+
+    cfg = validate_config(GRPOSettings, config, "grpo")
+    launched = relaunch(
+        "grpo",
+        {
+            "config": config,
+            "tracking": tracking,
+            "problems": problems,
+            "model": model,
+            "reward_models": reward_models,
+            "base_model": base_model,
+            "work_dir": work_dir,
+        },
+    )
+    if launched is not None:
+        return launched
+    work_dir = str(Path(work_dir) / "grpo") if work_dir else ""  # beside sft's, on a shared volume
+    heads: dict[str, str] = {}
+    if reward_models:
+        heads = {h: str(Path(reward_models) / h) for h in ("rv", "cd") if (Path(reward_models) / h).is_dir()}
+        if not heads:
+            raise ConfigError(f"grpo: {reward_models} holds no rv/ or cd/ reward model")
+    tcfg = _tracking(tracking)
+    with tr.stage_run(
+        "grpo",
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params={**cfg.model_dump(mode="json"), "reward_models": sorted(heads), "base_model": base_model},
+        enabled=tcfg.enabled,
+    ) as run:
+        _, st = train_grpo(
+            read_records(problems, Problem),
+            cfg,
+            model_dir=model,
+            work_dir=work_dir or None,
+            reward_models=heads,
+            base_model=base_model or None,
+        )
         if run is not None:
             tr.log_stage_stats(st)
     return stage_metrics(st)
@@ -299,7 +469,14 @@ def report(
     import os
 
     from kubedistill import tracking as tr
-    from kubedistill.report import RunSummary, funnel_from_metrics, load_lengths, markdown, render_html
+    from kubedistill.report import (
+        RunSummary,
+        funnel_from_metrics,
+        load_lengths,
+        markdown,
+        render_html,
+        training_from_metrics,
+    )
 
     tcfg = _tracking(tracking)
     metrics_by_stage = {k: getattr(v, "metadata", v) for k, v in stage_metrics.items() if v is not None}
@@ -308,6 +485,7 @@ def report(
         pipeline=pipeline,
         run_name=run_name,
         funnel=funnel_from_metrics(metrics_by_stage),
+        training=training_from_metrics(metrics_by_stage),
         evaluation=json.loads(res_file.read_text()) if res_file and res_file.exists() else {},
         model_uri=model_uri or None,
         tracking_uri=tr.resolve_tracking_uri(tcfg.tracking_uri) if tcfg.enabled else None,

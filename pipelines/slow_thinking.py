@@ -1,7 +1,8 @@
 """The slow-thinking pipeline (DistilQwen2.5-R1):
 
 collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify
-        -> curriculum SFT (medium, then hard) -> pairs -> evaluate (student vs base) -> register -> report
+        -> curriculum SFT (medium, then hard) -> DPO pairs (verified CoT vs corrupted copy) -> DPO of the SFT
+        student -> evaluate (student vs base) -> register (-> promote when the gate passes) -> report
 """
 
 from typing import NamedTuple
@@ -11,6 +12,7 @@ from kfp.dsl import Dataset
 
 from components.stages import (
     collect_op,
+    dpo_op,
     evaluate_op,
     generate_op,
     judge_op,
@@ -35,7 +37,7 @@ class Outputs(NamedTuple):
 @dsl.pipeline(
     name="slow-thinking",
     description="DistilQwen2.5-R1: CoTs from teachers, judged, rewritten for the student, verified; curriculum "
-    "SFT; evaluated against the base student; registered in MLflow.",
+    "SFT, then DPO on correct-vs-corrupted CoT pairs; evaluated against the base student; registered in MLflow.",
 )
 def slow_thinking(
     collect_config: dict = _EMPTY,
@@ -45,6 +47,7 @@ def slow_thinking(
     verify_config: dict = _EMPTY,
     sft_config: dict = _EMPTY,
     pairs_config: dict = _EMPTY,
+    dpo_config: dict = _EMPTY,
     eval_config: dict = _EMPTY,
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
@@ -66,15 +69,23 @@ def slow_thinking(
         config=sft_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"], work_dir=work_dir
     )
     pairs = pairs_op(config=pairs_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
+    dpo = dpo_op(
+        config=dpo_config,
+        tracking=tracking,
+        problems=problems,
+        pairs=pairs.outputs["pairs"],
+        base_model=sft.outputs["model"],
+        work_dir=work_dir,
+    )
     evaluate = evaluate_op(
         config=eval_config,
         tracking=tracking,
         problems=collect.outputs["heldout"],
-        model=sft.outputs["model"],
+        model=dpo.outputs["model"],
         base_model=base_model,
     )
     register = register_op(
-        config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
+        config=register_config, tracking=tracking, model=dpo.outputs["model"], results=evaluate.outputs["results"]
     )
     register.set_caching_options(False)
     with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
@@ -92,6 +103,7 @@ def slow_thinking(
         verify_metrics=verify.outputs["metrics"],
         pairs_metrics=pairs.outputs["metrics"],
         sft_metrics=sft.outputs["metrics"],
+        dpo_metrics=dpo.outputs["metrics"],
     )
     report.set_caching_options(False)
     return Outputs(model_uri=register.output, summary=report.outputs["summary"])

@@ -23,7 +23,10 @@ identical sequences.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,10 +34,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kubedistill.errors import NoTrainingDataError
 from kubedistill.records import PreferencePair, Problem, StageStats
 from kubedistill.train.sft import (
     LoraSettings,
     TrainingRuntime,
+    _is_main_process,
     _last_checkpoint,
     _loss_history,
     _MlflowLogCallback,
@@ -45,6 +50,7 @@ from kubedistill.train.sft import (
 )
 
 STAGE = "dpo"
+log = logging.getLogger(__name__)
 
 #: TRL 1.16 loss types whose β enters per pair (no sorting or batch-level terms): per-pair β is exact.
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "sigmoid_norm"]
@@ -72,6 +78,12 @@ class DPOSettings(TrainingRuntime):
     )
     lora: LoraSettings | None = None
     prompt: str = "generate"
+    min_pairs: int = Field(default=1, ge=1, description="fewest usable pairs worth a DPO run")
+    too_few_pairs: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="with fewer than min_pairs usable pairs: fail, or skip (the input model passes through "
+        "unchanged; the stats say `skipped`)",
+    )
 
 
 def dpo_rows(
@@ -275,8 +287,28 @@ def train_dpo(
         else:
             kept.append(r)
     rows = kept
-    if not rows:
-        raise ValueError(f"dpo: no usable pairs ({len(pairs)} in, dropped: {dict(stats.dropped)})")
+    if len(rows) < cfg.min_pairs:
+        why = f"{len(rows)} usable pairs < min_pairs {cfg.min_pairs} ({len(pairs)} in, dropped: {dict(stats.dropped)})"
+        if cfg.too_few_pairs == "fail":
+            raise NoTrainingDataError(f"dpo: {why}; set dpo.too_few_pairs: skip to pass the model through untrained")
+        log.warning("dpo: skipped, %s: the input model passes through unchanged", why)
+        if _is_main_process():
+            tmp = final.with_name(final.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if Path(base).is_dir():
+                shutil.copytree(base, tmp)
+            else:  # a hub id
+                from transformers import AutoModelForCausalLM
+
+                AutoModelForCausalLM.from_pretrained(base).save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        stats.n_out = 0
+        stats.metrics["skipped"] = 1.0
+        stats.info.update(skipped=why, base_model=str(base))
+        stats.elapsed_s = time.perf_counter() - t0
+        return final, stats
     run_dir = work_root / _fingerprint(cfg, base, rows)
     trainer = build_dpo_trainer(rows, cfg, base=base, output_dir=run_dir, callbacks=[_MlflowLogCallback(STAGE)])
     resume = _last_checkpoint(run_dir)

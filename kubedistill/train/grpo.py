@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from kubedistill.config import StrictModel
+from kubedistill.errors import NoTrainingDataError
 from kubedistill.records import Problem, StageStats
 from kubedistill.train.sft import (
     LoraSettings,
@@ -183,7 +184,7 @@ def train_grpo(
             continue
         by_id[p.id] = p
     if not by_id:
-        raise ValueError("grpo: no problems to train on")
+        raise NoTrainingDataError("grpo: no problems to train on")
     base = resolve_model(str(base_model) if base_model is not None else cfg.base_model)
     scorers = {
         head: load_scorer(path, batch_size=cfg.reward_model_batch_size) for head, path in (reward_models or {}).items()

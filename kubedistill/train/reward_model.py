@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from kubedistill.errors import NoTrainingDataError
 from kubedistill.records import Problem, Sample, StageStats
 from kubedistill.train.sft import (
     TrainingRuntime,
@@ -185,7 +186,7 @@ def train_reward_models(
             if isinstance(v, float) and math.isfinite(v):
                 stats.metrics[f"{head}.{k}"] = v
     if not dirs:
-        raise ValueError(
+        raise NoTrainingDataError(
             f"reward_models: no CoT has a {' or '.join(cfg.heads)} score ({len(samples)} sample(s) in, "
             f"dropped: {dict(stats.dropped)}); run the judge's RV/CD scoring first"
         )

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from kubedistill.config import StrictModel
+from kubedistill.errors import NoTrainingDataError
 from kubedistill.records import Difficulty, Problem, Sample, StageStats
 from kubedistill.train.packing import PackingAttention
 
@@ -197,7 +198,7 @@ def train_sft(
     t0 = time.perf_counter()
     rows = sft_rows(samples, problems, stats, cfg.prompt)
     if not rows:
-        raise ValueError(
+        raise NoTrainingDataError(
             f"sft: no CoTs to train on ({len(samples)} sample(s) in, {stats.n_dropped} unusable: "
             f"{dict(stats.dropped)}); if verify kept none, see its rejects — the teacher may be too weak for these "
             "problems"
@@ -304,7 +305,7 @@ def train_sft(
         used.update(r["sample_id"] for r in stage_rows)
         del trainer, model
     if model_path == base:
-        raise ValueError("no curriculum stage had CoTs to train on (check the difficulties in sft.curriculum)")
+        raise NoTrainingDataError("no curriculum stage had CoTs to train on (check the difficulties in sft.curriculum)")
     if _is_main_process():
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(model_path, final, ignore=shutil.ignore_patterns("kubedistill_stage.json"))

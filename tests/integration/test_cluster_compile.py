@@ -162,7 +162,10 @@ def test_caching_policy_turns_caching_off(tmp_path: Path) -> None:
     assert tasks["train-op"]["cachingOptions"] == {} and tasks["prep-op"]["cachingOptions"] == {"enableCache": True}
 
 
-@pytest.mark.parametrize("name", ["slow_thinking", "adaptive_thinking"])
+TRAINERS = {"slow_thinking": ["sft", "dpo"], "adaptive_thinking": ["sft"], "grpo": ["reward-models", "grpo"]}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path: Path, secrets_in_env, name) -> None:
     from kubedistill.orchestrate import pipeline_function
 
@@ -170,13 +173,17 @@ def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path
     out, text = _compile(pipeline_function(name), cfg, tmp_path / f"{name}.yaml")
     res = _resources(out["spec"])
     gpus = {e: r.get("accelerator", {}).get("resourceCount") for e, r in res.items()}
-    assert gpus.pop("exec-sft-op") == "8" and gpus.pop("exec-evaluate-op") == "1"
+    for trainer in TRAINERS[name]:  # every trainer gets the train role's GPUs (and launches on all of them)
+        assert gpus.pop(f"exec-{trainer}-op") == "8"
+        assert _env(out["spec"], f"exec-{trainer}-op")["KUBEDISTILL_GPUS"] == "8"
+    assert gpus.pop("exec-evaluate-op") == "1"
     assert set(gpus.values()) == {None}, gpus  # every other task is a CPU task
     plat = out["platform"]
     assert set(plat) == set(res)  # every task got its role's settings
     assert all(p["pvcMount"][0]["constant"] == "kubedistill-data" for p in plat.values())
     assert plat["exec-generate-op"]["podMetadata"]["labels"]["kubedistill.io/role"] == "teacher-bound"
-    assert "nodeSelector" in plat["exec-sft-op"] and "nodeSelector" not in plat["exec-collect-op"]
+    assert all("nodeSelector" in plat[f"exec-{t}-op"] for t in TRAINERS[name])
+    assert "nodeSelector" not in plat["exec-collect-op"]
     # the pipeline's own choices stand: register never caches
     assert out["spec"]["root"]["dag"]["tasks"]["register-op"]["cachingOptions"] == {}
     for value in secrets_in_env.values():

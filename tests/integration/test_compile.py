@@ -66,10 +66,17 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
         "verify-op",
         "sft-op",
         "pairs-op",
+        "dpo-op",
         "evaluate-op",
         "register-op",
         "report-op",
-    } | ({"dpo-op"} if "dpo-op" in tasks else set())
+    }
+    # DPO trains the SFT student; evaluation and registration take the DPO student
+    dpo_inputs = tasks["dpo-op"]["inputs"]["artifacts"]
+    assert dpo_inputs["base_model"]["taskOutputArtifact"] == {"outputArtifactKey": "model", "producerTask": "sft-op"}
+    assert dpo_inputs["pairs"]["taskOutputArtifact"]["producerTask"] == "pairs-op"
+    for t in ("evaluate-op", "register-op"):
+        assert tasks[t]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "dpo-op"
     for t in ("generate-op", "judge-op", "rewrite-op"):  # teacher-bound: retried
         assert tasks[t]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["register-op"]["cachingOptions"] == {}  # caching off: a new version each run
@@ -82,3 +89,25 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     assert adaptive["select-op"]["dependentTasks"] == ["score-op"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"evaluate-models-op"}
+
+    grpo = yaml.safe_load(paths["grpo"].read_text())["root"]["dag"]["tasks"]
+    assert {"score-op", "reward-models-op", "grpo-op", "evaluate-op", "register-op"} <= set(grpo)
+    rm = grpo["grpo-op"]["inputs"]["artifacts"]["reward_models"]["taskOutputArtifact"]
+    assert rm == {"outputArtifactKey": "models", "producerTask": "reward-models-op"}
+    assert grpo["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "grpo-op"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in Path("examples").glob("*.yaml") if p.name != "cluster.yaml"))
+def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: str, tmp_path: Path) -> None:
+    from kubedistill.config import TeacherConfig
+    from kubedistill.orchestrate import compile_all
+    from kubedistill.recipes import load_recipe
+
+    recipe = load_recipe(Path("examples") / example)
+    kind = recipe.recipe
+    (path,) = compile_all(tmp_path, names=[kind])
+    params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
+    args = recipe.pipeline_arguments([TeacherConfig(url="http://127.0.0.1:9/v1", model="t")])
+    assert set(args) <= set(params), set(args) - set(params)
+    # every parameter without a real default comes from the recipe
+    assert {k for k in params if k.endswith("_config")} <= set(args)

@@ -55,6 +55,8 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         assert funnel["verify"].n_out + sum(funnel["verify"].dropped.values()) == 2 * n_train
         assert funnel["pairs"].n_in == funnel["verify"].n_out and funnel["pairs"].n_out > 0
         assert funnel["sft"].n_in == funnel["verify"].n_out
+        assert funnel["dpo"].n_in == funnel["pairs"].n_out and funnel["dpo"].n_out > 0  # DPO on the SFT student
+        assert {"sft", "dpo"} <= set(summary.training) and summary.training["dpo"]["steps"] >= 1
         assert set(summary.evaluation) == {"base", "student"}
         assert summary.evaluation["student"]["heldout"]["n_problems"] == 4
         report = Path(summary.report_html or "")
@@ -65,7 +67,18 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         mlflow.set_tracking_uri(tracking_uri)  # another test in this process may have pointed it elsewhere
         runs = mlflow.search_runs(experiment_names=["kubedistill-quickstart"], output_format="list")
         stages = {r.data.tags.get("kubedistill.stage") for r in runs}
-        assert {"collect", "generate", "judge", "rewrite", "verify", "pairs", "sft", "evaluate", "register"} <= stages
+        assert {
+            "collect",
+            "generate",
+            "judge",
+            "rewrite",
+            "verify",
+            "pairs",
+            "sft",
+            "dpo",
+            "evaluate",
+            "register",
+        } <= stages
         champion = mlflow.MlflowClient().get_model_version_by_alias("kd-pipeline-test", "champion")
         assert str(champion.version) == "1"  # the evaluation gate promoted the candidate
         pipeline_run = mlflow.get_run(summary.mlflow_run_id)
@@ -98,7 +111,7 @@ def test_a_run_whose_selection_keeps_nothing_fails_clearly(
         recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 2}
         path = tmp_path / "recipe.yaml"
         path.write_text(yaml.safe_dump(recipe))
-        with pytest.raises(RunFailed, match=r"failed at task sft-op: ValueError: sft: no CoTs to train on"):
+        with pytest.raises(RunFailed, match=r"failed at task sft-op: NoTrainingDataError: sft: no CoTs to train on"):
             run_local(path, workdir=tmp_path / "out")
 
 
@@ -124,6 +137,42 @@ def test_adaptive_thinking_selects_and_plots(
     assert funnel["select"].n_out > 0 and funnel["sft"].n_in == funnel["select"].n_out
     html = Path(summary.report_html or "").read_text()
     assert "RV / CD distribution" in html
+
+
+def test_grpo_recipe_distils_reward_models_and_trains_the_policy(
+    tmp_path: Path, tracking_uri: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    recipe = yaml.safe_load(Path("examples/grpo.yaml").read_text())
+    answers = [(r"REASONING VERBOSITY", "Short.\n<score>2</score>"), (r"COGNITIVE DIFFICULTY", "<score>6</score>")]
+    with running_server(ServerScript(models=["scripted"], answers=answers)) as url:
+        recipe["teacher"] = {"endpoints": [{"url": url, "model": "scripted"}]}
+        recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 12}
+        recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 3}
+        recipe["reward_models"]["epochs"] = 1
+        recipe["grpo"]["max_steps"] = 2
+        recipe["evaluate"]["max_tokens"] = 8
+        recipe["registry"]["name"] = "kd-grpo-test"
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        result = run_local(path, workdir=tmp_path / "out")
+    assert result.model_uri == "models:/kd-grpo-test/1"
+    summary = RunSummary.model_validate_json(Path(result.outputs["summary"].path).read_text())
+    funnel = {r.stage: r for r in summary.funnel}
+    assert funnel["reward_models"].n_in == funnel["score"].n_out  # keep_all: every CoT, right or wrong
+    assert funnel["grpo"].n_in == funnel["collect"].n_out - 3
+    assert summary.training["grpo"]["steps"] == 2 and "rv.mae" in summary.training["reward_models"]
+    root = tmp_path / "out" / "grpo" / "pipeline_root"
+    models = next(root.rglob("reward-models-op/models"))
+    assert (models / "rv" / "config.json").exists() and (models / "cd" / "config.json").exists()
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["kubedistill-grpo"], output_format="list")
+    rm_run = next(r for r in runs if r.data.tags.get("kubedistill.stage") == "reward_models")
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(rm_run.info.run_id, "reward_models")}
+    assert artifacts == {"reward_models/rv", "reward_models/cd"}
 
 
 def test_evaluate_recipe_compares_registered_student_with_base(

@@ -1,0 +1,103 @@
+"""The adaptive-thinking RL pipeline (DistilQwen-ThoughtY's GRPO stage):
+
+collect -> generate -> verify -> score (RV, CD by the judge) -> reward models (RV and CD regressors
+distilled from the judge) -> GRPO of the student with R = R_format + R_accuracy + λ_RV·R_RV + λ_CD·R_CD
+-> evaluate (student vs the policy it started from) -> register (-> promote when the gate passes) -> report
+
+``base_model`` is the policy GRPO starts from: typically the adaptive-thinking SFT student
+(``models:/NAME@champion``), a model directory, or a hub id.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset
+
+from components.stages import (
+    collect_op,
+    evaluate_op,
+    generate_op,
+    grpo_op,
+    promote_op,
+    register_op,
+    report_op,
+    reward_models_op,
+    score_op,
+    verify_op,
+)
+
+_EMPTY: dict = {}
+
+
+class Outputs(NamedTuple):
+    model_uri: str
+    summary: Dataset
+
+
+@dsl.pipeline(
+    name="grpo",
+    description="ThoughtY RL: RV and CD reward models distilled from the judge's scores, then GRPO of the student "
+    "with format, accuracy and interval rewards; evaluated against the starting policy; registered in MLflow.",
+)
+def grpo(
+    collect_config: dict = _EMPTY,
+    generate_config: dict = _EMPTY,
+    verify_config: dict = _EMPTY,
+    score_config: dict = _EMPTY,
+    reward_models_config: dict = _EMPTY,
+    grpo_config: dict = _EMPTY,
+    eval_config: dict = _EMPTY,
+    register_config: dict = _EMPTY,
+    gate: dict = _EMPTY,
+    promote: bool = False,
+    tracking: dict = _EMPTY,
+    base_model: str = "tiny-qwen3",
+    work_dir: str = "",
+) -> Outputs:
+    collect = collect_op(config=collect_config, tracking=tracking)
+    problems = collect.outputs["problems"]
+    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
+    generate.set_retry(num_retries=2, backoff_duration="60s")
+    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
+    score = score_op(config=score_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
+    score.set_retry(num_retries=2, backoff_duration="60s")
+    reward_models = reward_models_op(
+        config=reward_models_config, tracking=tracking, problems=problems, samples=score.outputs["scored"]
+    )
+    policy = grpo_op(
+        config=grpo_config,
+        tracking=tracking,
+        problems=problems,
+        reward_models=reward_models.outputs["models"],
+        base_model=base_model,
+        work_dir=work_dir,
+    )
+    evaluate = evaluate_op(
+        config=eval_config,
+        tracking=tracking,
+        problems=collect.outputs["heldout"],
+        model=policy.outputs["model"],
+        base_model=base_model,
+    )
+    register = register_op(
+        config=register_config, tracking=tracking, model=policy.outputs["model"], results=evaluate.outputs["results"]
+    )
+    register.set_caching_options(False)
+    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
+        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)
+    report = report_op(
+        pipeline="grpo",
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        tracking=tracking,
+        model_uri=register.output,
+        results=evaluate.outputs["results"],
+        scored=score.outputs["scored"],
+        collect_metrics=collect.outputs["metrics"],
+        generate_metrics=generate.outputs["metrics"],
+        verify_metrics=verify.outputs["metrics"],
+        score_metrics=score.outputs["metrics"],
+        reward_models_metrics=reward_models.outputs["metrics"],
+        grpo_metrics=policy.outputs["metrics"],
+    )
+    report.set_caching_options(False)
+    return Outputs(model_uri=register.output, summary=report.outputs["summary"])
