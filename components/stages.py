@@ -218,6 +218,14 @@ def register_op(config: dict, tracking: dict, model: Input[Model], results: Inpu
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register_reward_models_op(config: dict, tracking: dict, models: Input[Model]) -> str:
+    """Register the RV / CD reward models in MLflow (<name>-rv, <name>-cd); returns their models:/ URIs."""
+    from kubedistill import steps
+
+    return steps.register_reward_models(config=config, tracking=tracking, models=models.path)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def report_op(
     pipeline: str,
     run_name: str,

@@ -57,6 +57,7 @@ DEFAULT_ROLES: dict[str, Role] = {
     "select-op": "cpu",
     "pairs-op": "cpu",
     "register-op": "cpu",
+    "register-reward-models-op": "cpu",
     "report-op": "cpu",
     "promote-op": "cpu",
     "deploy-op": "cpu",

@@ -24,6 +24,7 @@ from kubedistill.errors import UserError
 PIPELINES: dict[str, tuple[str, str]] = {
     "slow_thinking": ("pipelines.slow_thinking", "slow_thinking"),
     "adaptive_thinking": ("pipelines.adaptive_thinking", "adaptive_thinking"),
+    "reward_models": ("pipelines.reward_models", "reward_models"),
     "grpo": ("pipelines.grpo", "grpo"),
     "evaluate": ("pipelines.evaluate", "evaluate"),
 }

@@ -77,15 +77,22 @@ class RegisterSection(StrictModel):
     )
 
 
-class _Recipe(StrictModel):
+class RewardRegisterSection(StrictModel):
+    name: str = Field(
+        default="kubedistill-reward", description="registered as <name>-rv and <name>-cd in the MLflow registry"
+    )
+    aliases: list[str] = Field(default_factory=lambda: ["candidate"])
+
+
+class _DataRecipe(StrictModel):
+    """Where CoTs come from: teachers, problems, generation, verification; and where runs are logged."""
+
     name: str
     description: str = ""
     teacher: TeacherSection
     collect: CollectConfig
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
-    evaluate: EvalSection = Field(default_factory=EvalSection)
-    registry: RegisterSection = Field(default_factory=RegisterSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def _endpoints(self, teachers: list[TeacherConfig] | None) -> list[TeacherConfig]:
@@ -100,11 +107,23 @@ class _Recipe(StrictModel):
             "collect_config": kfp_param(self.collect, "collect"),
             "generate_config": kfp_param(generate, "generate"),
             "verify_config": kfp_param(self.verify, "verify"),
+            "tracking": kfp_param(self.tracking, "tracking"),
+        }
+
+
+class _Recipe(_DataRecipe):
+    """A recipe that trains a student, evaluates it against its base and registers it."""
+
+    evaluate: EvalSection = Field(default_factory=EvalSection)
+    registry: RegisterSection = Field(default_factory=RegisterSection)
+
+    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
+        return {
+            **super()._common(endpoints),
             "eval_config": kfp_param(self.evaluate, "evaluate"),
             "register_config": kfp_param(self.registry.model_copy(update={"gate": None}), "registry"),
             "gate": kfp_param(self.registry.gate, "registry.gate") if self.registry.gate else {},
             "promote": self.registry.gate is not None,
-            "tracking": kfp_param(self.tracking, "tracking"),
         }
 
 
@@ -171,6 +190,26 @@ class AdaptiveThinkingRecipe(_SFTRecipe):
             **self._common(endpoints),
             "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
             "select_config": kfp_param(self.select, "select"),
+        }
+
+
+class RewardModelsRecipe(_DataRecipe):
+    """RV and CD reward models: collect → generate → verify → RV/CD scores by the judge → two regressors
+    distilled from them → registered as ``<registry.name>-rv`` / ``-cd``."""
+
+    recipe: Literal["reward_models"] = "reward_models"
+    name: str = "reward-models"
+    score: JudgeSettings = Field(default_factory=JudgeSettings)
+    reward_models: RewardModelSettings = Field(default_factory=RewardModelSettings)
+    registry: RewardRegisterSection = Field(default_factory=RewardRegisterSection)
+
+    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+        endpoints = self._endpoints(teachers)
+        return {
+            **self._common(endpoints),
+            "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
+            "reward_models_config": kfp_param(self.reward_models, "reward_models"),
+            "register_config": kfp_param(self.registry, "registry"),
         }
 
 
@@ -244,6 +283,7 @@ def kfp_param(section: StrictModel, where: str) -> dict[str, Any]:
 RECIPES: dict[str, type[StrictModel]] = {
     "slow_thinking": SlowThinkingRecipe,
     "adaptive_thinking": AdaptiveThinkingRecipe,
+    "reward_models": RewardModelsRecipe,
     "grpo": GRPORecipe,
     "evaluate": EvaluateRecipe,
 }

@@ -447,6 +447,36 @@ def register(*, config: dict[str, Any], tracking: dict[str, Any], model: str, re
     return uri
 
 
+def register_reward_models(*, config: dict[str, Any], tracking: dict[str, Any], models: str) -> str:
+    """Register each head in ``models/`` (``rv/``, ``cd/``) as ``<name>-<head>``, with its held-out MAE /
+    Spearman; returns the ``models:/NAME/VERSION`` URIs, comma-separated."""
+    from kubedistill import tracking as tr
+    from kubedistill.recipes import RewardRegisterSection
+
+    cfg = validate_config(RewardRegisterSection, config, "registry")
+    tcfg = _tracking(tracking)
+    uris = []
+    for head in ("rv", "cd"):
+        d = Path(models) / head
+        if not d.is_dir():
+            continue
+        meta = json.loads((d / "kubedistill_reward.json").read_text())
+        metrics = {k: float(v) for k, v in meta.get("metrics", {}).items() if isinstance(v, int | float)}
+        _, uri = tr.register_reward_model(
+            d,
+            f"{cfg.name}-{head}",
+            aliases=cfg.aliases,
+            experiment=tcfg.experiment,
+            tracking_uri=tcfg.tracking_uri,
+            metrics=metrics,
+            tags={"kubedistill.reward_head": head},
+        )
+        uris.append(uri)
+    if not uris:
+        raise ConfigError(f"register: {models} holds no rv/ or cd/ reward model")
+    return ",".join(uris)
+
+
 # ------------------------------------------------------------------------------------------ report
 
 

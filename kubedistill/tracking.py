@@ -174,21 +174,84 @@ def register_student(
 ) -> tuple[str, str]:
     """Log a Hugging Face model directory as an MLflow model (see serve/mlflow_model.py), register it
     under ``name`` and point ``aliases`` at the new version. Returns (version, "models:/NAME/VERSION")."""
-    import mlflow
     from mlflow.models import infer_signature
 
     from kubedistill.serve.mlflow_model import HFChatModel
 
+    return _register_model_dir(
+        model_dir,
+        name,
+        HFChatModel(),
+        infer_signature(["What is 1 + 1?"], ["2"], params={"max_new_tokens": 256}),
+        stage="register",
+        aliases=aliases,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        metrics=metrics,
+        params=params,
+        tags=tags,
+        description=description,
+    )
+
+
+def register_reward_model(
+    model_dir: str | Path,
+    name: str,
+    *,
+    aliases: Sequence[str] = ("candidate",),
+    experiment: str = "kubedistill",
+    tracking_uri: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """Register a distilled RV / CD regressor (a pyfunc: rows ``{problem, cot}`` -> score in [0, 1]);
+    ``resolve_model("models:/NAME@ALIAS")`` gives back its directory, for GRPO."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from kubedistill.serve.mlflow_model import RewardScorerModel
+
+    example = pd.DataFrame([{"problem": "What is 1 + 1?", "cot": "<think>1 + 1 = 2</think> 2"}])
+    return _register_model_dir(
+        model_dir,
+        name,
+        RewardScorerModel(),
+        infer_signature(example, [0.5]),
+        stage="register_reward_model",
+        aliases=aliases,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        metrics=metrics,
+        tags=tags,
+    )
+
+
+def _register_model_dir(
+    model_dir: str | Path,
+    name: str,
+    python_model: Any,
+    signature: Any,
+    *,
+    stage: str,
+    aliases: Sequence[str],
+    experiment: str,
+    tracking_uri: str | None,
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> tuple[str, str]:
+    import mlflow
+
     setup(experiment, tracking_uri)
-    signature = infer_signature(["What is 1 + 1?"], ["2"], params={"max_new_tokens": 256})
-    with mlflow.start_run(run_name=f"register-{name}", tags={"kubedistill.stage": "register", **(tags or {})}):
+    with mlflow.start_run(run_name=f"register-{name}", tags={"kubedistill.stage": stage, **(tags or {})}):
         if params:
             mlflow.log_params(safe_params(params))
         if metrics:
             mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=HFChatModel(),
+            python_model=python_model,
             artifacts={"hf_model": str(model_dir)},
             signature=signature,
             pip_requirements=["kubedistill", "transformers", "torch"],

@@ -175,6 +175,40 @@ def test_grpo_recipe_distils_reward_models_and_trains_the_policy(
     assert artifacts == {"reward_models/rv", "reward_models/cd"}
 
 
+def test_reward_models_recipe_registers_scorers_that_load_back(
+    tmp_path: Path, tracking_uri: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    recipe = yaml.safe_load(Path("examples/reward_models.yaml").read_text())
+    answers = [(r"REASONING VERBOSITY", "<score>2</score>"), (r"COGNITIVE DIFFICULTY", "Hard.\n<score>6</score>")]
+    with running_server(ServerScript(models=["scripted"], answers=answers)) as url:
+        recipe["teacher"] = {"endpoints": [{"url": url, "model": "scripted"}]}
+        recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 12}
+        recipe["generate"]["temperatures"] = [0.6]
+        recipe["reward_models"]["epochs"] = 1
+        recipe["registry"]["name"] = "kd-rm-test"
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        result = run_local(path, workdir=tmp_path / "out")
+    assert result.model_uri == "models:/kd-rm-test-rv/1,models:/kd-rm-test-cd/1"
+    summary = RunSummary.model_validate_json(Path(result.outputs["summary"].path).read_text())
+    assert {"rv.mae", "cd.mae", "rv.steps"} <= set(summary.training["reward_models"])
+    assert "evaluate" not in {r.stage for r in summary.funnel} and not summary.evaluation
+
+    import mlflow
+    import pandas as pd
+
+    from kubedistill.models import resolve_model
+    from kubedistill.train.reward_model import load_scorer
+
+    mlflow.set_tracking_uri(tracking_uri)
+    scorer = mlflow.pyfunc.load_model("models:/kd-rm-test-cd@candidate")  # served as {problem, cot} -> score
+    (value,) = scorer.predict(pd.DataFrame([{"problem": "What is 2 + 3?", "cot": "<think>2 + 3 = 5</think> 5"}]))
+    assert 0.0 <= value <= 1.0
+    direct = load_scorer(resolve_model("models:/kd-rm-test-cd@candidate"))  # what GRPO loads
+    assert direct("What is 2 + 3?", "<think>2 + 3 = 5</think> 5") == pytest.approx(value)
+
+
 def test_evaluate_recipe_compares_registered_student_with_base(
     tmp_path: Path, tracking_uri: str, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
