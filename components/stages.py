@@ -39,6 +39,8 @@ def generate_op(
     samples: Output[Dataset],
     rejects: Output[Dataset],
     metrics: Output[Metrics],
+    shard_index: int = 0,
+    shard_count: int = 1,
 ):
     """Ask every teacher for CoTs (teachers x temperatures x samples), through the cached, retrying client."""
     from kubedistill import steps
@@ -46,7 +48,45 @@ def generate_op(
     steps.log_metrics(
         metrics,
         steps.generate(
-            config=config, tracking=tracking, problems=problems.path, samples=samples.path, rejects=rejects.path
+            config=config,
+            tracking=tracking,
+            problems=problems.path,
+            samples=samples.path,
+            rejects=rejects.path,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        ),
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def shard_plan_op(count: int) -> list:
+    """The shard indices (0 .. count-1) the teacher-bound stages fan out over."""
+    from kubedistill import steps
+
+    return steps.shard_plan(count)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def merge_shards_op(
+    parts: Input[list[Dataset]],
+    part_rejects: Input[list[Dataset]],
+    part_metrics: Input[list[Metrics]],
+    merged: Output[Dataset],
+    rejects: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Join a sharded stage's parts: records, rejects, and metrics (counts summed over shards)."""
+    from kubedistill import steps
+
+    steps.log_metrics(
+        metrics,
+        steps.merge_shards(
+            parts=[p.path for p in parts],
+            rejects=[p.path for p in part_rejects],
+            metrics=[p.path for p in part_metrics],
+            merged=merged.path,
+            merged_rejects=rejects.path,
         ),
     )
 
@@ -288,6 +328,8 @@ def judge_op(
     judged: Output[Dataset],
     rejects: Output[Dataset],
     metrics: Output[Metrics],
+    shard_index: int = 0,
+    shard_count: int = 1,
 ):
     """LLM judge: each CoT's difficulty for the student (easy / medium / hard)."""
     from kubedistill import steps
@@ -301,6 +343,8 @@ def judge_op(
             samples=samples.path,
             judged=judged.path,
             rejects=rejects.path,
+            shard_index=shard_index,
+            shard_count=shard_count,
         ),
     )
 
@@ -314,6 +358,8 @@ def rewrite_op(
     rewritten: Output[Dataset],
     rejects: Output[Dataset],
     metrics: Output[Metrics],
+    shard_index: int = 0,
+    shard_count: int = 1,
 ):
     """Extend easy CoTs (add the missing steps), simplify hard ones."""
     from kubedistill import steps
@@ -327,6 +373,8 @@ def rewrite_op(
             samples=samples.path,
             rewritten=rewritten.path,
             rejects=rejects.path,
+            shard_index=shard_index,
+            shard_count=shard_count,
         ),
     )
 
@@ -340,6 +388,8 @@ def score_op(
     scored: Output[Dataset],
     rejects: Output[Dataset],
     metrics: Output[Metrics],
+    shard_index: int = 0,
+    shard_count: int = 1,
 ):
     """LLM judge: reasoning verbosity (RV) and cognitive difficulty (CD), 0-9, for each CoT."""
     from kubedistill import steps
@@ -353,6 +403,8 @@ def score_op(
             samples=samples.path,
             scored=scored.path,
             rejects=rejects.path,
+            shard_index=shard_index,
+            shard_count=shard_count,
         ),
     )
 

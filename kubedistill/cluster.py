@@ -53,6 +53,8 @@ GPU_COUNTS = (0, 1, 2, 4, 8, 16)
 # Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op").
 DEFAULT_ROLES: dict[str, Role] = {
     "collect-op": "cpu",
+    "shard-plan-op": "cpu",
+    "merge-shards-op": "cpu",
     "verify-op": "cpu",
     "select-op": "cpu",
     "pairs-op": "cpu",

@@ -94,6 +94,13 @@ class _DataRecipe(StrictModel):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="the teacher-bound stages run as this many parallel tasks (dsl.ParallelFor), each on the "
+        "problems whose id hashes to it",
+    )
 
     def _endpoints(self, teachers: list[TeacherConfig] | None) -> list[TeacherConfig]:
         endpoints = teachers if teachers is not None else self.teacher.endpoints
@@ -108,6 +115,7 @@ class _DataRecipe(StrictModel):
             "generate_config": kfp_param(generate, "generate"),
             "verify_config": kfp_param(self.verify, "verify"),
             "tracking": kfp_param(self.tracking, "tracking"),
+            "shards": self.shards,
         }
 
 

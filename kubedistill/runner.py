@@ -95,13 +95,16 @@ def run_stage(
     tracking: TrackingConfig | None = None,
     fatal: Iterable[str] = (),
     primary: str | None = None,
+    shard: tuple[int, int] = (0, 1),
     **kwargs: Any,
 ) -> StageStats:
     """Run ``fn(<primary records>, cfg, **other inputs, **kwargs)`` over files.
 
     ``inputs`` maps argument names to (path, record class); the first one (or ``primary``) is passed
-    positionally and its read-rejects count as this stage's drops. Other inputs are read strictly."""
+    positionally and its read-rejects count as this stage's drops. Other inputs are read strictly.
+    ``shard = (index, count)`` keeps only the primary records of that shard (kubedistill/sharding.py)."""
     from kubedistill import tracking as tr
+    from kubedistill.sharding import select
 
     tracking = tracking or TrackingConfig()
     names = list(inputs)
@@ -124,9 +127,10 @@ def run_stage(
         enabled=tracking.enabled,
     ) as run:
         others = {k: v for k, v in loaded.items() if k != primary}
-        records, stats = (
-            fn(loaded[primary], cfg, **others, **kwargs) if cfg is not None else fn(loaded[primary], **others, **kwargs)
-        )
+        mine = select(loaded[primary], *shard)
+        if shard[0] != 0:
+            read_rejects = []  # unreadable rows have no problem id: shard 0 reports them, once
+        records, stats = fn(mine, cfg, **others, **kwargs) if cfg is not None else fn(mine, **others, **kwargs)
         merge_read_rejects(stats, read_rejects)
         if run is not None:
             stats.info["mlflow_run_id"] = run.info.run_id

@@ -86,10 +86,13 @@ def generate(
     samples: str,
     rejects: str,
     stats: str | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> dict[str, float]:
+    """CoTs from every teacher for the problems (of one shard, when sharded)."""
     from kubedistill.cot.generate import generate as generate_fn
 
-    cfg = validate_config(GenerateConfig, config, "generate")
+    cfg = _shard_cache(validate_config(GenerateConfig, config, "generate"), (shard_index, shard_count))
     st = run_stage(
         "generate",
         generate_fn,
@@ -98,8 +101,36 @@ def generate(
         cfg=cfg,
         tracking=_tracking(tracking),
         fatal=("request_failed",),
+        shard=(shard_index, shard_count),
     )
     return stage_metrics(st)
+
+
+def _shard_cache(cfg: Any, shard: tuple[int, int]) -> Any:
+    """One request cache per shard (``<cache_dir>/shard-I-of-N``): parallel pods never share a SQLite file
+    (WAL needs one host), and a problem always lands in the same shard, so a rerun finds its answers."""
+    index, count = shard
+    if count > 1 and cfg.client.cache_dir is not None:
+        cfg.client.cache_dir = Path(cfg.client.cache_dir) / f"shard-{index}-of-{count}"
+    return cfg
+
+
+def shard_plan(count: int) -> list[int]:
+    """The shard indices a ParallelFor runs the teacher-bound stages over."""
+    if not 1 <= count <= 64:
+        raise ConfigError(f"shards: {count} is outside 1..64")
+    return list(range(count))
+
+
+def merge_shards(
+    *, parts: list[str], rejects: list[str], metrics: list[str], merged: str, merged_rejects: str
+) -> dict[str, float]:
+    """Join the shards of a teacher-bound stage: records, rejects, and metrics (counts summed)."""
+    from kubedistill import sharding
+
+    sharding.merge(parts, merged)
+    sharding.merge(rejects, merged_rejects)
+    return sharding.merge_metrics([sharding.read_metrics(m) for m in metrics])
 
 
 # ------------------------------------------------------------------------------------------ verify
@@ -589,7 +620,10 @@ def _samples_stage(
     rejects: str,
     stats: str | None,
     fatal: tuple[str, ...] = (),
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, float]:
+    if shard[1] > 1:
+        cfg = _shard_cache(cfg, shard)
     inputs: dict[str, tuple[str, type]] = {"samples": (samples, Sample)}
     if problems is not None:
         inputs["problems"] = (problems, Problem)
@@ -601,6 +635,7 @@ def _samples_stage(
         cfg=cfg,
         tracking=_tracking(tracking),
         fatal=fatal,
+        shard=shard,
     )
     return stage_metrics(st)
 
@@ -614,6 +649,8 @@ def judge(
     judged: str,
     rejects: str,
     stats: str | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> dict[str, float]:
     """Difficulty (easy / medium / hard for the student) on every CoT, by an LLM judge."""
     from kubedistill.cot.judge import JudgeSettings, judge_difficulty
@@ -629,6 +666,7 @@ def judge(
         output=judged,
         rejects=rejects,
         stats=stats,
+        shard=(shard_index, shard_count),
         fatal=("request_failed",),
     )
 
@@ -642,6 +680,8 @@ def score(
     scored: str,
     rejects: str,
     stats: str | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> dict[str, float]:
     """RV and CD scores 0-9 on every CoT, by an LLM judge."""
     from kubedistill.cot.judge import JudgeSettings, score_rv_cd
@@ -657,6 +697,7 @@ def score(
         output=scored,
         rejects=rejects,
         stats=stats,
+        shard=(shard_index, shard_count),
         fatal=("request_failed",),
     )
 
@@ -670,6 +711,8 @@ def rewrite(
     rewritten: str,
     rejects: str,
     stats: str | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> dict[str, float]:
     """Extend easy CoTs, simplify hard ones."""
     from kubedistill.cot.rewrite import RewriteSettings
@@ -686,6 +729,7 @@ def rewrite(
         output=rewritten,
         rejects=rejects,
         stats=stats,
+        shard=(shard_index, shard_count),
     )
 
 

@@ -18,8 +18,10 @@ from components.stages import (
     score_op,
     select_op,
     sft_op,
+    shard_plan_op,
     verify_op,
 )
+from pipelines._sharding import merged
 
 _EMPTY: dict = {}
 
@@ -48,15 +50,24 @@ def adaptive_thinking(
     tracking: dict = _EMPTY,
     base_model: str = "tiny-qwen3",
     work_dir: str = "",
+    shards: int = 1,
 ) -> Outputs:
     collect = collect_op(config=collect_config, tracking=tracking)
     problems = collect.outputs["problems"]
-    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
-    generate.set_retry(num_retries=2, backoff_duration="60s")
-    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
-    score = score_op(config=score_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
-    score.set_retry(num_retries=2, backoff_duration="60s")
-    select = select_op(config=select_config, tracking=tracking, samples=score.outputs["scored"])
+    plan = shard_plan_op(count=shards)
+    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
+        generate = generate_op(config=generate_config, **part)
+        generate.set_retry(num_retries=2, backoff_duration="60s")
+        verify = verify_op(
+            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
+        )
+        score = score_op(config=score_config, samples=verify.outputs["verified"], **part)
+        score.set_retry(num_retries=2, backoff_duration="60s")
+    generated = merged(generate, "samples", "generate")
+    verified = merged(verify, "verified", "verify")
+    scored = merged(score, "scored", "score")
+    select = select_op(config=select_config, tracking=tracking, samples=scored.outputs["merged"])
     sft = sft_op(
         config=sft_config, tracking=tracking, problems=problems, samples=select.outputs["selected"], work_dir=work_dir
     )
@@ -79,11 +90,11 @@ def adaptive_thinking(
         tracking=tracking,
         model_uri=register.output,
         results=evaluate.outputs["results"],
-        scored=score.outputs["scored"],
+        scored=scored.outputs["merged"],
         collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generate.outputs["metrics"],
-        verify_metrics=verify.outputs["metrics"],
-        score_metrics=score.outputs["metrics"],
+        generate_metrics=generated.outputs["metrics"],
+        verify_metrics=verified.outputs["metrics"],
+        score_metrics=scored.outputs["metrics"],
         select_metrics=select.outputs["metrics"],
         sft_metrics=sft.outputs["metrics"],
     )

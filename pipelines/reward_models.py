@@ -20,8 +20,10 @@ from components.stages import (
     report_op,
     reward_models_op,
     score_op,
+    shard_plan_op,
     verify_op,
 )
+from pipelines._sharding import merged
 
 _EMPTY: dict = {}
 
@@ -45,16 +47,25 @@ def reward_models(
     reward_models_config: dict = _EMPTY,
     register_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
+    shards: int = 1,
 ) -> Outputs:
     collect = collect_op(config=collect_config, tracking=tracking)
     problems = collect.outputs["problems"]
-    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
-    generate.set_retry(num_retries=2, backoff_duration="60s")
-    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
-    score = score_op(config=score_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
-    score.set_retry(num_retries=2, backoff_duration="60s")
+    plan = shard_plan_op(count=shards)
+    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
+        generate = generate_op(config=generate_config, **part)
+        generate.set_retry(num_retries=2, backoff_duration="60s")
+        verify = verify_op(
+            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
+        )
+        score = score_op(config=score_config, samples=verify.outputs["verified"], **part)
+        score.set_retry(num_retries=2, backoff_duration="60s")
+    generated = merged(generate, "samples", "generate")
+    verified = merged(verify, "verified", "verify")
+    scored = merged(score, "scored", "score")
     train = reward_models_op(
-        config=reward_models_config, tracking=tracking, problems=problems, samples=score.outputs["scored"]
+        config=reward_models_config, tracking=tracking, problems=problems, samples=scored.outputs["merged"]
     )
     register = register_reward_models_op(config=register_config, tracking=tracking, models=train.outputs["models"])
     register.set_caching_options(False)  # a new registry version each run
@@ -63,11 +74,11 @@ def reward_models(
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         tracking=tracking,
         model_uri=register.output,
-        scored=score.outputs["scored"],
+        scored=scored.outputs["merged"],
         collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generate.outputs["metrics"],
-        verify_metrics=verify.outputs["metrics"],
-        score_metrics=score.outputs["metrics"],
+        generate_metrics=generated.outputs["metrics"],
+        verify_metrics=verified.outputs["metrics"],
+        score_metrics=scored.outputs["metrics"],
         reward_models_metrics=train.outputs["metrics"],
     )
     report.set_caching_options(False)

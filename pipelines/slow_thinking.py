@@ -22,8 +22,10 @@ from components.stages import (
     report_op,
     rewrite_op,
     sft_op,
+    shard_plan_op,
     verify_op,
 )
+from pipelines._sharding import merged
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
 _EMPTY: dict = {}
@@ -55,16 +57,23 @@ def slow_thinking(
     tracking: dict = _EMPTY,
     base_model: str = "tiny-qwen3",
     work_dir: str = "",
+    shards: int = 1,
 ) -> Outputs:
     collect = collect_op(config=collect_config, tracking=tracking)
     problems = collect.outputs["problems"]
-    generate = generate_op(config=generate_config, tracking=tracking, problems=problems)
-    generate.set_retry(num_retries=2, backoff_duration="60s")
-    judge = judge_op(config=judge_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"])
-    judge.set_retry(num_retries=2, backoff_duration="60s")
-    rewrite = rewrite_op(config=rewrite_config, tracking=tracking, problems=problems, samples=judge.outputs["judged"])
-    rewrite.set_retry(num_retries=2, backoff_duration="60s")
-    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=rewrite.outputs["rewritten"])
+    plan = shard_plan_op(count=shards)
+    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
+        generate = generate_op(config=generate_config, **part)
+        generate.set_retry(num_retries=2, backoff_duration="60s")
+        judge = judge_op(config=judge_config, samples=generate.outputs["samples"], **part)
+        judge.set_retry(num_retries=2, backoff_duration="60s")
+        rewrite = rewrite_op(config=rewrite_config, samples=judge.outputs["judged"], **part)
+        rewrite.set_retry(num_retries=2, backoff_duration="60s")
+    generated = merged(generate, "samples", "generate")
+    judged = merged(judge, "judged", "judge")
+    rewritten = merged(rewrite, "rewritten", "rewrite")
+    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=rewritten.outputs["merged"])
     sft = sft_op(
         config=sft_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"], work_dir=work_dir
     )
@@ -97,9 +106,9 @@ def slow_thinking(
         model_uri=register.output,
         results=evaluate.outputs["results"],
         collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generate.outputs["metrics"],
-        judge_metrics=judge.outputs["metrics"],
-        rewrite_metrics=rewrite.outputs["metrics"],
+        generate_metrics=generated.outputs["metrics"],
+        judge_metrics=judged.outputs["metrics"],
+        rewrite_metrics=rewritten.outputs["metrics"],
         verify_metrics=verify.outputs["metrics"],
         pairs_metrics=pairs.outputs["metrics"],
         sft_metrics=sft.outputs["metrics"],

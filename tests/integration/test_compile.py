@@ -58,11 +58,23 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     tasks = spec["root"]["dag"]["tasks"]
     gates = [t for t in tasks if t.startswith("condition-")]  # the promotion gate: dsl.If around promote-op
     assert len(gates) == 1 and tasks[gates[0]]["triggerPolicy"]["condition"]
-    assert set(tasks) - set(gates) == {
+    loops = [t for t in tasks if t.startswith("for-loop-")]  # the teacher-bound stages: dsl.ParallelFor
+    assert len(loops) == 1
+    loop = tasks[loops[0]]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("shard-plan-op-Output")
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(body) == {"generate-op", "judge-op", "rewrite-op"}
+    assert tasks["verify-op"]["inputs"]["artifacts"]["samples"]["taskOutputArtifact"]["producerTask"] == (
+        "merge-shards-op-3"
+    )
+    assert {t for t in tasks if t.startswith("merge-shards-op")} == {
+        "merge-shards-op",
+        "merge-shards-op-2",
+        "merge-shards-op-3",
+    }
+    assert set(tasks) - set(gates) - set(loops) - {t for t in tasks if t.startswith("merge-shards-op")} == {
         "collect-op",
-        "generate-op",
-        "judge-op",
-        "rewrite-op",
+        "shard-plan-op",
         "verify-op",
         "sft-op",
         "pairs-op",
@@ -78,20 +90,28 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     for t in ("evaluate-op", "register-op"):
         assert tasks[t]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "dpo-op"
     for t in ("generate-op", "judge-op", "rewrite-op"):  # teacher-bound: retried
-        assert tasks[t]["retryPolicy"]["maxRetryCount"] == 2
+        assert body[t]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["register-op"]["cachingOptions"] == {}  # caching off: a new version each run
     assert "enableCache" in tasks["verify-op"]["cachingOptions"]  # deterministic stages stay cached
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"collect_config", "generate_config", "judge_config", "sft_config", "eval_config", "tracking"} <= set(params)
+    assert params["shards"]["defaultValue"] == 1
 
+    for name in ("adaptive_thinking", "reward_models", "grpo"):  # generate -> verify -> score, sharded
+        doc = yaml.safe_load(paths[name].read_text())
+        (loop,) = [t for n, t in doc["root"]["dag"]["tasks"].items() if n.startswith("for-loop-")]
+        assert set(doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]) == {
+            "generate-op",
+            "verify-op",
+            "score-op",
+        }
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
-    assert {"score-op", "select-op"} <= set(adaptive)
-    assert adaptive["select-op"]["dependentTasks"] == ["score-op"]
+    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3"]  # the merged scores
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"evaluate-models-op"}
 
     grpo = yaml.safe_load(paths["grpo"].read_text())["root"]["dag"]["tasks"]
-    assert {"score-op", "reward-models-op", "grpo-op", "evaluate-op", "register-op"} <= set(grpo)
+    assert {"reward-models-op", "grpo-op", "evaluate-op", "register-op"} <= set(grpo)
     rm = grpo["grpo-op"]["inputs"]["artifacts"]["reward_models"]["taskOutputArtifact"]
     assert rm == {"outputArtifactKey": "models", "producerTask": "reward-models-op"}
     assert grpo["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "grpo-op"

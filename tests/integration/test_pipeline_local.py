@@ -23,6 +23,7 @@ def _recipe(tmp_path: Path, url: str) -> Path:
     recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 24}
     recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 4}
     recipe["generate"]["samples"] = 1
+    recipe["shards"] = 2  # generate / judge / rewrite as 2 parallel tasks each, merged before verify
     recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium"], "epochs": 1}]
     recipe["evaluate"]["max_tokens"] = 8
     recipe["registry"]["name"] = "kd-pipeline-test"
