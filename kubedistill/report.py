@@ -286,6 +286,29 @@ def print_run_summary(result: Any) -> None:
                     ", ".join(f"{k}={v}" for k, v in sorted(r.dropped.items())) or "-",
                 )
             console.print(t)
+        if summary.training:
+            t = Table(title="Training")
+            for col in ("stage", "steps", "loss first -> last", "other"):
+                t.add_column(col, justify="right" if col == "steps" else "left")
+            for stage, m in summary.training.items():
+                steps = sum(v for k, v in m.items() if k == "steps" or k.endswith(".steps"))
+                # one pair per curriculum stage / reward-model head: "medium.first_loss", "rv.first_loss", ...
+                loss = (
+                    "; ".join(
+                        (f"{k.removesuffix('first_loss').rstrip('.')}: " if k != "first_loss" else "")
+                        + f"{v:.3g} -> {m[k.replace('first_loss', 'last_loss')]:.3g}"
+                        for k, v in m.items()
+                        if k.endswith("first_loss") and k.replace("first_loss", "last_loss") in m
+                    )
+                    or "-"
+                )
+                other = ", ".join(
+                    f"{k}={v:.3g}"
+                    for k, v in m.items()
+                    if k.endswith(("mae_points", "spearman", "rewards.margins", "reward.last", "skipped"))
+                )
+                t.add_row(stage, f"{steps:.0f}", loss, other or "-")
+            console.print(t)
         if summary.evaluation:
             t = Table(title="Evaluation: base vs student")
             for col in (

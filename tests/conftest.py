@@ -20,6 +20,11 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow store for one test."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow.tracking.fluent as fluent
+
+    # an experiment set by an earlier test belongs to that test's store: forget it
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # set_experiment() exports it too
     return uri
 
 
