@@ -53,6 +53,11 @@ class JudgeSettings(StrictModel):
     max_tokens: int = Field(default=1024, ge=16)
     max_reasks: int = Field(default=2, ge=0, description="re-asks after an unparsable reply")
     max_cot_chars: int = Field(default=16000, ge=1000, description="longer CoTs are shown to the judge as head + tail")
+    constrained: bool = Field(
+        default=False,
+        description="ask the judge's server to decode only replies in the label's format (vLLM structured "
+        "outputs: a short rationale, then the tag); for small judges that miss the format",
+    )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
     def endpoint(self) -> TeacherConfig:
@@ -66,13 +71,17 @@ class JudgeSpec:
     name: str  # the label: difficulty, rv, cd, correct
     prompt: str
     parse: Callable[[str], Any]
+    pattern: str  # every reply the parser accepts, for constrained decoding (a rationale, then the tag)
 
 
+_RATIONALE = r"[^<]{0,200}"
 SPECS = {
-    "difficulty": JudgeSpec("difficulty", "judge_difficulty", parse_difficulty),
-    "rv": JudgeSpec("rv", "judge_rv", parse_score),
-    "cd": JudgeSpec("cd", "judge_cd", parse_score),
-    "correct": JudgeSpec("correct", "judge_correct", parse_verdict),
+    "difficulty": JudgeSpec(
+        "difficulty", "judge_difficulty", parse_difficulty, _RATIONALE + r"<difficulty>(easy|medium|hard)</difficulty>"
+    ),
+    "rv": JudgeSpec("rv", "judge_rv", parse_score, _RATIONALE + r"<score>[0-9]</score>"),
+    "cd": JudgeSpec("cd", "judge_cd", parse_score, _RATIONALE + r"<score>[0-9]</score>"),
+    "correct": JudgeSpec("correct", "judge_correct", parse_verdict, _RATIONALE + r"<verdict>[01]</verdict>"),
 }
 
 
@@ -101,7 +110,9 @@ def run_judge(
     conversations = [prompt.messages(p.domain, problem=p.problem, cot=show_cot(s, cfg.max_cot_chars)) for p, s in items]
     outcomes = [Outcome(None, "", 0, None) for _ in items]
     pending = list(range(len(items)))
-    params = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    params: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    if cfg.constrained:  # vLLM's OpenAI server: structured outputs by regex
+        params["structured_outputs"] = {"regex": spec.pattern}
     for round_ in range(cfg.max_reasks + 1):
         if not pending:
             break

@@ -66,3 +66,30 @@ def test_prompts_are_versioned_data_and_render_strictly() -> None:
         render("{{problem}} and {{cot}}", {"problem": "x"})
     with pytest.raises(PromptError, match="no prompt named"):
         load_prompt("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "reply", "value"),
+    [
+        ("rv", "Short and direct.\n<score>2</score>", 2),
+        ("cd", "<score>9</score>", 9),
+        ("difficulty", "Balanced steps. <difficulty>medium</difficulty>", "medium"),
+        ("correct", "The steps hold. <verdict>1</verdict>", True),
+    ],
+)
+def test_constrained_decoding_patterns_admit_only_parsable_replies(name: str, reply: str, value: object) -> None:
+    """With ``constrained: true`` the judge's server may only produce replies matching the spec's pattern;
+    every such reply parses, and the parser's failure cases cannot be produced."""
+    import re
+
+    from kubedistill.cot.judge import SPECS
+
+    spec = SPECS[name]
+    assert re.fullmatch(spec.pattern, reply) and spec.parse(reply) == value
+    for bad in (
+        "<score>10</score>",
+        "no tag at all",
+        "x" * 201 + "<score>3</score>",
+        "<difficulty>trivial</difficulty>",
+    ):
+        assert not re.fullmatch(spec.pattern, bad)
