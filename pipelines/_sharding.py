@@ -4,7 +4,7 @@ stage's parts after the loop."""
 
 from kfp import dsl
 
-from components.stages import merge_shards_op
+from components.stages import generate_op, merge_shards_op, score_op, shard_plan_op, verify_op
 
 
 def merged(task, records: str, stage: str):
@@ -17,3 +17,22 @@ def merged(task, records: str, stage: str):
     )
     merge.set_display_name(f"merge-{stage}")
     return merge
+
+
+def scored_cots(*, problems, tracking, shards, generate_config, verify_config, score_config):
+    """generate -> verify -> score (RV, CD) over the shards; returns the three merge tasks."""
+    plan = shard_plan_op(count=shards)
+    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
+        generate = generate_op(config=generate_config, **part)
+        generate.set_retry(num_retries=2, backoff_duration="60s")
+        verify = verify_op(
+            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
+        )
+        score = score_op(config=score_config, samples=verify.outputs["verified"], **part)
+        score.set_retry(num_retries=2, backoff_duration="60s")
+    return (
+        merged(generate, "samples", "generate"),
+        merged(verify, "verified", "verify"),
+        merged(score, "scored", "score"),
+    )

@@ -16,17 +16,13 @@ from kfp.dsl import Dataset
 from components.stages import (
     collect_op,
     evaluate_op,
-    generate_op,
     grpo_op,
     promote_op,
     register_op,
     report_op,
     reward_models_op,
-    score_op,
-    shard_plan_op,
-    verify_op,
 )
-from pipelines._sharding import merged
+from pipelines._sharding import scored_cots
 
 _EMPTY: dict = {}
 
@@ -59,19 +55,14 @@ def grpo(
 ) -> Outputs:
     collect = collect_op(config=collect_config, tracking=tracking)
     problems = collect.outputs["problems"]
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=generate_config, **part)
-        generate.set_retry(num_retries=2, backoff_duration="60s")
-        verify = verify_op(
-            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
-        )
-        score = score_op(config=score_config, samples=verify.outputs["verified"], **part)
-        score.set_retry(num_retries=2, backoff_duration="60s")
-    generated = merged(generate, "samples", "generate")
-    verified = merged(verify, "verified", "verify")
-    scored = merged(score, "scored", "score")
+    generated, verified, scored = scored_cots(  # generate -> verify -> score, side by side over the shards
+        problems=problems,
+        tracking=tracking,
+        shards=shards,
+        generate_config=generate_config,
+        verify_config=verify_config,
+        score_config=score_config,
+    )
     reward_models = reward_models_op(
         config=reward_models_config, tracking=tracking, problems=problems, samples=scored.outputs["merged"]
     )
