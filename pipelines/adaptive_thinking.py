@@ -10,14 +10,11 @@ from kfp.dsl import Dataset
 
 from components.stages import (
     collect_op,
-    evaluate_op,
-    promote_op,
-    register_op,
-    report_op,
     select_op,
     sft_op,
 )
 from pipelines._sharding import scored_cots
+from pipelines._shared import evaluate_register_promote, run_report
 
 _EMPTY: dict = {}
 
@@ -62,22 +59,18 @@ def adaptive_thinking(
     sft = sft_op(
         config=sft_config, tracking=tracking, problems=problems, samples=select.outputs["selected"], work_dir=work_dir
     )
-    evaluate = evaluate_op(
-        config=eval_config,
-        tracking=tracking,
-        problems=collect.outputs["heldout"],
+    evaluate, register = evaluate_register_promote(
         model=sft.outputs["model"],
+        heldout=collect.outputs["heldout"],
         base_model=base_model,
+        eval_config=eval_config,
+        register_config=register_config,
+        gate=gate,
+        promote=promote,
+        tracking=tracking,
     )
-    register = register_op(
-        config=register_config, tracking=tracking, model=sft.outputs["model"], results=evaluate.outputs["results"]
-    )
-    register.set_caching_options(False)
-    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
-        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)
-    report = report_op(
-        pipeline="adaptive-thinking",
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    report = run_report(
+        "adaptive-thinking",
         tracking=tracking,
         model_uri=register.output,
         results=evaluate.outputs["results"],
@@ -89,5 +82,4 @@ def adaptive_thinking(
         select_metrics=select.outputs["metrics"],
         sft_metrics=sft.outputs["metrics"],
     )
-    report.set_caching_options(False)
     return Outputs(model_uri=register.output, summary=report.outputs["summary"])

@@ -15,14 +15,11 @@ from kfp.dsl import Dataset
 
 from components.stages import (
     collect_op,
-    evaluate_op,
     grpo_op,
-    promote_op,
-    register_op,
-    report_op,
     reward_models_op,
 )
 from pipelines._sharding import scored_cots
+from pipelines._shared import evaluate_register_promote, run_report
 
 _EMPTY: dict = {}
 
@@ -74,22 +71,18 @@ def grpo(
         base_model=base_model,
         work_dir=work_dir,
     )
-    evaluate = evaluate_op(
-        config=eval_config,
-        tracking=tracking,
-        problems=collect.outputs["heldout"],
+    evaluate, register = evaluate_register_promote(
         model=policy.outputs["model"],
+        heldout=collect.outputs["heldout"],
         base_model=base_model,
+        eval_config=eval_config,
+        register_config=register_config,
+        gate=gate,
+        promote=promote,
+        tracking=tracking,
     )
-    register = register_op(
-        config=register_config, tracking=tracking, model=policy.outputs["model"], results=evaluate.outputs["results"]
-    )
-    register.set_caching_options(False)
-    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
-        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)
-    report = report_op(
-        pipeline="grpo",
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    report = run_report(
+        "grpo",
         tracking=tracking,
         model_uri=register.output,
         results=evaluate.outputs["results"],
@@ -101,5 +94,4 @@ def grpo(
         reward_models_metrics=reward_models.outputs["metrics"],
         grpo_metrics=policy.outputs["metrics"],
     )
-    report.set_caching_options(False)
     return Outputs(model_uri=register.output, summary=report.outputs["summary"])

@@ -16,10 +16,10 @@ from kfp.dsl import Dataset, Model
 from components.stages import (
     collect_op,
     register_reward_models_op,
-    report_op,
     reward_models_op,
 )
 from pipelines._sharding import scored_cots
+from pipelines._shared import run_report
 
 _EMPTY: dict = {}
 
@@ -60,9 +60,8 @@ def reward_models(
     )
     register = register_reward_models_op(config=register_config, tracking=tracking, models=train.outputs["models"])
     register.set_caching_options(False)  # a new registry version each run
-    report = report_op(
-        pipeline="reward-models",
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    report = run_report(
+        "reward-models",
         tracking=tracking,
         model_uri=register.output,
         scored=scored.outputs["merged"],
@@ -72,5 +71,4 @@ def reward_models(
         score_metrics=scored.outputs["metrics"],
         reward_models_metrics=train.outputs["metrics"],
     )
-    report.set_caching_options(False)
     return Outputs(model_uri=register.output, models=train.outputs["models"], summary=report.outputs["summary"])

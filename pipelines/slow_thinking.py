@@ -13,19 +13,16 @@ from kfp.dsl import Dataset
 from components.stages import (
     collect_op,
     dpo_op,
-    evaluate_op,
     generate_op,
     judge_op,
     pairs_op,
-    promote_op,
-    register_op,
-    report_op,
     rewrite_op,
     sft_op,
     shard_plan_op,
     verify_op,
 )
 from pipelines._sharding import merged
+from pipelines._shared import evaluate_register_promote, run_report
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
 _EMPTY: dict = {}
@@ -86,22 +83,18 @@ def slow_thinking(
         base_model=sft.outputs["model"],
         work_dir=work_dir,
     )
-    evaluate = evaluate_op(
-        config=eval_config,
-        tracking=tracking,
-        problems=collect.outputs["heldout"],
+    evaluate, register = evaluate_register_promote(
         model=dpo.outputs["model"],
+        heldout=collect.outputs["heldout"],
         base_model=base_model,
+        eval_config=eval_config,
+        register_config=register_config,
+        gate=gate,
+        promote=promote,
+        tracking=tracking,
     )
-    register = register_op(
-        config=register_config, tracking=tracking, model=dpo.outputs["model"], results=evaluate.outputs["results"]
-    )
-    register.set_caching_options(False)
-    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
-        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)  # a new registry version each run
-    report = report_op(
-        pipeline="slow-thinking",
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    report = run_report(
+        "slow-thinking",
         tracking=tracking,
         model_uri=register.output,
         results=evaluate.outputs["results"],
@@ -114,5 +107,4 @@ def slow_thinking(
         sft_metrics=sft.outputs["metrics"],
         dpo_metrics=dpo.outputs["metrics"],
     )
-    report.set_caching_options(False)
     return Outputs(model_uri=register.output, summary=report.outputs["summary"])
