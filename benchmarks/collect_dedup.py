@@ -29,10 +29,10 @@ import time
 
 os.environ.setdefault("KUBEDISTILL_PROGRESS", "0")
 
+from kubedistill.core.records import Problem, StageStats
 from kubedistill.data.decontaminate import ContaminationIndex
 from kubedistill.data.dedup import DedupConfig, dedup, find_near_duplicates, hash_tokens
 from kubedistill.data.normalize import dedup_tokens, match_words
-from kubedistill.records import Problem, StageStats
 
 
 def synth(n: int, seed: int) -> list[str]:

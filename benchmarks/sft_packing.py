@@ -10,7 +10,7 @@ weights, through the real ``SFTTrainer`` loop (forward, backward, AdamW step):
 * ``trl_padded`` — TRL 1.16's default: ``packing=False``, random batches of ``--batch`` sequences
   padded to the longest one (the baseline);
 * ``trl_padded_grouped`` — the same with ``train_sampling_strategy="group_by_length"``;
-* ``kd_varlen`` — ours (``SFTSettings(packing=True)`` on SDPA): best-fit-decreasing rows of
+* ``kd_varlen`` — ours (``SFTConfig(packing=True)`` on SDPA): best-fit-decreasing rows of
   ``--max-length`` tokens, flattened, each CoT attended separately (no mask, no padding);
 * ``kd_block_mask`` — ours with the 4-D block-diagonal mask layout (the eager-attention fallback);
 * ``trl_bfd`` — TRL's own ``packing=True`` (BFD + padding-free: one flattened row per batch; on SDPA

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubedistill.config import ClientConfig, TeacherConfig
-from kubedistill.teacher import ChatRequest, TeacherClient
+from kubedistill.chat import ChatClient, ChatRequest
+from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.testing.openai_server import ServerScript, running_server
 
 
@@ -80,13 +80,13 @@ def bench_cli(url: str, n: int, c: int, workdir: Path) -> tuple[float, float]:
 
 
 def bench_in_process(url: str, n: int, c: int, workdir: Path) -> float:
-    client = TeacherClient(
-        [TeacherConfig(url=url, model="scripted")],
+    client = ChatClient(
+        [EndpointConfig(url=url, model="scripted")],
         ClientConfig(concurrency=c, cache_dir=workdir / "cache-inproc", progress=False),
     )
     reqs = [
         ChatRequest(
-            teacher="scripted",
+            endpoint="scripted",
             messages=[{"role": "user", "content": f"What is {i} + {i}?"}],
             params={"max_tokens": 64, "temperature": 0.6},
         )
@@ -147,7 +147,7 @@ def main() -> int:
         phase, wall = bench_cli(url, n, c, work)
         rows.append(("kubedistill generate: its request phase", phase))
         rows.append(("kubedistill generate: whole wall, start-up incl.", wall))
-        rows.append(("TeacherClient.run in this process", bench_in_process(url, n, c, work)))
+        rows.append(("ChatClient.run in this process", bench_in_process(url, n, c, work)))
         rows.append(("openai.AsyncOpenAI + semaphore (baseline)", bench_openai(url, n, c)))
     kd = [sys.executable, "-m", "kubedistill.cli"]
     t_version = startup([*kd, "--version"])

@@ -1,0 +1,80 @@
+"""KFP components, one per row of the stage table (kubedistill/stages.py), made from the row.
+
+Each is a lightweight Python component on the project's image for its role (images.py) with typed
+artifacts: record inputs and outputs are ``Dataset`` s, models ``Model`` s, counts ``Metrics``. Its body
+is one call — ``run_component("<stage>", locals())`` (kubedistill_kfp/runtime.py), which hands the
+artifact paths and parameters to :func:`kubedistill.runner.run_stage` — so kfp.local's SubprocessRunner
+runs the very code the cluster runs, and a component holds no logic.
+
+The source of each component is generated from its row and kept in :mod:`linecache`, where KFP reads it
+(``inspect.getsource``) to embed it in the compiled pipeline; :func:`component_source` shows it. A new
+stage needs no code here: its row makes its component.
+
+    from kubedistill_kfp.components import judge_op, sft_op
+"""
+
+from __future__ import annotations
+
+import linecache
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kubedistill_kfp.components.images import image_for
+
+from kubedistill.stages import ALL, Param, Port, Stage
+
+_ARTIFACTS = {"Dataset": Dataset, "Model": Model, "Metrics": Metrics, "Markdown": Markdown, "HTML": HTML}
+_NAMESPACE: dict[str, Any] = {
+    "__name__": __name__,
+    "dsl": dsl,
+    "Input": Input,
+    "Output": Output,
+    **_ARTIFACTS,
+}
+
+
+def _port(port: Port, direction: str) -> str:
+    kind = f"list[{port.type}]" if port.many else port.type
+    text = f"{port.name}: {direction}[{kind}]"
+    return text + " = None" if port.optional and direction == "Input" else text
+
+
+def _param(param: Param) -> str:
+    text = f"{param.name}: {param.type.__name__}"
+    return text if param.required else f"{text} = {param.default!r}"
+
+
+def component_source(spec: Stage) -> str:
+    """The Python source of the component of ``spec`` (what the compiled pipeline embeds)."""
+    first = [f"{spec.config_param}: dict"] if spec.config else []
+    first += ["tracking: dict"] if spec.tracked else []
+    first += [_param(p) for p in spec.params if p.required]
+    inputs = [_port(p, "Input") for p in spec.inputs if not p.optional]
+    outputs = [_port(p, "Output") for p in spec.outputs]
+    last = [_param(p) for p in spec.params if not p.required] + [_port(p, "Input") for p in spec.inputs if p.optional]
+    args = "".join(f"    {a},\n" for a in (*first, *inputs, *outputs, *last))
+    returns = f" -> {spec.returns.__name__}" if spec.returns is not None else ""
+    call = f'run_component("{spec.name}", locals())'
+    return (
+        f"def {spec.name}_op(\n{args}){returns}:\n"
+        f'    """{spec.help}"""\n'
+        "    from kubedistill_kfp.runtime import run_component\n\n"
+        f"    {'return ' if spec.returns is not None else ''}{call}\n"
+    )
+
+
+def _make(spec: Stage) -> Any:
+    source = component_source(spec)
+    filename = f"<kubedistill-component {spec.name}_op>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace = dict(_NAMESPACE)
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # our own generated source
+    fn = namespace[f"{spec.name}_op"]
+    return dsl.component(base_image=image_for(spec.role), install_kfp_package=False)(fn)
+
+
+COMPONENTS: dict[str, Any] = {spec.name: _make(spec) for spec in ALL if spec.component}
+globals().update({f"{name}_op": op for name, op in COMPONENTS.items()})
+
+__all__ = ["COMPONENTS", "component_source", *(f"{name}_op" for name in COMPONENTS)]

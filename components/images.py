@@ -20,3 +20,10 @@ TAG = os.environ.get("KUBEDISTILL_IMAGE_TAG", __version__)
 BASE_IMAGE = f"{REGISTRY}/kubedistill-base:{TAG}"
 TRAIN_IMAGE = f"{REGISTRY}/kubedistill-train:{TAG}"
 SERVE_IMAGE = f"{REGISTRY}/kubedistill-serve:{TAG}"
+
+_BY_ROLE = {"cpu": BASE_IMAGE, "teacher_bound": BASE_IMAGE, "train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
+
+
+def image_for(role: str) -> str:
+    """The image a component of ``role`` (kubedistill/stages.py) runs on."""
+    return _BY_ROLE[role]

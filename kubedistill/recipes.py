@@ -13,32 +13,27 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubedistill.config import (
-    ConfigError,
-    GenerateConfig,
-    StrictModel,
-    TeacherConfig,
-    TrackingConfig,
-    load_config,
-    load_yaml,
-)
-from kubedistill.cot.judge import JudgeSettings
-from kubedistill.cot.pairs import PairsSettings
-from kubedistill.cot.rewrite import RewriteSettings
-from kubedistill.cot.select import SelectSettings
+from kubedistill.chat.config import EndpointConfig
+from kubedistill.core.config import ConfigError, StrictModel, load_config, load_yaml
+from kubedistill.cot.generate import GenerateConfig
+from kubedistill.cot.judge import JudgeConfig
+from kubedistill.cot.pairs import PairsConfig
+from kubedistill.cot.rewrite import RewriteConfig
+from kubedistill.cot.select import SelectConfig
 from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
-from kubedistill.evaluate.core import EvalConfig
-from kubedistill.promote import Gate
-from kubedistill.train.dpo import DPOSettings
-from kubedistill.train.grpo import GRPOSettings
-from kubedistill.train.reward_model import RewardModelSettings
-from kubedistill.train.sft import SFTSettings
+from kubedistill.evaluate.stage import LocalEvalConfig
+from kubedistill.registry import RegisterConfig, RewardRegisterConfig
+from kubedistill.tracking import TrackingConfig
+from kubedistill.train.dpo import DPOConfig
+from kubedistill.train.grpo import GRPOConfig
+from kubedistill.train.reward_model import RewardModelConfig
+from kubedistill.train.sft import SFTConfig
 
 Backend = Literal["vllm", "transformers", "auto"]
 
 
-class LocalTeacher(StrictModel):
+class LocalTeacherConfig(StrictModel):
     """A teacher served on this machine for a local run (started and stopped by `kubedistill run`)."""
 
     model: str = Field(default="smollm2-135m-instruct", description="model reference (kubedistill/models.py)")
@@ -48,40 +43,17 @@ class LocalTeacher(StrictModel):
     startup_timeout_s: float = 900.0
 
 
-class TeacherSection(StrictModel):
+class TeacherConfig(StrictModel):
     """Where CoTs come from: remote endpoints, a local server, or both."""
 
-    endpoints: list[TeacherConfig] = Field(default_factory=list)
-    local: LocalTeacher | None = None
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    local: LocalTeacherConfig | None = None
 
     @model_validator(mode="after")
-    def _some_teacher(self) -> TeacherSection:
+    def _some_teacher(self) -> TeacherConfig:
         if not self.endpoints and self.local is None:
             raise ValueError("give teacher.endpoints or teacher.local")
         return self
-
-
-class EvalSection(EvalConfig):
-    """Evaluation of the student (and the base student) on the held-out problems."""
-
-    backend: Backend = Field(default="auto", description="server for the student: vllm, transformers, auto")
-    max_model_len: int = 4096
-    compare_base: bool = Field(default=True, description="also evaluate the untrained base student")
-
-
-class RegisterSection(StrictModel):
-    name: str = Field(default="kubedistill-student", description="MLflow registered model name")
-    aliases: list[str] = Field(default_factory=lambda: ["candidate"])
-    gate: Gate | None = Field(
-        default=None, description="evaluation gate: a passing student also becomes `champion` (None: no promotion)"
-    )
-
-
-class RewardRegisterSection(StrictModel):
-    name: str = Field(
-        default="kubedistill-reward", description="registered as <name>-rv and <name>-cd in the MLflow registry"
-    )
-    aliases: list[str] = Field(default_factory=lambda: ["candidate"])
 
 
 class _DataRecipe(StrictModel):
@@ -89,7 +61,7 @@ class _DataRecipe(StrictModel):
 
     name: str
     description: str = ""
-    teacher: TeacherSection
+    teacher: TeacherConfig
     collect: CollectConfig
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
@@ -102,13 +74,13 @@ class _DataRecipe(StrictModel):
         "problems whose id hashes to it",
     )
 
-    def _endpoints(self, teachers: list[TeacherConfig] | None) -> list[TeacherConfig]:
+    def _endpoints(self, teachers: list[EndpointConfig] | None) -> list[EndpointConfig]:
         endpoints = teachers if teachers is not None else self.teacher.endpoints
         if not endpoints:
             raise ConfigError(f"recipe {self.name!r}: no teacher endpoint (teacher.local is started by `run --local`)")
         return endpoints
 
-    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
+    def _common(self, endpoints: list[EndpointConfig]) -> dict[str, Any]:
         generate = self.generate.model_copy(update={"teachers": self.generate.teachers or endpoints})
         return {
             "collect_config": kfp_param(self.collect, "collect"),
@@ -122,10 +94,10 @@ class _DataRecipe(StrictModel):
 class _Recipe(_DataRecipe):
     """A recipe that trains a student, evaluates it against its base and registers it."""
 
-    evaluate: EvalSection = Field(default_factory=EvalSection)
-    registry: RegisterSection = Field(default_factory=RegisterSection)
+    evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig)
 
-    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
+    def _common(self, endpoints: list[EndpointConfig]) -> dict[str, Any]:
         return {
             **super()._common(endpoints),
             "eval_config": kfp_param(self.evaluate, "evaluate"),
@@ -136,9 +108,9 @@ class _Recipe(_DataRecipe):
 
 
 class _SFTRecipe(_Recipe):
-    sft: SFTSettings = Field(default_factory=SFTSettings)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
 
-    def _common(self, endpoints: list[TeacherConfig]) -> dict[str, Any]:
+    def _common(self, endpoints: list[EndpointConfig]) -> dict[str, Any]:
         return {
             **super()._common(endpoints),
             "sft_config": kfp_param(self.sft, "sft"),
@@ -146,7 +118,7 @@ class _SFTRecipe(_Recipe):
         }
 
 
-def _judge_with(section: JudgeSettings, endpoints: list[TeacherConfig]) -> JudgeSettings:
+def _judge_with(section: JudgeConfig, endpoints: list[EndpointConfig]) -> JudgeConfig:
     """A judge section whose endpoint defaults to the first teacher."""
     return section if section.judge is not None else section.model_copy(update={"judge": endpoints[0]})
 
@@ -157,12 +129,12 @@ class SlowThinkingRecipe(_SFTRecipe):
 
     recipe: Literal["slow_thinking"] = "slow_thinking"
     name: str = "slow-thinking"
-    judge: JudgeSettings = Field(default_factory=JudgeSettings)
-    rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
-    pairs: PairsSettings = Field(default_factory=PairsSettings)
-    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
         """The pipeline's parameters. ``teachers`` are the endpoints to use (a local teacher's URL is only
         known once it is started); by default the recipe's own endpoints. Judge and rewriter default to the
         first teacher."""
@@ -189,10 +161,10 @@ class AdaptiveThinkingRecipe(_SFTRecipe):
 
     recipe: Literal["adaptive_thinking"] = "adaptive_thinking"
     name: str = "adaptive-thinking"
-    score: JudgeSettings = Field(default_factory=JudgeSettings)
-    select: SelectSettings = Field(default_factory=SelectSettings)
+    score: JudgeConfig = Field(default_factory=JudgeConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
         endpoints = self._endpoints(teachers)
         return {
             **self._common(endpoints),
@@ -207,11 +179,11 @@ class RewardModelsRecipe(_DataRecipe):
 
     recipe: Literal["reward_models"] = "reward_models"
     name: str = "reward-models"
-    score: JudgeSettings = Field(default_factory=JudgeSettings)
-    reward_models: RewardModelSettings = Field(default_factory=RewardModelSettings)
-    registry: RewardRegisterSection = Field(default_factory=RewardRegisterSection)
+    score: JudgeConfig = Field(default_factory=JudgeConfig)
+    reward_models: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    registry: RewardRegisterConfig = Field(default_factory=RewardRegisterConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
         endpoints = self._endpoints(teachers)
         return {
             **self._common(endpoints),
@@ -227,11 +199,11 @@ class GRPORecipe(_Recipe):
 
     recipe: Literal["grpo"] = "grpo"
     name: str = "grpo"
-    score: JudgeSettings = Field(default_factory=JudgeSettings)
-    reward_models: RewardModelSettings = Field(default_factory=RewardModelSettings)
-    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    score: JudgeConfig = Field(default_factory=JudgeConfig)
+    reward_models: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
         endpoints = self._endpoints(teachers)
         return {
             **self._common(endpoints),
@@ -248,19 +220,19 @@ class EvaluateRecipe(StrictModel):
     recipe: Literal["evaluate"] = "evaluate"
     name: str = "evaluate"
     description: str = ""
-    models: dict[str, str | TeacherConfig] = Field(
+    models: dict[str, str | EndpointConfig] = Field(
         min_length=1, description="label -> models:/NAME@ALIAS, a directory, an alias, or an endpoint; first = baseline"
     )
     benchmarks: list[str] = Field(min_length=1)
     benchmark_paths: dict[str, str] = Field(default_factory=dict, description="benchmark -> local files")
     limit: int | None = Field(default=None, ge=1, description="at most this many problems per benchmark")
-    evaluate: EvalSection = Field(default_factory=EvalSection)
+    evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    def pipeline_arguments(self, teachers: list[TeacherConfig] | None = None) -> dict[str, Any]:
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
         return {
             "models": {
-                k: (v.model_dump(mode="json", exclude_none=True) if isinstance(v, TeacherConfig) else v)
+                k: (v.model_dump(mode="json", exclude_none=True) if isinstance(v, EndpointConfig) else v)
                 for k, v in self.models.items()
             },
             "benchmarks": list(self.benchmarks),

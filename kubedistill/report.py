@@ -14,21 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-STAGE_ORDER = [
-    "collect",
-    "generate",
-    "judge",
-    "rewrite",
-    "verify",
-    "score",
-    "select",
-    "pairs",
-    "sft",
-    "dpo",
-    "reward_models",
-    "grpo",
-]
-TRAINING_STAGES = ("sft", "dpo", "reward_models", "grpo")
+from kubedistill.stages import STAGE_ORDER, TRAINING_STAGES
+
 _TRAINING_KEYS = ("loss", "mae", "spearman", "reward", "skipped", "steps", "accurac", "margins", "elapsed_s")
 
 
@@ -344,3 +331,82 @@ def print_run_summary(result: Any) -> None:
     # plain prints, never wrapped: CI and scripts read these two last lines
     print(f"tracking: {result.tracking_uri}")
     print(f"model: {result.model_uri or '(none registered)'}")
+
+
+def write_report(
+    *,
+    pipeline: str,
+    run_name: str,
+    report: str,
+    report_html: str,
+    summary: str,
+    model_uri: str = "",
+    results: str | None = None,
+    scored: str | None = None,
+    tracking: Any = None,
+    **stage_metrics: dict[str, Any] | None,
+) -> dict[str, float]:
+    """Stage `report`: the run report — funnel, training, evaluation, CoT lengths (and the RV/CD
+    distribution of ``scored`` samples) — as Markdown (``report``), HTML with plots (``report_html``) and
+    JSON (``summary``); with ``tracking``, logged to MLflow as the pipeline's run (the HTML report among
+    its artifacts). ``stage_metrics`` are ``<stage>_metrics`` dicts (None for stages the pipeline lacks).
+    Returns the run's flat metrics."""
+    import os
+
+    from kubedistill import tracking as tr
+    from kubedistill.core.records import Sample, read_records
+
+    metrics_by_stage = {k.removesuffix("_metrics"): v for k, v in stage_metrics.items() if v is not None}
+    res_file = Path(results) / "results.json" if results else None
+    s = RunSummary(
+        pipeline=pipeline,
+        run_name=run_name,
+        funnel=funnel_from_metrics(metrics_by_stage),
+        training=training_from_metrics(metrics_by_stage),
+        evaluation=json.loads(res_file.read_text()) if res_file and res_file.exists() else {},
+        model_uri=model_uri or None,
+        tracking_uri=tr.resolve_tracking_uri(tracking.tracking_uri) if tracking is not None else None,
+        report_html=report_html,
+    )
+    s.lengths = load_lengths(Path(results)) if results else {}
+    if scored:
+        s.scores = [(x.rv, x.cd) for x in read_records(scored, Sample) if x.rv is not None and x.cd is not None]
+    Path(report).write_text(markdown(s))
+    Path(report_html).write_text(render_html(s))
+    metrics = {f"{r.stage}.n_out": float(r.n_out) for r in s.funnel}
+    for model, benches in s.evaluation.items():
+        for bench, r in benches.items():
+            metrics.update(
+                {
+                    f"{model}.{bench}.{k}".replace("@", "_at_"): float(v)
+                    for k, v in r.items()
+                    if isinstance(v, int | float)
+                }
+            )
+    if tracking is not None:
+        import mlflow
+
+        with tr.stage_run(
+            f"pipeline:{pipeline}",
+            experiment=tracking.experiment,
+            tracking_uri=tracking.tracking_uri,
+            tags={
+                "kubedistill.kind": "pipeline",
+                "kubedistill.run_name": run_name,
+                "kubedistill.model_uri": model_uri,
+                "mlflow.note.content": markdown(s),
+            },
+        ) as run:
+            mlflow.log_metrics({tr.metric_key(k): v for k, v in metrics.items()})
+            mlflow.log_artifact(report_html, artifact_path="report")
+            mlflow.log_artifact(report, artifact_path="report")
+            s.mlflow_run_id = run.info.run_id
+    # For a local run, the report also lands beside the run's outputs.
+    local_copy = os.environ.get("KUBEDISTILL_REPORT_DIR")
+    if local_copy:
+        Path(local_copy).mkdir(parents=True, exist_ok=True)
+        target = Path(local_copy) / "report.html"
+        target.write_text(Path(report_html).read_text())
+        s.report_html = str(target)
+    Path(summary).write_text(s.model_dump_json(indent=2))
+    return metrics

@@ -1,25 +1,53 @@
-"""The thin layer every front-end (CLI subcommand, KFP component) uses to run a stage over files.
+"""The one wrapper every front-end (CLI subcommand, KFP component, torchrun rank) runs a stage through.
 
-read inputs (bad rows → rejects) → call the pure stage function → write rejects + stats → write the
-output atomically (or, when the stage reports a fatal reason such as ``request_failed``, write no
-output and raise :class:`StageFailed`) → log params, counts and files to MLflow.
+:func:`run_stage` takes a stage's name (a row of :mod:`kubedistill.stages`), its config (a dict, as a
+recipe or a KFP parameter gives it), the paths of its inputs and outputs and its plain parameters, and:
+
+1. validates the config (one-line :class:`~kubedistill.core.config.ConfigError` naming the key);
+2. for a ``train`` stage on a pod with several GPUs, starts itself once per GPU (kubedistill/launch.py);
+3. reads the record inputs (bad rows become rejects; the first input is the one that is sharded);
+4. opens the stage's MLflow run (params from the config; rank 0 only);
+5. calls the stage function (the calling convention is in :mod:`kubedistill.stages`);
+6. writes the record outputs atomically, the rejects and the stats — or, when the stage reports a fatal
+   drop reason such as ``request_failed``, writes no output and raises :class:`StageFailed` (exit 3);
+7. logs counts, metrics and the rejects / stats files (and any ``log_outputs`` directories) to MLflow;
+
+and returns a :class:`StageResult`: the stats, the flat metrics a KFP Metrics artifact gets, and the
+function's value for ``task`` stages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from kubedistill.config import TrackingConfig
-from kubedistill.records import Reject, StageStats, read_records, write_records, write_rejects
+from kubedistill.core.config import validate_config
+from kubedistill.core.errors import PartialFailure
+from kubedistill.core.records import (
+    PreferencePair,
+    Problem,
+    Reject,
+    Sample,
+    StageStats,
+    read_records,
+    write_records,
+    write_rejects,
+)
+from kubedistill.stages import Port, Stage, stage
+from kubedistill.tracking import TrackingConfig
+
+RECORD_CLASSES: dict[str, type[BaseModel]] = {"Problem": Problem, "Sample": Sample, "PreferencePair": PreferencePair}
 
 
-class StageFailed(RuntimeError):
+class StageFailed(PartialFailure, RuntimeError):
     """A stage ran but its result must not be used (e.g. teacher requests failed after all retries)."""
 
     def __init__(self, message: str, stats: StageStats) -> None:
@@ -27,120 +55,321 @@ class StageFailed(RuntimeError):
         self.stats = stats
 
 
-@dataclass(frozen=True)
-class Outputs:
-    """Where a stage writes: the records, the rejects (JSONL, one reason per row) and the stats (JSON)."""
+@dataclass
+class StageResult:
+    """What :func:`run_stage` did: ``metrics`` (flat, for a KFP Metrics artifact and the report),
+    ``stats`` (None for tasks), ``value`` (what the function returned besides its stats: a task's return
+    value, a records stage's records) and where it wrote rejects and stats."""
 
-    output: Path
-    rejects: Path
-    stats: Path
-
-    @classmethod
-    def beside(cls, output: str | Path, rejects: str | Path | None = None, stats: str | Path | None = None) -> Outputs:
-        """``samples.jsonl`` → ``samples.rejects.jsonl`` and ``samples.stats.json`` unless given."""
-        out = Path(output)
-        stem = out.name
-        for suffix in (".jsonl", ".parquet", ".json"):
-            if stem.endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        return cls(
-            output=out,
-            rejects=Path(rejects) if rejects else out.with_name(f"{stem}.rejects.jsonl"),
-            stats=Path(stats) if stats else out.with_name(f"{stem}.stats.json"),
-        )
+    metrics: dict[str, float] = field(default_factory=dict)
+    stats: StageStats | None = None
+    value: Any = None
+    rejects: Path | None = None
+    stats_path: Path | None = None
 
 
-def read_input(path: str | Path, cls: type[BaseModel], stage: str) -> tuple[list[Any], list[Reject]]:
-    collector = StageStats(stage=stage)
-    records = read_records(path, cls, stage=stage, stats=collector)
-    return records, collector.rejects
+def stage_metrics(stats: StageStats) -> dict[str, float]:
+    """A stage's stats as flat metrics: ``n_in``, ``n_out``, ``n_dropped``, ``dropped.<reason>``, the
+    stage's own metrics and ``elapsed_s`` (seconds)."""
+    m: dict[str, float] = {"n_in": float(stats.n_in), "n_out": float(stats.n_out), "n_dropped": float(stats.n_dropped)}
+    m.update({f"dropped.{k}": float(v) for k, v in stats.dropped.items()})
+    m.update({k: float(v) for k, v in stats.metrics.items()})
+    m["elapsed_s"] = round(stats.elapsed_s, 3)
+    return m
 
 
-def merge_read_rejects(stats: StageStats, rejects: Sequence[Reject]) -> None:
-    """Rows refused while reading count as stage input that was dropped."""
-    if rejects:
-        stats.n_in += len(rejects)
-        stats.add_rejects(rejects)
+def beside(output: str | Path, suffix: str) -> Path:
+    """``samples.jsonl`` -> ``samples<suffix>`` (``.rejects.jsonl``, ``.stats.json``); a KFP artifact path
+    (no suffix) -> ``<path><suffix>``."""
+    out = Path(output)
+    stem = out.name
+    for ext in (".jsonl.gz", ".jsonl", ".parquet", ".json"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return out.with_name(f"{stem}{suffix}")
 
 
-def save(
-    records: Sequence[BaseModel],
-    stats: StageStats,
-    outputs: Outputs,
+def tracking_config(tracking: TrackingConfig | Mapping[str, Any] | None) -> TrackingConfig:
+    """The stage's tracking settings; off on every rank but 0 of a multi-process run (one MLflow run per stage)."""
+    cfg = (
+        tracking
+        if isinstance(tracking, TrackingConfig)
+        else validate_config(TrackingConfig, tracking or {}, "tracking")
+    )
+    if cfg.enabled and int(os.environ.get("RANK", "0")) != 0:
+        cfg = cfg.model_copy(update={"enabled": False})
+    return cfg
+
+
+def run_stage(
+    name: str,
     *,
-    fatal: Iterable[str] = (),
+    config: BaseModel | Mapping[str, Any] | None = None,
+    tracking: TrackingConfig | Mapping[str, Any] | None = None,
+    paths: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    relaunch: bool = True,
+) -> StageResult:
+    """Run stage ``name`` over files (see the module docstring).
+
+    ``paths`` maps port names to paths (a list of paths for ``many`` ports, a metrics dict for a Metrics
+    input); a records stage also takes ``rejects`` and ``stats`` there (default: beside its first record
+    output). ``params`` are the stage's plain parameters. Raises ``ConfigError`` / ``RecordsError`` (exit
+    2) for bad config or unreadable files, :class:`StageFailed` (exit 3) for a fatal drop reason."""
+    spec = stage(name)
+    paths = {k: v for k, v in dict(paths or {}).items() if v not in (None, "")}
+    params = {p.name: p.default for p in spec.params if not p.required} | dict(params or {})
+    cfg = _config(spec, config)
+    tcfg = tracking_config(tracking) if spec.tracked else None
+
+    if relaunch and spec.role == "train":
+        from kubedistill.launch import relaunch as relaunch_on_gpus
+
+        launched = relaunch_on_gpus(
+            spec.name,
+            {
+                "config": cfg.model_dump(mode="json") if cfg is not None else None,
+                "tracking": tracking_config(tracking).model_dump(mode="json"),
+                "paths": {k: (str(v) if isinstance(v, Path) else v) for k, v in paths.items()},
+                "params": params,
+            },
+        )
+        if launched is not None:
+            return StageResult(metrics=launched)
+
+    if spec.kind == "task":
+        return _run_task(spec, cfg, tcfg, paths, params)
+    return _run_tracked(spec, cfg, tcfg or TrackingConfig(enabled=False), paths, params)
+
+
+# ------------------------------------------------------------------------------------------ internals
+
+
+def _config(spec: Stage, config: BaseModel | Mapping[str, Any] | None) -> BaseModel | None:
+    cls = spec.load_config()
+    if cls is None:
+        return None
+    if isinstance(config, cls):
+        return config.model_copy(deep=True)
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config or {})
+    return validate_config(cls, data, spec.name)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+
+
+def _port_value(port: Port, value: Any) -> Any:
+    if port.many:
+        return [str(v) for v in value]
+    if port.type == "Metrics" and not port.records:
+        return value if isinstance(value, Mapping) else _read_metrics(value)
+    return str(value)
+
+
+def _read_metrics(path: Any) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def _run_task(
+    spec: Stage, cfg: BaseModel | None, tcfg: TrackingConfig | None, paths: Mapping[str, Any], params: dict[str, Any]
+) -> StageResult:
+    fn = spec.load_fn()
+    kwargs: dict[str, Any] = {}
+    for port in (*spec.inputs, *spec.outputs):
+        if port.name in paths and port.name != "metrics":
+            kwargs[port.name] = _port_value(port, paths[port.name])
+    kwargs.update(params)
+    if _accepts(fn, "tracking"):
+        kwargs["tracking"] = tcfg if tcfg is not None and tcfg.enabled else None
+    value = fn(cfg, **kwargs) if cfg is not None else fn(**kwargs)
+    metrics = value if isinstance(value, dict) and "metrics" in {p.name for p in spec.outputs} else {}
+    return StageResult(metrics={k: float(v) for k, v in metrics.items()}, value=value)
+
+
+def _read_inputs(spec: Stage, paths: Mapping[str, Any]) -> tuple[dict[str, Any], list[Reject]]:
+    """Record inputs as lists (their unreadable rows as rejects), other ports as paths."""
+    loaded: dict[str, Any] = {}
+    rejects: list[Reject] = []
+    for port in spec.inputs:
+        if port.name not in paths:
+            if port.records is not None and not (port.optional or port.cli_optional):
+                from kubedistill.core.config import ConfigError
+
+                raise ConfigError(f"{spec.name}: no {port.name} given")
+            continue
+        if port.records is None:
+            loaded[port.name] = _port_value(port, paths[port.name])
+            continue
+        collector = StageStats(stage=spec.name)
+        loaded[port.name] = read_records(
+            paths[port.name], RECORD_CLASSES[port.records], stage=spec.name, stats=collector
+        )
+        rejects.extend(collector.rejects)
+    return loaded, rejects
+
+
+def _run_tracked(
+    spec: Stage, cfg: BaseModel | None, tcfg: TrackingConfig, paths: Mapping[str, Any], params: dict[str, Any]
+) -> StageResult:
+    from kubedistill import tracking as tr
+    from kubedistill.core.paths import request_cache_dir
+    from kubedistill.core.sharding import select
+
+    fn = spec.load_fn()
+    loaded, read_rejects = _read_inputs(spec, paths)
+    shard = (int(params.get("shard_index", 0)), int(params.get("shard_count", 1)))
+    record_inputs = [p.name for p in spec.inputs if p.records is not None and p.name in loaded]
+    primary = record_inputs[0] if record_inputs else None
+    if primary is not None and spec.shardable:
+        loaded[primary] = select(loaded[primary], *shard)
+        if shard[0] != 0:
+            read_rejects = []  # unreadable rows have no problem id: shard 0 reports them, once
+    client = getattr(cfg, "client", None)
+    if client is not None and shard[1] > 1:
+        client.cache_dir = request_cache_dir(client.cache_dir, shard=shard)
+
+    outputs = {p.name: paths[p.name] for p in spec.outputs if p.name in paths and p.name != "metrics"}
+    rejects_path, stats_path = _side_files(spec, paths)
+    kwargs: dict[str, Any] = {k: v for k, v in loaded.items() if k != primary}
+    if spec.kind == "files":
+        kwargs.update({k: str(v) for k, v in outputs.items()})
+    kwargs.update({k: v for k, v in params.items() if k not in ("shard_index", "shard_count") or _accepts(fn, k)})
+    if _accepts(fn, "tracking"):
+        kwargs["tracking"] = tcfg if tcfg.enabled else None
+    positional = ([loaded[primary]] if primary is not None else []) + ([cfg] if cfg is not None else [])
+
+    logged = {
+        **(cfg.model_dump(mode="json") if cfg is not None else {}),
+        **_scalar_params(spec, params),
+        **{p.name: str(paths[p.name]) for p in spec.inputs if p.records is None and p.name in paths},
+    }
+    with tr.stage_run(
+        spec.name,
+        experiment=tcfg.experiment,
+        tracking_uri=tcfg.tracking_uri,
+        params=logged,
+        enabled=tcfg.enabled,
+    ) as run:
+        result, stats = fn(*positional, **kwargs)
+        if read_rejects:  # rows refused while reading count as stage input that was dropped
+            stats.n_in += len(read_rejects)
+            stats.add_rejects(read_rejects)
+        if run is not None:
+            stats.info["mlflow_run_id"] = run.info.run_id
+        try:
+            if spec.kind == "records":
+                _save(spec, result, stats, outputs, rejects_path, stats_path)
+            elif stats_path is not None:
+                stats_path.parent.mkdir(parents=True, exist_ok=True)
+                stats_path.write_text(stats.model_dump_json(indent=2))
+        finally:
+            if run is not None:
+                artifacts = {"rejects": rejects_path} if rejects_path is not None else {}
+                tr.log_stage_stats(stats, artifacts=artifacts)
+                _log_outputs(spec, outputs)
+    return StageResult(
+        metrics=stage_metrics(stats), stats=stats, value=result, rejects=rejects_path, stats_path=stats_path
+    )
+
+
+def _scalar_params(spec: Stage, params: Mapping[str, Any]) -> dict[str, Any]:
+    skip = {"shard_index", "shard_count", "work_dir"}
+    return {k: v for k, v in params.items() if k not in skip and isinstance(v, str | int | float | bool) and v != ""}
+
+
+def _side_files(spec: Stage, paths: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
+    """Where the rejects (records stages) and the stats go: given, else beside the first output."""
+    first = next((p.name for p in spec.outputs if p.name in paths and p.name not in ("rejects", "metrics")), None)
+    rejects = paths.get("rejects")
+    stats = paths.get("stats")
+    if spec.kind == "records":
+        if rejects is None and first is not None:
+            rejects = beside(paths[first], ".rejects.jsonl")
+        if stats is None and first is not None:
+            stats = (
+                Path(str(paths[first]) + ".stats.json") if "rejects" in paths else beside(paths[first], ".stats.json")
+            )
+    return (Path(rejects) if rejects else None), (Path(stats) if stats else None)
+
+
+def _save(
+    spec: Stage,
+    result: Any,
+    stats: StageStats,
+    outputs: Mapping[str, Any],
+    rejects: Path | None,
+    stats_path: Path | None,
 ) -> None:
-    write_rejects(outputs.rejects, stats.rejects)
-    outputs.stats.parent.mkdir(parents=True, exist_ok=True)
-    outputs.stats.write_text(stats.model_dump_json(indent=2))
+    if rejects is not None:
+        write_rejects(rejects, stats.rejects)
+    if stats_path is not None:
+        stats_path.parent.mkdir(parents=True, exist_ok=True)
+        stats_path.write_text(stats.model_dump_json(indent=2))
+    _raise_if_fatal(spec.fatal, stats, rejects)
+    by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
+    for port in spec.record_outputs:
+        if port.name in outputs:
+            write_records(outputs[port.name], _as_list(by_port.get(port.name, [])))
+
+
+def _as_list(records: Iterable[BaseModel] | None) -> Sequence[BaseModel]:
+    return list(records or [])
+
+
+def _raise_if_fatal(fatal: Iterable[str], stats: StageStats, rejects: Path | None) -> None:
     bad = {r: stats.dropped[r] for r in fatal if stats.dropped.get(r)}
     if bad:
         what = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in bad.items())
         raise StageFailed(
-            f"{stats.stage}: {what}; no output written. Listed in {outputs.rejects}. "
+            f"{stats.stage}: {what}; no output written. Listed in {rejects}. "
             "Finished requests are cached: run the same command again to retry only the failed ones.",
             stats,
         )
-    write_records(outputs.output, records)
 
 
-def run_stage(
-    stage: str,
-    fn: Callable[..., tuple[list[Any], StageStats]],
-    *,
-    inputs: Mapping[str, tuple[str | Path, type[BaseModel]]],
-    outputs: Outputs,
-    cfg: BaseModel | None,
-    tracking: TrackingConfig | None = None,
-    fatal: Iterable[str] = (),
-    primary: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    **kwargs: Any,
-) -> StageStats:
-    """Run ``fn(<primary records>, cfg, **other inputs, **kwargs)`` over files.
+def _log_outputs(spec: Stage, outputs: Mapping[str, Any]) -> None:
+    if not spec.log_outputs:
+        return
+    import mlflow
 
-    ``inputs`` maps argument names to (path, record class); the first one (or ``primary``) is passed
-    positionally and its read-rejects count as this stage's drops. Other inputs are read strictly.
-    ``shard = (index, count)`` keeps only the primary records of that shard (kubedistill/sharding.py)."""
-    from kubedistill import tracking as tr
-    from kubedistill.sharding import select
-
-    tracking = tracking or TrackingConfig()
-    names = list(inputs)
-    primary = primary or names[0]
-    loaded: dict[str, list[Any]] = {}
-    read_rejects: list[Reject] = []
-    for name, (path, cls) in inputs.items():
-        records, rejects = read_input(path, cls, stage)
-        loaded[name] = records
-        if name == primary:
-            read_rejects = rejects
-        elif rejects:
-            read_rejects.extend(rejects)
-    params = cfg.model_dump(mode="json") if cfg is not None else {}
-    with tr.stage_run(
-        stage,
-        experiment=tracking.experiment,
-        tracking_uri=tracking.tracking_uri,
-        params=params,
-        enabled=tracking.enabled,
-    ) as run:
-        others = {k: v for k, v in loaded.items() if k != primary}
-        mine = select(loaded[primary], *shard)
-        if shard[0] != 0:
-            read_rejects = []  # unreadable rows have no problem id: shard 0 reports them, once
-        records, stats = fn(mine, cfg, **others, **kwargs) if cfg is not None else fn(mine, **others, **kwargs)
-        merge_read_rejects(stats, read_rejects)
-        if run is not None:
-            stats.info["mlflow_run_id"] = run.info.run_id
-        try:
-            save(records, stats, outputs, fatal=fatal)
-        finally:
-            if run is not None:
-                tr.log_stage_stats(stats, artifacts={"rejects": outputs.rejects})
-    return stats
+    for name in spec.log_outputs:
+        root = Path(outputs.get(name, ""))
+        if not root.is_dir():
+            continue
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            with contextlib.suppress(Exception):
+                mlflow.log_artifacts(str(sub), artifact_path=f"{spec.name}/{sub.name}")
 
 
-def load_stats(path: str | Path) -> StageStats:
-    return StageStats.model_validate(json.loads(Path(path).read_text()))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of each process of a multi-GPU launch (kubedistill/launch.py):
+    ``python -m kubedistill.runner STAGE ARGS.json METRICS.json``; rank 0 writes the metrics."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3:
+        print("usage: python -m kubedistill.runner STAGE ARGS.json METRICS.json", file=sys.stderr)
+        return 2
+    name, args_file, metrics_file = args
+    kwargs = json.loads(Path(args_file).read_text())
+    result = run_stage(name, relaunch=False, **kwargs)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(metrics_file).write_text(json.dumps(result.metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -15,12 +15,22 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubedistill.core.config import StrictModel
+
 if TYPE_CHECKING:
-    from kubedistill.records import StageStats
+    from kubedistill.core.records import StageStats
+
+
+class TrackingConfig(StrictModel):
+    """MLflow: the tracking URI comes from MLFLOW_TRACKING_URI, else this, else a local SQLite store."""
+
+    tracking_uri: str | None = None
+    experiment: str = "kubedistill"
+    enabled: bool = True
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -71,17 +81,11 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "default"
 
 
-def _secret_values() -> set[str]:
-    from kubedistill.cluster import is_secret_name
-
-    return {v for k, v in os.environ.items() if v and len(v) >= 6 and is_secret_name(k)}
-
-
 def safe_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten ``params`` to ``a.b.c: str`` for MLflow, dropping anything that may be a credential."""
-    from kubedistill.cluster import is_secret_name
+    from kubedistill.core.secrets import is_secret_name, secret_values
 
-    secrets = _secret_values()
+    secrets = secret_values()
     out: dict[str, str] = {}
 
     def walk(obj: Any, key: str) -> None:
@@ -142,7 +146,7 @@ def log_stage_stats(stats: StageStats, artifacts: Mapping[str, Path] | None = No
     metrics.update({f"dropped.{k}": v for k, v in stats.dropped.items()})
     metrics.update(stats.metrics)
     metrics["elapsed_s"] = stats.elapsed_s
-    mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
+    mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "stats.json"
         p.write_text(stats.model_dump_json(indent=2))
@@ -152,117 +156,9 @@ def log_stage_stats(stats: StageStats, artifacts: Mapping[str, Path] | None = No
             mlflow.log_artifact(str(path), artifact_path=name)
 
 
-def _metric_key(k: str) -> str:
+def metric_key(k: str) -> str:
     # MLflow allows alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k)
-
-
-# ------------------------------------------------------------------------------------------ registry
-
-
-def register_student(
-    model_dir: str | Path,
-    name: str,
-    *,
-    aliases: Sequence[str] = ("candidate",),
-    experiment: str = "kubedistill",
-    tracking_uri: str | None = None,
-    metrics: Mapping[str, float] | None = None,
-    params: Mapping[str, Any] | None = None,
-    tags: Mapping[str, str] | None = None,
-    description: str | None = None,
-) -> tuple[str, str]:
-    """Log a Hugging Face model directory as an MLflow model (see serve/mlflow_model.py), register it
-    under ``name`` and point ``aliases`` at the new version. Returns (version, "models:/NAME/VERSION")."""
-    from mlflow.models import infer_signature
-
-    from kubedistill.serve.mlflow_model import HFChatModel
-
-    return _register_model_dir(
-        model_dir,
-        name,
-        HFChatModel(),
-        infer_signature(["What is 1 + 1?"], ["2"], params={"max_new_tokens": 256}),
-        stage="register",
-        aliases=aliases,
-        experiment=experiment,
-        tracking_uri=tracking_uri,
-        metrics=metrics,
-        params=params,
-        tags=tags,
-        description=description,
-    )
-
-
-def register_reward_model(
-    model_dir: str | Path,
-    name: str,
-    *,
-    aliases: Sequence[str] = ("candidate",),
-    experiment: str = "kubedistill",
-    tracking_uri: str | None = None,
-    metrics: Mapping[str, float] | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> tuple[str, str]:
-    """Register a distilled RV / CD regressor (a pyfunc: rows ``{problem, cot}`` -> score in [0, 1]);
-    ``resolve_model("models:/NAME@ALIAS")`` gives back its directory, for GRPO."""
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    from kubedistill.serve.mlflow_model import RewardScorerModel
-
-    example = pd.DataFrame([{"problem": "What is 1 + 1?", "cot": "<think>1 + 1 = 2</think> 2"}])
-    return _register_model_dir(
-        model_dir,
-        name,
-        RewardScorerModel(),
-        infer_signature(example, [0.5]),
-        stage="register_reward_model",
-        aliases=aliases,
-        experiment=experiment,
-        tracking_uri=tracking_uri,
-        metrics=metrics,
-        tags=tags,
-    )
-
-
-def _register_model_dir(
-    model_dir: str | Path,
-    name: str,
-    python_model: Any,
-    signature: Any,
-    *,
-    stage: str,
-    aliases: Sequence[str],
-    experiment: str,
-    tracking_uri: str | None,
-    metrics: Mapping[str, float] | None = None,
-    params: Mapping[str, Any] | None = None,
-    tags: Mapping[str, str] | None = None,
-    description: str | None = None,
-) -> tuple[str, str]:
-    import mlflow
-
-    setup(experiment, tracking_uri)
-    with mlflow.start_run(run_name=f"register-{name}", tags={"kubedistill.stage": stage, **(tags or {})}):
-        if params:
-            mlflow.log_params(safe_params(params))
-        if metrics:
-            mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=python_model,
-            artifacts={"hf_model": str(model_dir)},
-            signature=signature,
-            pip_requirements=["kubedistill", "transformers", "torch"],
-        )
-    client = mlflow.MlflowClient()
-    mv = mlflow.register_model(info.model_uri, name, tags=dict(tags or {}))
-    if description:
-        client.update_model_version(name, mv.version, description=description)
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, mv.version)
-    return str(mv.version), f"models:/{name}/{mv.version}"
 
 
 def resolve_registered(uri: str) -> tuple[str, str, str]:
@@ -281,7 +177,7 @@ def resolve_registered(uri: str) -> tuple[str, str, str]:
             name, _, version = body.partition("/")
             mv = client.get_model_version(name, version)
     except Exception as e:
-        from kubedistill.errors import UserError
+        from kubedistill.core.errors import UserError
 
         raise UserError(f"{uri}: not found in the MLflow registry at {resolve_tracking_uri()} ({e})") from None
     return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}"

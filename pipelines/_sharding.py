@@ -3,8 +3,7 @@ task taking the problems whose id hashes to its shard (kubedistill/sharding.py);
 stage's parts after the loop."""
 
 from kfp import dsl
-
-from components.stages import generate_op, merge_shards_op, score_op, shard_plan_op, verify_op
+from kubedistill_kfp.components import collect_op, generate_op, merge_shards_op, score_op, shard_plan_op, verify_op
 
 
 def merged(task, records: str, stage: str):
@@ -36,3 +35,18 @@ def scored_cots(*, problems, tracking, shards, generate_config, verify_config, s
         merged(verify, "verified", "verify"),
         merged(score, "scored", "score"),
     )
+
+
+def collected_scored_cots(*, collect_config, tracking, shards, generate_config, verify_config, score_config):
+    """collect, then generate -> verify -> score over the shards: the start of the adaptive-thinking, reward-model
+    and GRPO pipelines. Returns the collect task and the generate, verify and score merge tasks."""
+    collect = collect_op(config=collect_config, tracking=tracking)
+    generated, verified, scored = scored_cots(  # side by side over the shards
+        problems=collect.outputs["problems"],
+        tracking=tracking,
+        shards=shards,
+        generate_config=generate_config,
+        verify_config=verify_config,
+        score_config=score_config,
+    )
+    return collect, generated, verified, scored

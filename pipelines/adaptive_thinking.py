@@ -3,25 +3,12 @@
 collect -> generate -> verify -> score (RV, CD) -> select (fits the student) -> SFT -> evaluate -> register -> report
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import Dataset
-
-from components.stages import (
-    collect_op,
-    select_op,
-    sft_op,
-)
-from pipelines._sharding import scored_cots
-from pipelines._shared import evaluate_register_promote, run_report
+from kubedistill_kfp.components import select_op, sft_op
+from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training
 
 _EMPTY: dict = {}
-
-
-class Outputs(NamedTuple):
-    model_uri: str
-    summary: Dataset
 
 
 @dsl.pipeline(
@@ -45,10 +32,8 @@ def adaptive_thinking(
     work_dir: str = "",
     shards: int = 1,
 ) -> Outputs:
-    collect = collect_op(config=collect_config, tracking=tracking)
-    problems = collect.outputs["problems"]
-    generated, verified, scored = scored_cots(  # generate -> verify -> score, side by side over the shards
-        problems=problems,
+    collect, generated, verified, scored = collected_scored_cots(
+        collect_config=collect_config,
         tracking=tracking,
         shards=shards,
         generate_config=generate_config,
@@ -57,11 +42,18 @@ def adaptive_thinking(
     )
     select = select_op(config=select_config, tracking=tracking, samples=scored.outputs["merged"])
     sft = sft_op(
-        config=sft_config, tracking=tracking, problems=problems, samples=select.outputs["selected"], work_dir=work_dir
+        config=sft_config,
+        tracking=tracking,
+        problems=collect.outputs["problems"],
+        samples=select.outputs["selected"],
+        work_dir=work_dir,
     )
-    evaluate, register = evaluate_register_promote(
+    return finish_training(
+        "adaptive-thinking",
         model=sft.outputs["model"],
-        heldout=collect.outputs["heldout"],
+        collect=collect,
+        scored=scored.outputs["merged"],
+        stages={"generate": generated, "verify": verified, "score": scored, "select": select, "sft": sft},
         base_model=base_model,
         eval_config=eval_config,
         register_config=register_config,
@@ -69,17 +61,3 @@ def adaptive_thinking(
         promote=promote,
         tracking=tracking,
     )
-    report = run_report(
-        "adaptive-thinking",
-        tracking=tracking,
-        model_uri=register.output,
-        results=evaluate.outputs["results"],
-        scored=scored.outputs["merged"],
-        collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generated.outputs["metrics"],
-        verify_metrics=verified.outputs["metrics"],
-        score_metrics=scored.outputs["metrics"],
-        select_metrics=select.outputs["metrics"],
-        sft_metrics=sft.outputs["metrics"],
-    )
-    return Outputs(model_uri=register.output, summary=report.outputs["summary"])

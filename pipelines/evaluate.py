@@ -4,8 +4,7 @@ GSM8K, HumanEval, reasoning-gym tasks, local files)."""
 
 from kfp import dsl
 from kfp.dsl import HTML
-
-from components.stages import evaluate_models_op
+from kubedistill_kfp.components import evaluate_models_op
 
 _EMPTY: dict = {}
 _NONE: list = []

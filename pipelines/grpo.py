@@ -8,25 +8,12 @@ distilled from the judge) -> GRPO of the student with R = R_format + R_accuracy 
 (``models:/NAME@champion``), a model directory, or a hub id.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import Dataset
-
-from components.stages import (
-    collect_op,
-    grpo_op,
-    reward_models_op,
-)
-from pipelines._sharding import scored_cots
-from pipelines._shared import evaluate_register_promote, run_report
+from kubedistill_kfp.components import grpo_op, reward_models_op
+from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training
 
 _EMPTY: dict = {}
-
-
-class Outputs(NamedTuple):
-    model_uri: str
-    summary: Dataset
 
 
 @dsl.pipeline(
@@ -50,16 +37,15 @@ def grpo(
     work_dir: str = "",
     shards: int = 1,
 ) -> Outputs:
-    collect = collect_op(config=collect_config, tracking=tracking)
-    problems = collect.outputs["problems"]
-    generated, verified, scored = scored_cots(  # generate -> verify -> score, side by side over the shards
-        problems=problems,
+    collect, generated, verified, scored = collected_scored_cots(
+        collect_config=collect_config,
         tracking=tracking,
         shards=shards,
         generate_config=generate_config,
         verify_config=verify_config,
         score_config=score_config,
     )
+    problems = collect.outputs["problems"]
     reward_models = reward_models_op(
         config=reward_models_config, tracking=tracking, problems=problems, samples=scored.outputs["merged"]
     )
@@ -71,9 +57,18 @@ def grpo(
         base_model=base_model,
         work_dir=work_dir,
     )
-    evaluate, register = evaluate_register_promote(
+    return finish_training(
+        "grpo",
         model=policy.outputs["model"],
-        heldout=collect.outputs["heldout"],
+        collect=collect,
+        scored=scored.outputs["merged"],
+        stages={
+            "generate": generated,
+            "verify": verified,
+            "score": scored,
+            "reward_models": reward_models,
+            "grpo": policy,
+        },
         base_model=base_model,
         eval_config=eval_config,
         register_config=register_config,
@@ -81,17 +76,3 @@ def grpo(
         promote=promote,
         tracking=tracking,
     )
-    report = run_report(
-        "grpo",
-        tracking=tracking,
-        model_uri=register.output,
-        results=evaluate.outputs["results"],
-        scored=scored.outputs["merged"],
-        collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generated.outputs["metrics"],
-        verify_metrics=verified.outputs["metrics"],
-        score_metrics=scored.outputs["metrics"],
-        reward_models_metrics=reward_models.outputs["metrics"],
-        grpo_metrics=policy.outputs["metrics"],
-    )
-    return Outputs(model_uri=register.output, summary=report.outputs["summary"])

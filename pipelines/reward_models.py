@@ -12,14 +12,9 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Model
-
-from components.stages import (
-    collect_op,
-    register_reward_models_op,
-    reward_models_op,
-)
-from pipelines._sharding import scored_cots
-from pipelines._shared import run_report
+from kubedistill_kfp.components import register_reward_models_op, reward_models_op
+from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._shared import run_report
 
 _EMPTY: dict = {}
 
@@ -45,10 +40,8 @@ def reward_models(
     tracking: dict = _EMPTY,
     shards: int = 1,
 ) -> Outputs:
-    collect = collect_op(config=collect_config, tracking=tracking)
-    problems = collect.outputs["problems"]
-    generated, verified, scored = scored_cots(  # generate -> verify -> score, side by side over the shards
-        problems=problems,
+    collect, generated, verified, scored = collected_scored_cots(
+        collect_config=collect_config,
         tracking=tracking,
         shards=shards,
         generate_config=generate_config,
@@ -56,7 +49,10 @@ def reward_models(
         score_config=score_config,
     )
     train = reward_models_op(
-        config=reward_models_config, tracking=tracking, problems=problems, samples=scored.outputs["merged"]
+        config=reward_models_config,
+        tracking=tracking,
+        problems=collect.outputs["problems"],
+        samples=scored.outputs["merged"],
     )
     register = register_reward_models_op(config=register_config, tracking=tracking, models=train.outputs["models"])
     register.set_caching_options(False)  # a new registry version each run
@@ -65,10 +61,6 @@ def reward_models(
         tracking=tracking,
         model_uri=register.output,
         scored=scored.outputs["merged"],
-        collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generated.outputs["metrics"],
-        verify_metrics=verified.outputs["metrics"],
-        score_metrics=scored.outputs["metrics"],
-        reward_models_metrics=train.outputs["metrics"],
+        stages={"collect": collect, "generate": generated, "verify": verified, "score": scored, "reward_models": train},
     )
     return Outputs(model_uri=register.output, models=train.outputs["models"], summary=report.outputs["summary"])

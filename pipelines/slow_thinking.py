@@ -5,12 +5,8 @@ collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard
         student -> evaluate (student vs base) -> register (-> promote when the gate passes) -> report
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import Dataset
-
-from components.stages import (
+from kubedistill_kfp.components import (
     collect_op,
     dpo_op,
     generate_op,
@@ -21,16 +17,11 @@ from components.stages import (
     shard_plan_op,
     verify_op,
 )
-from pipelines._sharding import merged
-from pipelines._shared import evaluate_register_promote, run_report
+from kubedistill_kfp.pipelines._sharding import merged
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
 _EMPTY: dict = {}
-
-
-class Outputs(NamedTuple):
-    model_uri: str
-    summary: Dataset
 
 
 @dsl.pipeline(
@@ -83,9 +74,19 @@ def slow_thinking(
         base_model=sft.outputs["model"],
         work_dir=work_dir,
     )
-    evaluate, register = evaluate_register_promote(
+    return finish_training(
+        "slow-thinking",
         model=dpo.outputs["model"],
-        heldout=collect.outputs["heldout"],
+        collect=collect,
+        stages={
+            "generate": generated,
+            "judge": judged,
+            "rewrite": rewritten,
+            "verify": verify,
+            "pairs": pairs,
+            "sft": sft,
+            "dpo": dpo,
+        },
         base_model=base_model,
         eval_config=eval_config,
         register_config=register_config,
@@ -93,18 +94,3 @@ def slow_thinking(
         promote=promote,
         tracking=tracking,
     )
-    report = run_report(
-        "slow-thinking",
-        tracking=tracking,
-        model_uri=register.output,
-        results=evaluate.outputs["results"],
-        collect_metrics=collect.outputs["metrics"],
-        generate_metrics=generated.outputs["metrics"],
-        judge_metrics=judged.outputs["metrics"],
-        rewrite_metrics=rewritten.outputs["metrics"],
-        verify_metrics=verify.outputs["metrics"],
-        pairs_metrics=pairs.outputs["metrics"],
-        sft_metrics=sft.outputs["metrics"],
-        dpo_metrics=dpo.outputs["metrics"],
-    )
-    return Outputs(model_uri=register.output, summary=report.outputs["summary"])

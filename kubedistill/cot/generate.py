@@ -1,4 +1,4 @@
-"""Stage `generate`: several CoTs per problem — teachers × temperatures × samples.
+"""Stage `generate`: several CoTs per problem — teachers × temperatures × num_generations.
 
 Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), each exactly once.
 Requests that still fail after every retry become rejects with reason ``request_failed`` (the caller
@@ -7,33 +7,50 @@ decides what a failure means: the CLI and the KFP component exit non-zero and wr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
-from kubedistill.config import ConfigError, GenerateConfig
-from kubedistill.cot.parse import extract_final_answer, split_think
-from kubedistill.prompts import load_prompt
-from kubedistill.records import Problem, Sample, StageStats, Timer, Usage
-from kubedistill.teacher import ChatRequest, ChatResult, TeacherClient
+from pydantic import Field, field_validator, model_validator
+
+from kubedistill.chat import ChatClient, ChatRequest, ChatResult, derived_seed
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.records import Problem, Sample, StageStats, Timer, Usage
+from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
+from kubedistill.prompts import problem_messages
 
 STAGE = "generate"
 
 
-def format_choices(choices: list[str] | None) -> str:
-    if not choices:
-        return ""
-    return "".join(f"{chr(ord('A') + i)}. {c}\n" for i, c in enumerate(choices)) + "\n"
+class GenerateConfig(StrictModel):
+    """`generate`: several CoTs per problem (teachers × temperatures × num_generations)."""
 
+    teachers: list[EndpointConfig] = Field(
+        default_factory=list, description="endpoints; in a recipe, empty means the recipe's teachers"
+    )
+    temperatures: list[float] = Field(default_factory=lambda: [0.6], min_length=1)
+    num_generations: int = Field(default=1, ge=1, description="CoTs per (problem, teacher, temperature)")
+    max_tokens: int = Field(default=4096, ge=1)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int | None = Field(default=None, description="base seed; each sample gets its own derived seed")
+    prompt: str = Field(default="generate", description="prompt template in kubedistill/prompts")
+    client: ClientConfig = Field(default_factory=ClientConfig)
 
-def problem_messages(problem: Problem, prompt_name: str = "generate") -> list[dict[str, str]]:
-    prompt = load_prompt(prompt_name)
-    return prompt.messages(problem.domain, problem=problem.problem, choices=format_choices(problem.choices))
+    @field_validator("temperatures")
+    @classmethod
+    def _temps(cls, v: list[float]) -> list[float]:
+        for t in v:
+            if t < 0 or t > 2:
+                raise ValueError(f"temperature {t} is outside [0, 2]")
+        if len(set(v)) != len(v):
+            raise ValueError("temperatures repeat")
+        return v
 
-
-def derived_seed(base: int, *parts: object) -> int:
-    """A per-sample seed: distinct samples of one prompt must not share a seed (or they are identical)."""
-    h = hashlib.sha256(repr((base, *parts)).encode()).digest()
-    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+    @model_validator(mode="after")
+    def _unique_teachers(self) -> GenerateConfig:
+        labels = [t.label for t in self.teachers]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"teacher names repeat: {labels} (give each a distinct `name`)")
+        return self
 
 
 def build_requests(problems: Sequence[Problem], cfg: GenerateConfig) -> list[ChatRequest]:
@@ -42,12 +59,14 @@ def build_requests(problems: Sequence[Problem], cfg: GenerateConfig) -> list[Cha
         messages = problem_messages(p, cfg.prompt)
         for t in cfg.teachers:
             for temp in cfg.temperatures:
-                for i in range(cfg.samples):
+                for i in range(cfg.num_generations):
                     params: dict[str, object] = {"temperature": temp, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
                     if cfg.seed is not None:
                         params["seed"] = derived_seed(cfg.seed, p.id, t.label, temp, i)
                     reqs.append(
-                        ChatRequest(teacher=t.label, messages=messages, params=params, sample_index=i, tag=(p.id, temp))
+                        ChatRequest(
+                            endpoint=t.label, messages=messages, params=params, sample_index=i, tag=(p.id, temp)
+                        )
                     )
     return reqs
 
@@ -57,11 +76,11 @@ def result_to_sample(res: ChatResult) -> Sample:
     text = res.content or ""
     split = split_think(text, res.reasoning)
     # With a separate reasoning field, keep the whole output in `text` as the model produced it.
-    full = f"<think>\n{res.reasoning}\n</think>\n\n{text}" if res.reasoning else text
+    full = with_reasoning(text, res.reasoning)
     return Sample(
-        id=Sample.make_id(problem_id, res.request.teacher, temp, res.request.sample_index),
+        id=Sample.make_id(problem_id, res.request.endpoint, temp, res.request.sample_index),
         problem_id=problem_id,
-        teacher=res.request.teacher,
+        teacher=res.request.endpoint,
         temperature=temp,
         sample_index=res.request.sample_index,
         text=full,
@@ -73,18 +92,25 @@ def result_to_sample(res: ChatResult) -> Sample:
 
 
 def generate(
-    problems: Sequence[Problem], cfg: GenerateConfig, *, teacher: TeacherClient | None = None
+    problems: Sequence[Problem], cfg: GenerateConfig, *, client: ChatClient | None = None
 ) -> tuple[list[Sample], StageStats]:
-    """Ask every teacher for ``samples`` CoTs per problem at every temperature."""
-    if teacher is None and not cfg.teachers:
+    """Stage `generate`: ``cfg.num_generations`` CoTs per (problem, teacher, temperature).
+
+    Input: problems. Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), in
+    request order; a request that still fails after every retry is a ``request_failed`` reject (fatal for
+    the stage). ``client`` is for tests and callers that hold one; by default one is made from
+    ``cfg.teachers`` and ``cfg.client``. Raises ``ConfigError`` without teachers, ``EndpointError`` for
+    an endpoint that refuses the key. Metrics: the client's request / token / retry counts."""
+    if client is None and not cfg.teachers:
         raise ConfigError("generate: no teacher endpoints configured (give --teacher-url/--teacher-model)")
     stats = StageStats(stage=STAGE, n_in=len(problems))
-    client = teacher or TeacherClient(cfg.teachers, cfg.client)
+    owned = client is None
+    client = client or ChatClient(cfg.teachers, cfg.client)
     with Timer() as timer:
         try:
             results = client.run(build_requests(problems, cfg), desc=STAGE)
         finally:
-            if teacher is None:
+            if owned:
                 client.close()
     samples: list[Sample] = []
     for res in results:
@@ -97,14 +123,14 @@ def generate(
                 detail=f"after {res.attempts} attempt(s): {res.error}",
                 record={
                     "problem_id": problem_id,
-                    "teacher": res.request.teacher,
+                    "teacher": res.request.endpoint,
                     "temperature": temp,
                     "sample_index": res.request.sample_index,
                 },
             )
     stats.n_out = len(samples)
     stats.elapsed_s = timer.elapsed
-    stats.metrics.update(client.stats.as_metrics())
+    stats.metrics.update(client.stats.as_metrics("teacher."))
     stats.metrics["samples.truncated"] = float(sum(s.truncated for s in samples))
-    stats.info["teachers"] = {label: vars(u) for label, u in client.stats.per_teacher.items()}
+    stats.info["teachers"] = {label: vars(u) for label, u in client.stats.per_endpoint.items()}
     return samples, stats

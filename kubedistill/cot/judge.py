@@ -19,10 +19,11 @@ from typing import Any
 
 from pydantic import Field
 
-from kubedistill.config import ClientConfig, ConfigError, StrictModel, TeacherConfig
+from kubedistill.chat import ChatClient, ChatRequest
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
 from kubedistill.prompts import Prompt, load_prompt
-from kubedistill.records import Judgement, Problem, Sample, StageStats, Timer
-from kubedistill.teacher import ChatRequest, TeacherClient
 
 _DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
 _SCORE = re.compile(r"<score>\s*(\d)\s*</score>")
@@ -45,10 +46,10 @@ def parse_verdict(text: str) -> bool | None:
     return found[-1] == "1" if found else None
 
 
-class JudgeSettings(StrictModel):
+class JudgeConfig(StrictModel):
     """Which model judges, and how it is asked."""
 
-    judge: TeacherConfig | None = Field(default=None, description="judge endpoint; None: the recipe's first teacher")
+    judge: EndpointConfig | None = Field(default=None, description="judge endpoint; None: the recipe's first teacher")
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=1024, ge=16)
     max_reasks: int = Field(default=2, ge=0, description="re-asks after an unparsable reply")
@@ -60,7 +61,7 @@ class JudgeSettings(StrictModel):
     )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
-    def endpoint(self) -> TeacherConfig:
+    def endpoint(self) -> EndpointConfig:
         if self.judge is None:
             raise ConfigError("judge: no judge endpoint configured (judge.judge or the recipe's teachers)")
         return self.judge
@@ -102,7 +103,7 @@ def show_cot(sample: Sample, max_chars: int) -> str:
 
 
 def run_judge(
-    items: Sequence[tuple[Problem, Sample]], spec: JudgeSpec, cfg: JudgeSettings, client: TeacherClient
+    items: Sequence[tuple[Problem, Sample]], spec: JudgeSpec, cfg: JudgeConfig, client: ChatClient
 ) -> list[Outcome]:
     """Ask the judge about every (problem, CoT); re-ask unparsable replies up to ``cfg.max_reasks`` times."""
     prompt: Prompt = load_prompt(spec.prompt)
@@ -116,7 +117,7 @@ def run_judge(
     for round_ in range(cfg.max_reasks + 1):
         if not pending:
             break
-        reqs = [ChatRequest(teacher=label, messages=conversations[i], params=params, tag=i) for i in pending]
+        reqs = [ChatRequest(endpoint=label, messages=conversations[i], params=params, tag=i) for i in pending]
         desc = f"judge {spec.name}" + (f" (re-ask {round_})" if round_ else "")
         still = []
         for res in client.run(reqs, desc=desc):
@@ -142,20 +143,20 @@ def run_judge(
     return outcomes
 
 
-def _client(cfg: JudgeSettings, client: TeacherClient | None) -> tuple[TeacherClient, bool]:
+def _client(cfg: JudgeConfig, client: ChatClient | None) -> tuple[ChatClient, bool]:
     if client is not None:
         return client, False
-    return TeacherClient([cfg.endpoint()], cfg.client), True
+    return ChatClient([cfg.endpoint()], cfg.client), True
 
 
 def label_samples(
     samples: Sequence[Sample],
-    cfg: JudgeSettings,
+    cfg: JudgeConfig,
     *,
     problems: Sequence[Problem],
     labels: Sequence[str],
     stage: str,
-    client: TeacherClient | None = None,
+    client: ChatClient | None = None,
 ) -> tuple[list[Sample], StageStats]:
     """Set each of ``labels`` (difficulty / rv / cd) on every sample; returns the samples (all of them)."""
     stats = StageStats(stage=stage, n_in=len(samples))
@@ -203,25 +204,36 @@ def label_samples(
 
 
 def judge_difficulty(
-    samples: Sequence[Sample], cfg: JudgeSettings, *, problems: Sequence[Problem], client: TeacherClient | None = None
+    samples: Sequence[Sample], cfg: JudgeConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
 ) -> tuple[list[Sample], StageStats]:
-    """Stage `judge`: easy / medium / hard for the student, on every CoT."""
+    """Stage `judge`: each CoT's difficulty for the student (``easy`` / ``medium`` / ``hard``), by the LLM
+    judge ``cfg.judge``, parsed strictly from ``<difficulty>…</difficulty>`` with bounded re-asks.
+
+    Input: samples and their problems. Output: every sample with ``difficulty`` (None when the judge's
+    answer could not be parsed: metric ``difficulty.unparsable``) and ``judgements["difficulty"]`` (the
+    judge's raw text). Requests that fail after every retry are ``request_failed`` rejects (fatal for
+    the stage). Raises ``ConfigError`` without a judge endpoint."""
     return label_samples(samples, cfg, problems=problems, labels=["difficulty"], stage="judge", client=client)
 
 
 def score_rv_cd(
-    samples: Sequence[Sample], cfg: JudgeSettings, *, problems: Sequence[Problem], client: TeacherClient | None = None
+    samples: Sequence[Sample], cfg: JudgeConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
 ) -> tuple[list[Sample], StageStats]:
-    """Stage `score`: reasoning verbosity and cognitive difficulty, 0-9 each, on every CoT."""
+    """Stage `score`: each CoT's reasoning verbosity (``rv``) and cognitive difficulty (``cd``), integers
+    0-9, by the LLM judge ``cfg.judge`` (strict ``<score>N</score>`` parsing, bounded re-asks).
+
+    Input: samples and their problems. Output: every sample with ``rv`` / ``cd`` (None when unparsable:
+    metrics ``rv.unparsable``, ``cd.unparsable``). Requests that fail after every retry are
+    ``request_failed`` rejects (fatal). Raises ``ConfigError`` without a judge endpoint."""
     return label_samples(samples, cfg, problems=problems, labels=["rv", "cd"], stage="score", client=client)
 
 
-def judge_correctness(items: Sequence[tuple[Problem, Sample]], judge: TeacherConfig, client: Any = None) -> list[Any]:
+def judge_correctness(items: Sequence[tuple[Problem, Sample]], judge: EndpointConfig, client: Any = None) -> list[Any]:
     """The verifier's fallback for problems with no reference: an LLM judge's 0/1 on logical correctness.
     Returns :class:`~kubedistill.verifiers.Verdict` s with method ``llm-judge`` (None when it never answered)."""
     from kubedistill.verifiers import Verdict
 
-    cfg = JudgeSettings(judge=judge)
+    cfg = JudgeConfig(judge=judge)
     cl, owned = _client(cfg, client)
     try:
         outcomes = run_judge(items, SPECS["correct"], cfg, cl)

@@ -25,10 +25,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from kubedistill.config import StrictModel
-from kubedistill.cot.parse import last_boxed, split_think
-from kubedistill.records import Difficulty, PreferencePair, Problem, Sample, StageStats, Timer
-from kubedistill.train.data import format_completion
+from kubedistill.core.config import StrictModel
+from kubedistill.core.records import Difficulty, PreferencePair, Problem, Sample, StageStats, Timer
+from kubedistill.core.text import last_boxed, split_think
+from kubedistill.prompts import format_completion
 
 STAGE = "pairs"
 CorruptionKind = Literal["number", "drop_step", "wrong_conclusion"]
@@ -37,7 +37,7 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w)")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-class PairsSettings(StrictModel):
+class PairsConfig(StrictModel):
     kinds: list[CorruptionKind] = Field(default_factory=lambda: ["number", "drop_step", "wrong_conclusion"])
     magnitudes: list[float] = Field(default_factory=lambda: [0.1, 0.5, 1.0], min_length=1)
     pairs_per_sample: int = Field(default=2, ge=1)
@@ -129,8 +129,14 @@ CORRUPTIONS = {"number": corrupt_number, "drop_step": corrupt_drop_step, "wrong_
 
 
 def make_pairs(
-    samples: Sequence[Sample], cfg: PairsSettings, *, problems: Sequence[Problem]
+    samples: Sequence[Sample], cfg: PairsConfig, *, problems: Sequence[Problem]
 ) -> tuple[list[PreferencePair], StageStats]:
+    """Stage `pairs`: DPO preference pairs — each verified sample (of the configured difficulties) against
+    corrupted copies of it (see the module docstring).
+
+    Input: samples (with ``correct``) and their problems. Output: :class:`PreferencePair` records with
+    the corruption's kind, magnitude in [0, 1] and, with ``per_pair_beta``, their own beta; samples that
+    give no pair are rejects with the reason. Deterministic for ``cfg.seed``."""
     from kubedistill.verifiers import verify
 
     stats = StageStats(stage=STAGE, n_in=len(samples))

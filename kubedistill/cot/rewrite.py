@@ -15,12 +15,13 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from kubedistill.config import ClientConfig, ConfigError, StrictModel, TeacherConfig
+from kubedistill.chat import ChatClient, ChatRequest
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer, Usage
+from kubedistill.core.text import THINK_CLOSE, extract_final_answer, split_think
 from kubedistill.cot.judge import show_cot
-from kubedistill.cot.parse import THINK_CLOSE, extract_final_answer, split_think
 from kubedistill.prompts import load_prompt
-from kubedistill.records import Judgement, Problem, Sample, StageStats, Timer, Usage
-from kubedistill.teacher import ChatRequest, TeacherClient
 
 STAGE = "rewrite"
 
@@ -31,23 +32,30 @@ ANSWER_FORMAT = {
 DEFAULT_ANSWER_FORMAT = "the final answer within \\boxed{}."
 
 
-class RewriteSettings(StrictModel):
-    rewriter: TeacherConfig | None = Field(default=None, description="None: the recipe's first teacher")
+class RewriteConfig(StrictModel):
+    rewriter: EndpointConfig | None = Field(default=None, description="None: the recipe's first teacher")
     temperature: float = Field(default=0.3, ge=0)
     max_tokens: int = Field(default=4096, ge=16)
     max_cot_chars: int = Field(default=24000, ge=1000)
     keep_original: bool = Field(default=False, description="keep the original easy/hard CoT beside its rewrite")
     client: ClientConfig = Field(default_factory=ClientConfig)
 
-    def endpoint(self) -> TeacherConfig:
+    def endpoint(self) -> EndpointConfig:
         if self.rewriter is None:
             raise ConfigError("rewrite: no rewriter endpoint configured (rewrite.rewriter or the recipe's teachers)")
         return self.rewriter
 
 
 def rewrite(
-    samples: Sequence[Sample], cfg: RewriteSettings, *, problems: Sequence[Problem], client: TeacherClient | None = None
+    samples: Sequence[Sample], cfg: RewriteConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
 ) -> tuple[list[Sample], StageStats]:
+    """Stage `rewrite`: extend every CoT judged *easy*, simplify every CoT judged *hard* (see the module
+    docstring), through the rewriter endpoint ``cfg.rewriter``.
+
+    Input: samples (with ``difficulty``) and their problems. Output: every sample, easy and hard ones
+    replaced by their rewrites (or kept beside them with ``keep_original``); a failed rewrite keeps the
+    original (metric ``rewrite.rewrite_failed``). Metrics: ``rewrite.extend`` / ``.simplify`` counts and
+    the client's request and token counts. Raises ``ConfigError`` without a rewriter endpoint."""
     stats = StageStats(stage=STAGE, n_in=len(samples))
     by_id = {p.id: p for p in problems}
     endpoint = cfg.endpoint()
@@ -67,14 +75,14 @@ def rewrite(
         )
         requests.append(
             ChatRequest(
-                teacher=endpoint.label,
+                endpoint=endpoint.label,
                 messages=messages,
                 params={"temperature": cfg.temperature, "max_tokens": cfg.max_tokens},
                 tag=i,
             )
         )
         todo.append((i, mode))
-    cl = client or TeacherClient([endpoint], cfg.client)
+    cl = client or ChatClient([endpoint], cfg.client)
     try:
         with Timer() as timer:
             results = cl.run(requests, desc=STAGE) if requests else []

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 
-from kubedistill.config import StrictModel
-from kubedistill.records import Sample, StageStats, Timer
+from kubedistill.core.config import StrictModel
+from kubedistill.core.records import Sample, StageStats, Timer
 
 STAGE = "select"
 
@@ -56,7 +56,7 @@ PROFILES: dict[str, tuple[Window, Window]] = {
 }
 
 
-class SelectSettings(StrictModel):
+class SelectConfig(StrictModel):
     profile: str | None = Field(default="small", description="small | medium | large; rv/cd override it")
     rv: Window | None = None
     cd: Window | None = None
@@ -66,7 +66,7 @@ class SelectSettings(StrictModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _windows(self) -> SelectSettings:
+    def _windows(self) -> SelectConfig:
         if self.profile is not None and self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r} (known: {', '.join(PROFILES)})")
         if self.profile is None and (self.rv is None or self.cd is None):
@@ -78,7 +78,12 @@ class SelectSettings(StrictModel):
         return self.rv or rv, self.cd or cd  # type: ignore[return-value]
 
 
-def select(samples: Sequence[Sample], cfg: SelectSettings) -> tuple[list[Sample], StageStats]:
+def select(samples: Sequence[Sample], cfg: SelectConfig) -> tuple[list[Sample], StageStats]:
+    """Stage `select`: the correct samples whose RV and CD (0-9) fit the windows of ``cfg`` (see the module
+    docstring), at most ``per_problem`` per problem and ``target_size`` in all.
+
+    Output: the selected samples; the others are rejects (``not_correct``, ``unscored``, ``rv_out_of_window``,
+    ``cd_out_of_window``, ``over_per_problem``, ``over_target``). Deterministic for ``cfg.seed``."""
     stats = StageStats(stage=STAGE, n_in=len(samples))
     rv_w, cd_w = cfg.windows()
     with Timer() as timer:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from kubedistill.config import StrictModel, TeacherConfig
-from kubedistill.cot.parse import split_think
-from kubedistill.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.chat.config import EndpointConfig
+from kubedistill.core.config import StrictModel
+from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.core.text import split_think
 
 STAGE = "verify"
 
@@ -29,7 +30,7 @@ class VerifyConfig(StrictModel):
     timeout_s: float = Field(default=10.0, gt=0, description="per program run (code problems)")
     memory_mb: int = Field(default=1024, ge=64)
     workers: int = Field(default=2, ge=1, description="parallel sandbox runs")
-    judge_fallback: TeacherConfig | None = Field(
+    judge_fallback: EndpointConfig | None = Field(
         default=None, description="LLM judge for problems without a reference answer or tests"
     )
 
@@ -37,6 +38,13 @@ class VerifyConfig(StrictModel):
 def verify_samples(
     samples: Sequence[Sample], cfg: VerifyConfig, *, problems: Sequence[Problem], judge: object | None = None
 ) -> tuple[list[Sample], StageStats]:
+    """Stage `verify`: set ``correct`` on every sample by its problem's verifier (see the module docstring).
+
+    Input: samples and their problems. Output: the correct samples (all of them with ``keep_all``), each
+    with its ``judgements["verify"]``; dropped ones are rejects with reason ``incorrect``, ``truncated``
+    or ``unverifiable`` and the verifier's detail. ``judge`` is an optional client for the LLM-judge
+    fallback. Metrics: counts by verifier method and outcome. Sandboxed code runs are bounded by
+    ``cfg.timeout_s`` (seconds) and ``cfg.memory_mb`` (MiB)."""
     from kubedistill.verifiers import Verdict, verify_many
 
     stats = StageStats(stage=STAGE, n_in=len(samples))

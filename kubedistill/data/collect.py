@@ -30,8 +30,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from kubedistill.config import StrictModel
-from kubedistill.records import Domain, Problem, StageStats
+from kubedistill.core.config import StrictModel
+from kubedistill.core.records import Domain, Problem, StageStats
 
 from .decontaminate import DecontamConfig, decontaminate
 from .dedup import DedupConfig, dedup
@@ -199,3 +199,15 @@ def collect_with_holdout(
     }
     stats.info["holdout"] = info
     return train, held, stats
+
+
+def collect_stage(cfg: CollectConfig) -> tuple[dict[str, list[Problem]], StageStats]:
+    """Stage `collect`: :func:`collect_with_holdout` of ``cfg.sources``.
+
+    Returns ``{"problems": train, "heldout": held_out}`` and the stats (``n_out`` counts both splits;
+    metrics ``train`` and ``heldout`` give their sizes). Raises ``SourceError`` (exit 2) for a source that
+    cannot be read at all; bad rows are rejects."""
+    train, held, stats = collect_with_holdout([], cfg)
+    stats.metrics["train"] = float(len(train))
+    stats.metrics["heldout"] = float(len(held))
+    return {"problems": train, "heldout": held}, stats

@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from kubedistill.config import StrictModel
-from kubedistill.records import Problem, StageStats
-from kubedistill.teacher.progress import make_bar
+from kubedistill.core.config import StrictModel
+from kubedistill.core.progress import make_bar
+from kubedistill.core.records import Problem, StageStats
 
 from .dedup import hash_tokens, rolling_hashes
 from .normalize import dedup_tokens, match_words
@@ -194,8 +194,8 @@ def _windows(flat: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray,
 
 
 def load_benchmarks(refs: Sequence[BenchmarkRef]) -> dict[str, list[Problem]]:
-    """The configured evaluation sets, by name, through :func:`kubedistill.evaluate.benchmarks.load_benchmark`."""
-    from kubedistill.evaluate.benchmarks import load_benchmark
+    """The configured evaluation sets, by name, through :func:`kubedistill.data.benchmarks.load_benchmark`."""
+    from kubedistill.data.benchmarks import load_benchmark
 
     return {r.name: load_benchmark(r.name, path=r.path, limit=r.limit) for r in refs}
 

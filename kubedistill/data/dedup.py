@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from kubedistill.config import StrictModel
-from kubedistill.records import Problem, StageStats
-from kubedistill.teacher.progress import make_bar
+from kubedistill.core.config import StrictModel
+from kubedistill.core.progress import make_bar
+from kubedistill.core.records import Problem, StageStats
 
 from .normalize import dedup_tokens, exact_key
 from .sources import preview

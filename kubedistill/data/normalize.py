@@ -2,7 +2,7 @@
 
 Two kinds of normalisation live here and must not be confused:
 
-* **Stored text** (:func:`clean_text`): what a :class:`~kubedistill.records.Problem` keeps. Unicode
+* **Stored text** (:func:`clean_text`): what a :class:`~kubedistill.core.records.Problem` keeps. Unicode
   NFKC (full-width digits and punctuation, ligatures, compatibility spaces become their plain forms),
   except that superscripts, subscripts and vulgar fractions are kept as written (NFKC would turn
   ``x²`` into ``x2`` and change the mathematics); line endings become ``\\n``; control and zero-width
@@ -24,8 +24,8 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from kubedistill.config import StrictModel
-from kubedistill.records import Domain, Problem
+from kubedistill.core.config import StrictModel
+from kubedistill.core.records import Domain, Problem
 
 DOMAINS: tuple[str, ...] = get_args(Domain)
 

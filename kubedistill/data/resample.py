@@ -26,7 +26,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kubedistill.records import Problem, StageStats
+from kubedistill.core.records import Problem, StageStats
 
 log = logging.getLogger(__name__)
 

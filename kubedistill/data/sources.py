@@ -9,7 +9,7 @@ A source is one entry of ``CollectConfig.sources``, a union discriminated by ``k
   ``preset`` fills dataset id, subset, split and field mapping for well-known datasets
   (:data:`PRESETS`); anything given next to it overrides the preset (``fields`` key by key).
 * ``file`` (:class:`FileSource`): local JSONL/Parquet (a path or a glob). Without ``fields`` each row
-  is a :class:`~kubedistill.records.Problem` already (``source`` and ``id`` are filled in when absent).
+  is a :class:`~kubedistill.core.records.Problem` already (``source`` and ``id`` are filled in when absent).
 * ``reasoning_gym`` (:class:`ReasoningGymSource`): ``reasoning_gym.create_dataset(task, size, seed)``
   for each configured task. Each problem carries ``metadata["reasoning_gym"] = {"task", "entry"}`` so
   the verifier can call the task's own scorer; ids are ``rg-<task>-<seed>-<index>`` (stable across runs).
@@ -39,9 +39,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from kubedistill.config import ConfigError, StrictModel
-from kubedistill.records import Domain, Problem, StageStats, iter_raw_rows, validation_message
-from kubedistill.teacher.progress import make_bar
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.progress import make_bar
+from kubedistill.core.records import Domain, Problem, StageStats, iter_raw_rows, validation_message
 
 from .normalize import resolve_domain, stable_id
 
@@ -386,7 +386,7 @@ def extract_answer(text: str | None, how: str) -> str | None:
     if text is None:
         return None
     if how == "boxed":
-        from kubedistill.cot.parse import last_boxed
+        from kubedistill.core.text import last_boxed
 
         return last_boxed(text)
     if how == "gsm8k":

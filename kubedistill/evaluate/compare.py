@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubedistill.config import ConfigError
+from kubedistill.core.config import ConfigError
 from kubedistill.evaluate.core import BenchmarkResult, stderr_of_mean
 
 RESULTS_FILE = "results.json"
@@ -43,7 +43,7 @@ REPORT_HTML = "report.html"
 COMPARISON_FILE = "comparison.json"
 
 #: Settings that must agree for two runs' scores to be comparable (model and endpoint may differ).
-COMPARABLE_SETTINGS = ("temperature", "top_p", "max_tokens", "samples", "prompt", "harness", "seed")
+COMPARABLE_SETTINGS = ("temperature", "top_p", "max_tokens", "n", "prompt", "harness", "seed")
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,12 @@ def _metric_rows(results: Sequence[BenchmarkResult | None]) -> list[tuple[str, l
         return [fn(r) if r is not None else None for r in results]
 
     def share(n: int, r: BenchmarkResult) -> float | None:
-        total = r.n_problems * r.samples
+        total = r.n_problems * r.n
         return n / total if total else None
 
     rows: list[tuple[str, list[float | None], str]] = [
         ("problems", col(lambda r: r.n_problems), "count"),
-        ("samples per problem", col(lambda r: r.samples), "count"),
+        ("samples per problem", col(lambda r: r.n), "count"),
         ("accuracy (mean over samples)", col(lambda r: r.accuracy), "score"),
     ]
     rows += [(f"pass@{k}", col(lambda r, k=k: r.pass_at_k.get(f"pass@{k}")), "score") for k in ks]
@@ -243,7 +243,7 @@ def _warnings(runs: Sequence[RunData], benches: Sequence[str]) -> list[str]:
             out.append(f"{bench}: the runs answered different problem sets (see the paired counts).")
         for r in present:
             res = r.results[bench]
-            total = res.n_problems * res.samples
+            total = res.n_problems * res.n
             if res.n_failed:
                 out.append(f"{bench}: {r.label} has {res.n_failed} failed request(s), counted unscorable.")
             if total and res.n_truncated / total > 0.05:
@@ -374,7 +374,7 @@ def _build_doc(
 
     # summary
     labels = [r.label for r in runs]
-    header = ["benchmark", "problems", "samples"]
+    header = ["benchmark", "problems", "n"]
     for label in labels:
         header.append(f"{label} pass@1")
         if label != base_label:
@@ -384,7 +384,7 @@ def _build_doc(
     for bench, entry in data["benchmarks"].items():
         res = entry["results"]
         first = next(iter(res.values()))
-        row: list[Cell] = [bench, f"{first['n_problems']:,}", str(first["samples"])]
+        row: list[Cell] = [bench, f"{first['n_problems']:,}", str(first.get("n", first.get("samples")))]
         for label in labels:
             v = res.get(label, {}).get("pass@1")
             row.append(_fmt_score(v))
@@ -446,7 +446,7 @@ def _build_doc(
     rows = [[k] + [str(data["runs"][label].get(k) or "—") for label in labels] for k in keys]
     for key in ("temperature", "top_p", "max_tokens", "seed"):
         rows.append([key] + [_settings_cell(r, key) for r in runs])
-    rows.append(["samples per problem"] + [_settings_cell(r, "samples") for r in runs])
+    rows.append(["samples per problem"] + [_settings_cell(r, "n") for r in runs])
     rows.append(
         ["requests (cached / failed)"]
         + [

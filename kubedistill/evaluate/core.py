@@ -1,6 +1,6 @@
 """Evaluate a model behind an OpenAI-compatible endpoint on a set of problems.
 
-For each problem, ``samples`` completions (through the teacher client: cache, retries, progress),
+For each problem, ``n`` completions (through the teacher client: cache, retries, progress),
 each scored by the verifiers; per benchmark: mean accuracy over all samples, pass@k with the unbiased
 estimator 1 - C(n-c, k)/C(n, k) averaged over problems, and completion lengths (mean/median, for
 correct and incorrect answers) as in the DistilQwen paper's Table 3.
@@ -31,26 +31,28 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubedistill import __version__
-from kubedistill.config import ClientConfig, ConfigError, StrictModel
-from kubedistill.cot.generate import derived_seed, problem_messages
-from kubedistill.cot.parse import extract_final_answer, split_think
-from kubedistill.records import Problem
-from kubedistill.teacher import ChatRequest, ChatResult, TeacherClient
+from kubedistill.chat import ChatClient, ChatRequest, ChatResult
+from kubedistill.chat.client import derived_seed
+from kubedistill.chat.config import ClientConfig
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.records import Problem
+from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
+from kubedistill.prompts import problem_messages
 
 #: Samples per problem in the peers' protocol (DeepSeek-R1, open-r1, DistilQwen): pass@1 is averaged
-#: over this many samples at T=0.6, top_p=0.95. ``--recommended-samples`` applies them.
-RECOMMENDED_SAMPLES: dict[str, int] = {"aime2024": 64, "math500": 4, "gpqa_diamond": 8, "livecodebench_v2": 16}
+#: over this many samples at T=0.6, top_p=0.95. ``--recommended-n`` applies them.
+RECOMMENDED_N: dict[str, int] = {"aime2024": 64, "math500": 4, "gpqa_diamond": 8, "livecodebench_v2": 16}
 
 ERROR_METHOD = "error"
 TRUNCATED_METHOD = "truncated"
 
 
 class EvalConfig(StrictModel):
-    samples: int = Field(default=1, ge=1, description="completions per problem (n)")
-    samples_per_benchmark: dict[str, int] = Field(
-        default_factory=dict, description="n for named benchmarks (overrides `samples`), e.g. {aime2024: 64}"
+    n: int = Field(default=1, ge=1, description="completions per problem (pass@k's n)")
+    n_per_benchmark: dict[str, int] = Field(
+        default_factory=dict, description="n for named benchmarks (overrides `n`), e.g. {aime2024: 64}"
     )
-    k: list[int] = Field(default_factory=lambda: [1], description="pass@k for each k (k <= samples)")
+    k: list[int] = Field(default_factory=lambda: [1], description="pass@k for each k (k <= n)")
     temperature: float = Field(default=0.6, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=4096, ge=1)
@@ -70,27 +72,27 @@ class EvalConfig(StrictModel):
             raise ValueError(f"every k must be at least 1 (got {v})")
         return sorted(set(v))
 
-    @field_validator("samples_per_benchmark")
+    @field_validator("n_per_benchmark")
     @classmethod
     def _per_benchmark(cls, v: dict[str, int]) -> dict[str, int]:
         for name, n in v.items():
             if n < 1:
-                raise ValueError(f"samples for {name!r} must be at least 1 (got {n})")
+                raise ValueError(f"n for {name!r} must be at least 1 (got {n})")
         return v
 
-    def samples_for(self, benchmark: str) -> int:
-        """n for ``benchmark``: its entry in ``samples_per_benchmark``, else ``samples``."""
-        return self.samples_per_benchmark.get(benchmark, self.samples)
+    def n_for(self, benchmark: str) -> int:
+        """n for ``benchmark``: its entry in ``n_per_benchmark``, else ``n``."""
+        return self.n_per_benchmark.get(benchmark, self.n)
 
     def check_k(self, benchmarks: Sequence[str]) -> None:
         """Raise :class:`ConfigError` unless every k fits every benchmark's sample count."""
         for b in benchmarks:
-            n = self.samples_for(b)
+            n = self.n_for(b)
             too_big = [k for k in self.k if k > n]
             if too_big:
                 raise ConfigError(
                     f"pass@{too_big[0]} needs at least {too_big[0]} samples per problem, but benchmark {b!r} "
-                    f"gets {n} (raise --samples, or drop k={too_big[0]})"
+                    f"gets {n} (raise --n, or drop k={too_big[0]})"
                 )
 
 
@@ -129,7 +131,7 @@ class BenchmarkResult(BaseModel):
     benchmark: str
     model: str
     n_problems: int
-    samples: int
+    n: int
     accuracy: float
     accuracy_stderr: float = Field(
         default=0.0, description="standard error of accuracy over problems (spread of per-problem accuracy)"
@@ -146,7 +148,7 @@ class BenchmarkResult(BaseModel):
         """``results.json`` shape: pass@K keys at the top level beside accuracy and lengths."""
         d: dict[str, Any] = {
             "n_problems": self.n_problems,
-            "samples": self.samples,
+            "n": self.n,
             "accuracy": self.accuracy,
             "accuracy_stderr": self.accuracy_stderr,
             **self.pass_at_k,
@@ -167,7 +169,7 @@ class BenchmarkResult(BaseModel):
             benchmark=benchmark,
             model=str(d.get("model", "")),
             n_problems=int(d["n_problems"]),
-            samples=int(d["samples"]),
+            n=int(d["n"] if "n" in d else d["samples"]),  # "samples": results written before 0.2
             accuracy=float(d["accuracy"]),
             accuracy_stderr=float(d.get("accuracy_stderr", 0.0)),
             pass_at_k={k: float(v) for k, v in d.items() if k.startswith("pass@")},
@@ -242,7 +244,7 @@ def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalCo
         benchmark=benchmark,
         model=model,
         n_problems=len(by_problem),
-        samples=cfg.samples_for(benchmark),
+        n=cfg.n_for(benchmark),
         accuracy=sum(1 for i in items if i.correct is True) / len(items) if items else 0.0,
         accuracy_stderr=stderr_of_mean(list(per_problem_accuracy(items).values())),
         pass_at_k=pass_k,
@@ -257,7 +259,7 @@ def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalCo
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
             "max_tokens": cfg.max_tokens,
-            "samples": cfg.samples_for(benchmark),
+            "n": cfg.n_for(benchmark),
             "k": list(cfg.k),
             "seed": cfg.seed,
             "prompt": cfg.prompt,
@@ -267,9 +269,9 @@ def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalCo
 
 
 def build_requests(problems: Sequence[Problem], cfg: EvalConfig, *, model: str, benchmark: str) -> list[ChatRequest]:
-    """``samples_for(benchmark)`` chat requests per problem for endpoint label ``model``; each request's
+    """``n_for(benchmark)`` chat requests per problem for endpoint label ``model``; each request's
     ``tag`` is its Problem. Each sample gets its own derived seed (identical seeds give identical samples)."""
-    n = cfg.samples_for(benchmark)
+    n = cfg.n_for(benchmark)
     requests = []
     for p in problems:
         messages = problem_messages(p, cfg.prompt)
@@ -277,7 +279,7 @@ def build_requests(problems: Sequence[Problem], cfg: EvalConfig, *, model: str, 
             params: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
             if cfg.seed is not None:
                 params["seed"] = derived_seed(cfg.seed, p.id, i)
-            requests.append(ChatRequest(teacher=model, messages=messages, params=params, sample_index=i, tag=p))
+            requests.append(ChatRequest(endpoint=model, messages=messages, params=params, sample_index=i, tag=p))
     return requests
 
 
@@ -290,9 +292,7 @@ def score_results(results: Sequence[ChatResult], cfg: EvalConfig, *, model: str,
     verdicts: dict[int, Verdict] = {}
     texts: dict[int, tuple[str, str | None]] = {}
     for j, r in enumerate(results):
-        text = r.content or ""
-        if r.reasoning:
-            text = f"<think>\n{r.reasoning}\n</think>\n\n{text}"
+        text = with_reasoning(r.content, r.reasoning)
         split = split_think(text)
         final = extract_final_answer(split.answer_part) if split.closed else None
         texts[j] = (text, final)
@@ -332,16 +332,16 @@ def evaluate_problems(
     problems: Sequence[Problem],
     cfg: EvalConfig,
     *,
-    client: TeacherClient,
+    client: ChatClient,
     model: str,
     benchmark: str,
 ) -> tuple[list[EvalItem], BenchmarkResult]:
-    """Sample ``cfg.samples_for(benchmark)`` completions per problem from endpoint ``model`` of
+    """Sample ``cfg.n_for(benchmark)`` completions per problem from endpoint ``model`` of
     ``client``; score them."""
-    n = cfg.samples_for(benchmark)
+    n = cfg.n_for(benchmark)
     for k in cfg.k:
         if k > n:
-            raise ValueError(f"pass@{k} needs --samples >= {k} (got {n})")
+            raise ValueError(f"pass@{k} needs --n >= {k} (got {n})")
     requests = build_requests(problems, cfg, model=model, benchmark=benchmark)
     results = client.run(requests, desc=f"evaluate {benchmark}")
     items = score_results(results, cfg, model=model, benchmark=benchmark)

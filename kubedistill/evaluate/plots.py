@@ -90,7 +90,7 @@ def pass_at_k_figure(runs: Mapping[str, Mapping[str, BenchmarkResult]]) -> Figur
                 continue
             ks, vs = zip(*pts, strict=True)
             all_k.update(ks)
-            ax.plot(ks, vs, marker="o", color=_color(i), label=f"{label} (n={r.samples})", linewidth=2)
+            ax.plot(ks, vs, marker="o", color=_color(i), label=f"{label} (n={r.n})", linewidth=2)
             for k, v in pts[-1:]:
                 ax.annotate(f"{v:.3f}", (k, v), textcoords="offset points", xytext=(6, -3), fontsize=8, color=_color(i))
         ax.set_xscale("log", base=2)

@@ -25,16 +25,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from kubedistill import __version__
-from kubedistill.config import ConfigError, TeacherConfig, TrackingConfig
-from kubedistill.errors import RunFailed
+from kubedistill.chat.config import EndpointConfig
+from kubedistill.core.config import ConfigError
+from kubedistill.core.errors import RunFailed
+from kubedistill.core.paths import request_cache_dir
+from kubedistill.core.records import Problem, write_jsonl
+from kubedistill.core.secrets import strip_url
 from kubedistill.evaluate.compare import (
     ITEMS_DIR,
     PLOTS_DIR,
@@ -56,11 +58,9 @@ from kubedistill.evaluate.core import (
     score_results,
     summarize,
 )
-from kubedistill.records import Problem, write_jsonl
+from kubedistill.tracking import TrackingConfig
 
 log = logging.getLogger(__name__)
-
-CACHE_DIR = ".cache"
 
 
 class EvaluationIncomplete(RunFailed):
@@ -78,12 +78,12 @@ class EvaluationIncomplete(RunFailed):
 def load_benchmarks(
     names: Sequence[str], *, paths: Mapping[str, str] | None = None, limit: int | None = None
 ) -> tuple[dict[str, list[Problem]], dict[str, str]]:
-    """Load benchmarks by name (see :func:`kubedistill.evaluate.benchmarks.list_benchmarks`).
+    """Load benchmarks by name (see :func:`kubedistill.data.benchmarks.list_benchmarks`).
 
     ``paths`` maps a name to local files of that benchmark (its hub layout or Problem rows; for an
     unknown name, a file of Problems). A name that is itself an existing file is loaded as a custom
     benchmark named after the file's stem. Returns (name → problems, name → where they came from)."""
-    from kubedistill.evaluate.benchmarks import BENCHMARKS, load_benchmark
+    from kubedistill.data.benchmarks import BENCHMARKS, load_benchmark
 
     paths = dict(paths or {})
     unused = set(paths) - set(names)
@@ -110,7 +110,7 @@ def _stem(p: Path) -> str:
 
 
 def _hub_source(name: str) -> str:
-    from kubedistill.evaluate.benchmarks import BENCHMARKS
+    from kubedistill.data.benchmarks import BENCHMARKS
 
     spec = BENCHMARKS.get(name)
     if spec is None:
@@ -133,20 +133,11 @@ def _check_problems(benchmarks: Mapping[str, Sequence[Problem]]) -> None:
         raise ConfigError(f"benchmark names {list(benchmarks)} collide as file names")
 
 
-def redact_url(url: str) -> str:
-    """The endpoint URL without user info, query or fragment (they may carry credentials)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 # ---------------------------------------------------------------------------------------- evaluating
 
 
 def evaluate_endpoint(
-    endpoint: TeacherConfig,
+    endpoint: EndpointConfig,
     benchmarks: Mapping[str, Sequence[Problem]],
     cfg: EvalConfig,
     output_dir: str | os.PathLike[str],
@@ -157,18 +148,20 @@ def evaluate_endpoint(
     allow_failed: bool = False,
     preflight: bool = True,
     plots: bool = True,
+    log_prefix: str | None = None,
 ) -> dict[str, BenchmarkResult]:
     """Sample, score and summarise ``benchmarks`` (name → problems) on ``endpoint``; write the outputs
     (module docstring) into ``output_dir``; log to MLflow when ``tracking`` is enabled. Returns the
     results by benchmark name.
 
-    ``label`` names the run in reports (default: the endpoint's label). With ``preflight`` the endpoint
+    ``label`` names the run in reports (default: the endpoint's label). Inside an active MLflow run the
+    metrics are prefixed with ``log_prefix`` (default ``<label>.``). With ``preflight`` the endpoint
     must answer ``GET /models`` and serve the model before anything is sent. Raises
-    :class:`~kubedistill.config.ConfigError` for unusable settings (k above a benchmark's samples, an
-    empty benchmark, repeated ids), :class:`~kubedistill.teacher.TeacherError` for an unusable
+    :class:`~kubedistill.core.config.ConfigError` for unusable settings (k above a benchmark's samples, an
+    empty benchmark, repeated ids), :class:`~kubedistill.chat.EndpointError` for an unusable
     endpoint, :class:`EvaluationIncomplete` when requests failed (unless ``allow_failed``)."""
+    from kubedistill.chat import ChatClient
     from kubedistill.prompts import load_prompt
-    from kubedistill.teacher import TeacherClient
 
     _check_problems(benchmarks)
     cfg.check_k(list(benchmarks))
@@ -177,7 +170,7 @@ def evaluate_endpoint(
     name = label or endpoint.label
     client_cfg = cfg.client
     if client_cfg.cache_dir is None:
-        client_cfg = client_cfg.model_copy(update={"cache_dir": out / CACHE_DIR})
+        client_cfg = client_cfg.model_copy(update={"cache_dir": request_cache_dir(None, beside=out)})
     prompt_ref = load_prompt(cfg.prompt).ref
 
     started = time.time()
@@ -187,7 +180,7 @@ def evaluate_endpoint(
         reqs = build_requests(problems, cfg, model=endpoint.label, benchmark=bench)
         spans[bench] = (len(requests), len(requests) + len(reqs))
         requests += reqs
-    client = TeacherClient([endpoint], client_cfg)
+    client = ChatClient([endpoint], client_cfg)
     try:
         if preflight:
             client.check()
@@ -207,7 +200,7 @@ def evaluate_endpoint(
     info = {
         "label": name,
         "model": endpoint.model,
-        "endpoint": redact_url(endpoint.url),
+        "endpoint": strip_url(endpoint.url),
         "harness": f"kubedistill {__version__}",
         "prompt": prompt_ref,
         "complete": n_failed == 0,
@@ -218,7 +211,7 @@ def evaluate_endpoint(
         "benchmarks": {
             b: {
                 "n_problems": len(benchmarks[b]),
-                "samples": cfg.samples_for(b),
+                "n": cfg.n_for(b),
                 "source": (sources or {}).get(b, "given"),
                 "items": str(items_path(out, b).relative_to(out)),
             }
@@ -245,13 +238,8 @@ def evaluate_endpoint(
             results,
         )
     if tracking is not None and tracking.enabled:
-        log_run(out, results, info, tracking)
+        log_run(out, results, info, tracking, prefix=log_prefix)
     return results
-
-
-def _metric_key(k: str) -> str:
-    # MLflow allows alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
-    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k)
 
 
 def _iso(t: float) -> str:
@@ -304,7 +292,7 @@ def mlflow_metrics(results: Mapping[str, BenchmarkResult], prefix: str = "") -> 
         m[base + "accuracy_stderr"] = r.accuracy_stderr
         m[base + "answered_rate"] = r.answered_rate
         m[base + "n_problems"] = r.n_problems
-        m[base + "samples"] = r.samples
+        m[base + "n"] = r.n
         m[base + "n_truncated"] = r.n_truncated
         m[base + "n_unscorable"] = r.n_unscorable
         m[base + "n_failed"] = r.n_failed
@@ -327,6 +315,8 @@ def log_run(
     results: Mapping[str, BenchmarkResult],
     info: Mapping[str, Any],
     tracking: TrackingConfig,
+    *,
+    prefix: str | None = None,
 ) -> None:
     """Log one evaluation to MLflow: params (settings, model, endpoint, benchmarks), metrics
     (:func:`mlflow_metrics`) and the outputs (without the cache) as artifacts under ``evaluation/``.
@@ -340,6 +330,20 @@ def log_run(
 
     label = str(info.get("label", "model"))
     if mlflow.active_run() is not None:
+        if prefix == "":  # the run is this evaluation's own (the `evaluate_endpoint` stage)
+            mlflow.set_tag("kubedistill.model", label)
+            mlflow.log_params(
+                {
+                    "endpoint.label": label,
+                    "endpoint.model": str(info.get("model")),
+                    "endpoint.url": str(info.get("endpoint")),
+                    "harness": str(info.get("harness")),
+                    "prompt_ref": str(info.get("prompt")),
+                    "benchmarks": ",".join(results),
+                }
+            )
+            _log_into_active(output_dir, results, prefix="", artifact_path="evaluation")
+            return
         _log_into_active(output_dir, results, prefix=f"{label}.", artifact_path=f"evaluation/{label}")
         return
     params = {
@@ -366,7 +370,9 @@ def _log_into_active(
 ) -> None:
     import mlflow
 
-    mlflow.log_metrics({_metric_key(k): v for k, v in mlflow_metrics(results, prefix).items()})
+    from kubedistill import tracking as tr
+
+    mlflow.log_metrics({tr.metric_key(k): v for k, v in mlflow_metrics(results, prefix).items()})
     out = Path(output_dir)
     for name in (RESULTS_FILE, RUN_FILE, REPORT_MD, REPORT_HTML):
         if (out / name).exists():
@@ -400,7 +406,7 @@ def log_comparison(report_dir: str | os.PathLike[str], data: Mapping[str, Any], 
         tracking_uri=tracking.tracking_uri,
         params={"baseline": data.get("baseline"), "runs": ",".join(data.get("runs", {}))},
     ):
-        mlflow.log_metrics({_metric_key(k): v for k, v in metrics.items()})
+        mlflow.log_metrics({tr.metric_key(k): v for k, v in metrics.items()})
         for name in (REPORT_MD, REPORT_HTML, "comparison.json"):
             if (out / name).exists():
                 mlflow.log_artifact(str(out / name), artifact_path="comparison")

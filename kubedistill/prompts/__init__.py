@@ -14,10 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubedistill.core.errors import BadInputError
+from kubedistill.core.records import Problem, Sample
+from kubedistill.core.text import THINK_CLOSE, join_think, split_think
+
 _VAR = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 
 
-class PromptError(ValueError):
+class PromptError(BadInputError, ValueError):
     pass
 
 
@@ -71,3 +75,34 @@ def load_prompt(name: str) -> Prompt:
         )
         raise PromptError(f"no prompt named {name!r} (known: {', '.join(known)})") from None
     return Prompt.model_validate(yaml.safe_load(text))
+
+
+def format_choices(choices: list[str] | None) -> str:
+    """Multiple-choice options as the prompts show them: ``A. first\\nB. second\\n\\n`` (empty without choices)."""
+    if not choices:
+        return ""
+    return "".join(f"{chr(ord('A') + i)}. {c}\n" for i, c in enumerate(choices)) + "\n"
+
+
+def problem_messages(problem: Problem, prompt_name: str = "generate") -> list[dict[str, str]]:
+    """The chat messages that ask for a CoT on ``problem``: what teachers are sent (generate), what the
+    student is trained on (SFT / DPO / GRPO prompts) and evaluated with — the same text in all three."""
+    prompt = load_prompt(prompt_name)
+    return prompt.messages(problem.domain, problem=problem.problem, choices=format_choices(problem.choices))
+
+
+def format_completion(sample: Sample) -> str | None:
+    """The assistant turn the student learns from ``sample``: ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``.
+
+    A CoT whose teacher used no think tags is wrapped: its whole text is the reasoning and the answer is
+    ``\\boxed{final_answer}`` — so every student learns the one format the verifiers and the GRPO format
+    reward read. None when the sample has nothing usable (no reasoning or no answer)."""
+    split = split_think(sample.text)
+    if THINK_CLOSE in sample.text:
+        if not split.reasoning or not split.answer_part:
+            return None
+        return join_think(split.reasoning, split.answer_part)
+    if not sample.text.strip():
+        return None
+    answer = f"\\boxed{{{sample.final_answer}}}" if sample.final_answer else sample.text.strip().splitlines()[-1]
+    return join_think(sample.text.strip(), answer)

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kubedistill.config import StrictModel, validate_config
-from kubedistill.errors import UserError
+from kubedistill.core.config import StrictModel, validate_config
+from kubedistill.core.errors import PartialFailure, UserError
 
 ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 ISTIO_GROUP, ISTIO_VERSION = "security.istio.io", "v1"
@@ -46,11 +46,11 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GPU_COUNTS = (0, 1, 2, 4, 8, 16)
 
 
-class DeployError(RuntimeError):
+class DeployError(PartialFailure, RuntimeError):
     """The student could not be deployed or did not answer (the message says where it stopped)."""
 
 
-class Auth(StrictModel):
+class AuthConfig(StrictModel):
     """Who may call the student's endpoint (Istio; the predictor pods need the sidecar)."""
 
     mode: Literal["jwt", "principals", "none"] = Field(
@@ -65,7 +65,7 @@ class Auth(StrictModel):
     allow_knative_probes: bool = Field(default=True, description="let knative-serving reach /healthz and /metrics")
 
     @model_validator(mode="after")
-    def _complete(self) -> Auth:
+    def _complete(self) -> AuthConfig:
         if self.mode == "jwt" and not (self.issuer and self.jwks_uri):
             raise ValueError("auth.mode jwt needs auth.issuer and auth.jwks_uri")
         if self.mode == "principals" and not self.principals:
@@ -80,7 +80,7 @@ class Toleration(StrictModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class ServeSettings(StrictModel):
+class ServeConfig(StrictModel):
     """How a student is served on KServe (every knob has a default that fits one GPU)."""
 
     name: str = Field(default="kubedistill-student", description="InferenceService name (DNS label, <= 45 chars)")
@@ -114,7 +114,7 @@ class ServeSettings(StrictModel):
     tolerations: list[Toleration] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    auth: Auth = Field(default_factory=lambda: Auth(mode="none"))
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig(mode="none"))
 
     @field_validator("name")
     @classmethod
@@ -131,7 +131,7 @@ class ServeSettings(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _replicas(self) -> ServeSettings:
+    def _replicas(self) -> ServeConfig:
         if self.max_replicas < max(self.min_replicas, 1):
             raise ValueError("max_replicas must be >= min_replicas and >= 1")
         if self.min_replicas == 0 and self.deployment_mode == "RawDeployment":
@@ -143,11 +143,11 @@ class ServeSettings(StrictModel):
         return self.served_name or self.name
 
 
-def _settings(settings: ServeSettings | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> ServeSettings:
-    if isinstance(settings, ServeSettings):
+def _settings(settings: ServeConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> ServeConfig:
+    if isinstance(settings, ServeConfig):
         return settings.model_copy(update=dict(overrides)) if overrides else settings
     data = {**dict(settings or {}), **dict(overrides)}
-    return validate_config(ServeSettings, data, "serve")
+    return validate_config(ServeConfig, data, "serve")
 
 
 # ---------------------------------------------------------------------------------- the registry
@@ -203,7 +203,7 @@ def student_storage_uri(model_uri: str, *, tracking_uri: str | None = None) -> R
 def render(
     model: str,
     *,
-    settings: ServeSettings | Mapping[str, Any] | None = None,
+    settings: ServeConfig | Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
@@ -223,7 +223,7 @@ def render(
     return docs
 
 
-def inference_service(s: ServeSettings, resolved: ResolvedModel) -> dict[str, Any]:
+def inference_service(s: ServeConfig, resolved: ResolvedModel) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/part-of": "kubedistill",
         "app.kubernetes.io/component": "student",
@@ -295,7 +295,7 @@ def inference_service(s: ServeSettings, resolved: ResolvedModel) -> dict[str, An
     }
 
 
-def auth_policies(s: ServeSettings) -> list[dict[str, Any]]:
+def auth_policies(s: ServeConfig) -> list[dict[str, Any]]:
     """Istio RequestAuthentication (jwt mode) and AuthorizationPolicy for the student's pods."""
     a = s.auth
     if a.mode == "none":
@@ -624,7 +624,7 @@ class DeployResult:
 def deploy(
     model: str,
     *,
-    settings: ServeSettings | Mapping[str, Any] | None = None,
+    settings: ServeConfig | Mapping[str, Any] | None = None,
     api_client: Any | None = None,
     tracking_uri: str | None = None,
     timeout_s: float = 1800.0,
@@ -664,3 +664,10 @@ def deploy(
         applied=applied,
         answer=answer,
     )
+
+
+def deploy_uri(settings: ServeConfig, *, model_uri: str) -> str:
+    """Stage `deploy`: serve ``model_uri`` with KServe (:func:`deploy`: render, apply, wait until Ready,
+    smoke-test one chat completion); returns the OpenAI base URL. Raises :class:`DeployError` (exit 3)
+    naming the step that failed."""
+    return deploy(model_uri, settings=settings, log=print).openai_base_url

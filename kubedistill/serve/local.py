@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from kubedistill.errors import UserError
+from kubedistill.core.errors import UserError
 
 Backend = Literal["vllm", "transformers", "auto"]
 

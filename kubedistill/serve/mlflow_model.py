@@ -42,17 +42,3 @@ class HFChatModel(mlflow.pyfunc.PythonModel):
                 gen = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
             out.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
         return out
-
-
-class RewardScorerModel(mlflow.pyfunc.PythonModel):
-    """A distilled RV / CD reward model: input rows ``{problem, cot}`` (a DataFrame or a list of dicts);
-    output the predicted score in [0, 1] (judge score / 9) per row."""
-
-    def load_context(self, context: Any) -> None:
-        from kubedistill.train.reward_model import load_scorer
-
-        self.scorer = load_scorer(context.artifacts["hf_model"])
-
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[float]:
-        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-        return self.scorer.score_many([str(r["problem"]) for r in rows], [str(r["cot"]) for r in rows])

@@ -11,22 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kubedistill.cot.generate import problem_messages
-from kubedistill.cot.parse import THINK_CLOSE, split_think
-from kubedistill.records import Problem, Sample, StageStats
-
-
-def format_completion(sample: Sample) -> str | None:
-    """The assistant turn the student learns, or None when the sample has nothing usable."""
-    split = split_think(sample.text)
-    if THINK_CLOSE in sample.text:
-        if not split.reasoning or not split.answer_part:
-            return None
-        return f"<think>\n{split.reasoning}\n</think>\n\n{split.answer_part}"
-    if not sample.text.strip():
-        return None
-    answer = f"\\boxed{{{sample.final_answer}}}" if sample.final_answer else sample.text.strip().splitlines()[-1]
-    return f"<think>\n{sample.text.strip()}\n</think>\n\n{answer}"
+from kubedistill.core.records import Problem, Sample, StageStats
+from kubedistill.prompts import format_completion, problem_messages
 
 
 def sft_rows(

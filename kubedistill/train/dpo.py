@@ -1,6 +1,6 @@
 """Stage `dpo`: preference optimisation of the SFT student on (verified CoT, corrupted CoT) pairs.
 
-Each :class:`~kubedistill.records.PreferencePair` becomes a conversational preference row: the prompt
+Each :class:`~kubedistill.core.records.PreferencePair` becomes a conversational preference row: the prompt
 is rebuilt from the problem exactly as for SFT (``problem_messages(problem, prompt)``), ``chosen`` and
 ``rejected`` are assistant turns. Training is TRL's ``DPOTrainer`` with ``ref_model=None`` (the
 reference is a frozen copy of the starting model — the SFT student — or, with LoRA, the base weights
@@ -22,9 +22,7 @@ identical sequences.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -34,19 +32,23 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kubedistill.errors import NoTrainingDataError
-from kubedistill.records import PreferencePair, Problem, StageStats
-from kubedistill.train.sft import (
-    LoraSettings,
-    TrainingRuntime,
-    _is_main_process,
-    _last_checkpoint,
-    _loss_history,
-    _MlflowLogCallback,
-    _model_kwargs,
-    _runtime_args,
-    _torch_setup,
+from kubedistill.core.errors import NoTrainingDataError
+from kubedistill.core.records import PreferencePair, Problem, StageStats
+from kubedistill.train.common import (
+    LoraConfig,
+    MLflowStageCallback,
+    TrainingConfig,
+    fingerprint,
+    history,
+    is_main_process,
+    last_checkpoint,
+    load_tokenizer,
+    model_kwargs,
+    peft_config,
     save_trained,
+    torch_setup,
+    training_arguments,
+    work_root,
 )
 
 STAGE = "dpo"
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "sigmoid_norm"]
 
 
-class DPOSettings(TrainingRuntime):
+class DPOConfig(TrainingConfig):
     """DPO hyper-parameters (defaults suit a GPU run after SFT; tests and CPU recipes override them)."""
 
     base_model: str = Field(
@@ -66,8 +68,7 @@ class DPOSettings(TrainingRuntime):
     loss_type: LossType = "sigmoid"
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="for the robust loss")
     learning_rate: float = Field(default=5e-7, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
     per_device_batch_size: int = Field(default=4, ge=1, description="pairs per device and step")
@@ -76,7 +77,7 @@ class DPOSettings(TrainingRuntime):
     precompute_ref_log_probs: bool = Field(
         default=False, description="score the reference once before training (no reference model in memory)"
     )
-    lora: LoraSettings | None = None
+    lora: LoraConfig | None = None
     prompt: str = "generate"
     min_pairs: int = Field(default=1, ge=1, description="fewest usable pairs worth a DPO run")
     too_few_pairs: Literal["fail", "skip"] = Field(
@@ -87,10 +88,10 @@ class DPOSettings(TrainingRuntime):
 
 
 def dpo_rows(
-    pairs: Sequence[PreferencePair], problems: Sequence[Problem], stats: StageStats, cfg: DPOSettings
+    pairs: Sequence[PreferencePair], problems: Sequence[Problem], stats: StageStats, cfg: DPOConfig
 ) -> list[dict[str, Any]]:
     """Conversational preference rows ``{prompt, chosen, rejected, beta, pair_id}``."""
-    from kubedistill.cot.generate import problem_messages
+    from kubedistill.prompts import problem_messages
 
     by_id = {p.id: p for p in problems}
     rows = []
@@ -182,7 +183,7 @@ def torch_float32() -> Any:
 
 def build_dpo_trainer(
     rows: Sequence[dict[str, Any]],
-    cfg: DPOSettings,
+    cfg: DPOConfig,
     *,
     base: str | Path,
     output_dir: str | Path,
@@ -190,58 +191,33 @@ def build_dpo_trainer(
     callbacks: Sequence[Any] = (),
 ) -> Any:
     """The (per-pair-β) DPO trainer over preference rows, ready to ``train()``."""
+    import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from transformers import AutoModelForCausalLM
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base)
     columns = ["prompt", "chosen", "rejected"] + (["beta"] if per_pair_beta else [])
     ds = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
-    per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
-    args = DPOConfig(
-        output_dir=str(output_dir),
+    args = trl.DPOConfig(
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         label_smoothing=cfg.label_smoothing,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
         precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        logging_steps=max(1, min(cfg.logging_steps, math.ceil(len(rows) / per_step))),
-        disable_tqdm=False,
-        **_runtime_args(cfg),
+        **training_arguments(cfg, output_dir=output_dir, rows=len(rows), epochs=cfg.epochs, max_steps=cfg.max_steps),
     )
-    model = AutoModelForCausalLM.from_pretrained(base, **_model_kwargs(cfg))
-    peft_config = None
-    if cfg.lora is not None:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
     kwargs: dict[str, Any] = {
-        "model": model,
+        "model": AutoModelForCausalLM.from_pretrained(base, **model_kwargs(cfg)),
         "ref_model": None,
         "args": args,
         "train_dataset": ds,
         "processing_class": tokenizer,
-        "peft_config": peft_config,
+        "peft_config": peft_config(cfg.lora),
         "callbacks": list(callbacks),
     }
     if not per_pair_beta:
-        return DPOTrainer(**kwargs)
+        return trl.DPOTrainer(**kwargs)
     collator = _BetaCollator(
         DataCollatorForPreference(
             pad_token_id=tokenizer.pad_token_id, max_length=cfg.max_length, truncation_mode=args.truncation_mode
@@ -252,29 +228,31 @@ def build_dpo_trainer(
 
 def train_dpo(
     pairs: Sequence[PreferencePair],
-    cfg: DPOSettings,
+    cfg: DPOConfig,
     *,
     problems: Sequence[Problem],
-    model_dir: str | Path,
-    work_dir: str | Path | None = None,
+    model: str | Path,
     base_model: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> tuple[Path, StageStats]:
-    """DPO from ``base_model`` (default ``cfg.base_model``: the SFT student) into ``model_dir``.
+    """Stage `dpo`: DPO of ``base_model`` (default ``cfg.base_model``: the SFT student; a directory or a
+    model reference) on preference ``pairs`` of ``problems``, into the model directory ``model``.
 
-    Trainer checkpoints in ``work_dir`` (``save_steps``) make a killed run resumable: run it again with
-    the same ``work_dir``, settings and pairs."""
-    from transformers import AutoTokenizer
-
+    Pairs longer than ``max_length`` tokens are dropped (``too_long``). Metrics: ``train_loss``, ``steps``,
+    first / last loss, ``rewards.accuracies`` / ``.margins`` / ``.chosen`` / ``.rejected`` (last logged).
+    Trainer checkpoints in ``<work_dir>/dpo`` (default ``<model>.work``; ``save_steps``) make a killed run
+    resumable. Raises :class:`~kubedistill.core.errors.NoTrainingDataError` (exit 2) with fewer than
+    ``min_pairs`` usable pairs, unless ``too_few_pairs: skip`` (the input model passes through)."""
     from kubedistill.models import resolve_model
 
-    _torch_setup()
-    final = Path(model_dir)
-    work_root = Path(work_dir) if work_dir else final.with_name(final.name + ".work")
+    torch_setup()
+    final = Path(model)
+    root = work_root(final, work_dir, STAGE)
     stats = StageStats(stage=STAGE, n_in=len(pairs))
     t0 = time.perf_counter()
     base = resolve_model(str(base_model) if base_model is not None else cfg.base_model)
     rows = dpo_rows(pairs, problems, stats, cfg)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(base)
     kept = []
     for r in rows:
         longest = max(
@@ -292,7 +270,7 @@ def train_dpo(
         if cfg.too_few_pairs == "fail":
             raise NoTrainingDataError(f"dpo: {why}; set dpo.too_few_pairs: skip to pass the model through untrained")
         log.warning("dpo: skipped, %s: the input model passes through unchanged", why)
-        if _is_main_process():
+        if is_main_process():
             tmp = final.with_name(final.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             if Path(base).is_dir():
@@ -309,12 +287,14 @@ def train_dpo(
         stats.info.update(skipped=why, base_model=str(base))
         stats.elapsed_s = time.perf_counter() - t0
         return final, stats
-    run_dir = work_root / _fingerprint(cfg, base, rows)
-    trainer = build_dpo_trainer(rows, cfg, base=base, output_dir=run_dir, callbacks=[_MlflowLogCallback(STAGE)])
-    resume = _last_checkpoint(run_dir)
+    run_dir = root / fingerprint(
+        [cfg.model_dump(mode="json"), str(base)], ([r["prompt"], r["chosen"], r["rejected"], r["beta"]] for r in rows)
+    )
+    trainer = build_dpo_trainer(rows, cfg, base=base, output_dir=run_dir, callbacks=[MLflowStageCallback(STAGE)])
+    resume = last_checkpoint(run_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    history = trainer.state.log_history
-    losses = _loss_history(history)
+    log_history = trainer.state.log_history
+    losses = history(log_history)
     stats.n_out = len(rows)
     stats.metrics.update(
         {
@@ -325,7 +305,7 @@ def train_dpo(
     if losses:
         stats.metrics["first_loss"], stats.metrics["last_loss"] = losses[0], losses[-1]
     for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
-        values = _loss_history(history, key)
+        values = history(log_history, key)
         if values:
             stats.metrics[key.replace("/", ".")] = values[-1]
     betas = [r["beta"] for r in rows]
@@ -336,15 +316,6 @@ def train_dpo(
         per_pair_beta={"min": min(betas), "max": max(betas), "pairs_with_own": sum(r["own_beta"] for r in rows)},
         resumed_from=str(resume) if resume else None,
     )
-    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=_model_kwargs(cfg)["dtype"])
+    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=model_kwargs(cfg)["dtype"])
     stats.elapsed_s = time.perf_counter() - t0
     return final, stats
-
-
-def _fingerprint(cfg: DPOSettings, base: Path, rows: Sequence[dict[str, Any]]) -> str:
-    import hashlib
-
-    h = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), str(base)], sort_keys=True).encode())
-    for r in rows:
-        h.update(json.dumps([r["prompt"], r["chosen"], r["rejected"], r["beta"]], sort_keys=True).encode())
-    return h.hexdigest()[:16]

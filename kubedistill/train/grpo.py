@@ -24,7 +24,6 @@ docs/training.md.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,25 +31,29 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubedistill.config import StrictModel
-from kubedistill.errors import NoTrainingDataError
-from kubedistill.records import Problem, StageStats
-from kubedistill.train.sft import (
-    LoraSettings,
-    TrainingRuntime,
-    _last_checkpoint,
-    _loss_history,
-    _MlflowLogCallback,
-    _model_kwargs,
-    _runtime_args,
-    _torch_setup,
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.errors import NoTrainingDataError
+from kubedistill.core.records import Problem, StageStats
+from kubedistill.train.common import (
+    LoraConfig,
+    MLflowStageCallback,
+    TrainingConfig,
+    fingerprint,
+    history,
+    last_checkpoint,
+    load_tokenizer,
+    model_kwargs,
+    peft_config,
     save_trained,
+    torch_setup,
+    training_arguments,
+    work_root,
 )
 
 STAGE = "grpo"
 
 
-class IntervalSettings(StrictModel):
+class IntervalConfig(StrictModel):
     """Target interval [low, high] of a distilled score (on the reward model's [0, 1] scale: a judge
     score s of 0-9 is s/9) and the weight λ of its penalty in the reward."""
 
@@ -59,24 +62,23 @@ class IntervalSettings(StrictModel):
     weight: float = Field(default=1.0, ge=0.0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> IntervalSettings:
+    def _ordered(self) -> IntervalConfig:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) > high ({self.high})")
         return self
 
 
-class GRPOSettings(TrainingRuntime):
+class GRPOConfig(TrainingConfig):
     """GRPO hyper-parameters (defaults suit a GPU run; tests and CPU recipes override them)."""
 
     base_model: str = Field(default="tiny-qwen3", description="the student to improve (SFT or DPO output)")
     prompt: str = "generate"
     learning_rate: float = Field(default=1e-6, gt=0)
     lr_scheduler_type: str = "constant"
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
     per_device_batch_size: int = Field(default=8, ge=1, description="completions per device and step")
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
     num_generations: int = Field(default=8, ge=2, description="completions per problem (the GRPO group)")
     max_completion_length: int = Field(default=4096, ge=1)
     temperature: float = Field(default=1.0, gt=0)
@@ -88,12 +90,12 @@ class GRPOSettings(TrainingRuntime):
     mask_truncated_completions: bool = False
     format_weight: float = Field(default=1.0, ge=0)
     accuracy_weight: float = Field(default=1.0, ge=0)
-    rv: IntervalSettings = Field(
-        default_factory=lambda: IntervalSettings(low=3 / 9, high=6 / 9),
+    rv: IntervalConfig = Field(
+        default_factory=lambda: IntervalConfig(low=3 / 9, high=6 / 9),
         description="target reasoning verbosity (used when an RV reward model is given)",
     )
-    cd: IntervalSettings = Field(
-        default_factory=lambda: IntervalSettings(low=3 / 9, high=7 / 9),
+    cd: IntervalConfig = Field(
+        default_factory=lambda: IntervalConfig(low=3 / 9, high=7 / 9),
         description="target cognitive difficulty (used when a CD reward model is given)",
     )
     verifier_workers: int = Field(default=2, ge=1, description="parallel sandboxes for code answers")
@@ -103,10 +105,10 @@ class GRPOSettings(TrainingRuntime):
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1, description="colocate mode")
     vllm_server_base_url: str | None = Field(default=None, description="server mode: a `trl vllm-serve` URL")
-    lora: LoraSettings | None = None
+    lora: LoraConfig | None = None
 
     @model_validator(mode="after")
-    def _groups_fit(self) -> GRPOSettings:
+    def _groups_fit(self) -> GRPOConfig:
         if (self.per_device_batch_size * self.gradient_accumulation_steps) % self.num_generations:
             raise ValueError(
                 f"per_device_batch_size x gradient_accumulation_steps "
@@ -120,7 +122,7 @@ RewardFunction = Callable[..., list[float | None]]
 
 
 def build_reward_functions(
-    cfg: GRPOSettings,
+    cfg: GRPOConfig,
     problems: Mapping[str, Problem],
     scorers: Mapping[str, Any] | None = None,
 ) -> tuple[list[RewardFunction], list[float]]:
@@ -138,45 +140,65 @@ def build_reward_functions(
         scorer = (scorers or {}).get(head)
         if scorer is None:
             continue
-        interval: IntervalSettings = getattr(cfg, head)
+        interval: IntervalConfig = getattr(cfg, head)
         funcs.append(IntervalReward(head, scorer.score_many, interval.low, interval.high, problems))
         weights.append(interval.weight)
     return funcs, weights
 
 
+def reward_model_heads(reward_models: str | Path | Mapping[str, str | Path] | None) -> dict[str, str]:
+    """``{"rv": dir, "cd": dir}`` from a directory written by ``train_reward_models`` (its ``rv/`` and
+    ``cd/``) or from a mapping as it is; ``{}`` for None. Raises ``ConfigError`` for a directory that holds
+    neither, ``ValueError`` for an unknown head."""
+    if reward_models is None or reward_models == "":
+        return {}
+    if isinstance(reward_models, Mapping):
+        heads = {str(k): str(v) for k, v in reward_models.items()}
+    else:
+        root = Path(reward_models)
+        heads = {h: str(root / h) for h in ("rv", "cd") if (root / h).is_dir()}
+        if not heads:
+            raise ConfigError(f"grpo: {root} holds no rv/ or cd/ reward model")
+    unknown = sorted(set(heads) - {"rv", "cd"})
+    if unknown:
+        raise ValueError(f"grpo: unknown reward model heads {unknown} (use rv, cd)")
+    return heads
+
+
 def train_grpo(
     problems: Sequence[Problem],
-    cfg: GRPOSettings,
+    cfg: GRPOConfig,
     *,
-    model_dir: str | Path,
-    work_dir: str | Path | None = None,
-    reward_models: Mapping[str, str | Path] | None = None,
+    model: str | Path,
+    reward_models: str | Path | Mapping[str, str | Path] | None = None,
     base_model: str | Path | None = None,
+    work_dir: str | Path | None = None,
     extra_rewards: Sequence[tuple[RewardFunction, float]] = (),
 ) -> tuple[Path, StageStats]:
-    """GRPO from ``base_model`` (default ``cfg.base_model``) on ``problems`` into ``model_dir``.
+    """Stage `grpo`: GRPO of ``base_model`` (default ``cfg.base_model``) on ``problems`` into the model
+    directory ``model``.
 
-    ``reward_models`` maps ``"rv"`` / ``"cd"`` to directories written by ``train_reward_models``; a head
-    that is absent has its term off. ``extra_rewards`` adds TRL-style reward functions with their
-    weights (e.g. a length penalty). Trainer checkpoints in ``work_dir`` (``save_steps``) make a killed
-    run resumable."""
+    ``reward_models`` is a directory from ``train_reward_models`` (its ``rv/`` and ``cd/``) or a mapping
+    ``{"rv": dir, "cd": dir}``; a head that is absent has its term off. ``extra_rewards`` adds TRL-style
+    reward functions with their weights (e.g. a length penalty). Metrics: ``train_loss``, ``steps`` and
+    first / last / mean of the reward terms, the clipped ratio, KL and entropy. Trainer checkpoints in
+    ``<work_dir>/grpo`` (default ``<model>.work``; ``save_steps``) make a killed run resumable. Raises
+    :class:`~kubedistill.core.errors.NoTrainingDataError` without problems."""
+    import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import AutoModelForCausalLM
 
-    from kubedistill.cot.generate import problem_messages
     from kubedistill.models import resolve_model
+    from kubedistill.prompts import problem_messages
     from kubedistill.train.reward_model import load_scorer
     from kubedistill.verifiers import method_for
 
-    _torch_setup()
-    final = Path(model_dir)
-    work_root = Path(work_dir) if work_dir else final.with_name(final.name + ".work")
+    torch_setup()
+    final = Path(model)
+    root = work_root(final, work_dir, STAGE)
     stats = StageStats(stage=STAGE, n_in=len(problems))
     t0 = time.perf_counter()
-    unknown = sorted(set(reward_models or {}) - {"rv", "cd"})
-    if unknown:
-        raise ValueError(f"grpo: unknown reward model heads {unknown} (use rv, cd)")
+    reward_models = reward_model_heads(reward_models)
     by_id: dict[str, Problem] = {}
     for p in problems:
         if p.id in by_id:
@@ -197,10 +219,10 @@ def train_grpo(
         {"prompt": problem_messages(p, cfg.prompt), "problem_id": p.id, "problem": p.problem} for p in by_id.values()
     ]
     ds = Dataset.from_list(rows)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    run_dir = work_root / _fingerprint(cfg, base, rows, reward_models)
+    tokenizer = load_tokenizer(base)
+    run_dir = root / fingerprint(
+        [cfg.model_dump(mode="json"), str(base), reward_models], ([r["prompt"], r["problem_id"]] for r in rows)
+    )
     vllm: dict[str, Any] = {}
     if cfg.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode}
@@ -208,18 +230,7 @@ def train_grpo(
             vllm["vllm_gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
         elif cfg.vllm_server_base_url:
             vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
-    steps_per_epoch = max(
-        1, len(rows) * cfg.num_generations // (cfg.per_device_batch_size * cfg.gradient_accumulation_steps)
-    )
-    args = GRPOConfig(
-        output_dir=str(run_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    args = trl.GRPOConfig(
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
@@ -230,35 +241,28 @@ def train_grpo(
         scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions,
         reward_weights=weights,
-        logging_steps=max(1, min(cfg.logging_steps, steps_per_epoch)),
-        disable_tqdm=False,
         **vllm,
-        **_runtime_args(cfg),
+        **training_arguments(
+            cfg,
+            output_dir=run_dir,
+            rows=len(rows),
+            rows_per_example=cfg.num_generations,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+        ),
     )
-    model = AutoModelForCausalLM.from_pretrained(base, **_model_kwargs(cfg))
-    peft_config = None
-    if cfg.lora is not None:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-    trainer = GRPOTrainer(
-        model=model,
+    trainer = trl.GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base, **model_kwargs(cfg)),
         reward_funcs=funcs,
         args=args,
         train_dataset=ds,
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_MlflowLogCallback(STAGE)],
+        peft_config=peft_config(cfg.lora),
+        callbacks=[MLflowStageCallback(STAGE)],
     )
-    resume = _last_checkpoint(run_dir)
+    resume = last_checkpoint(run_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    history = trainer.state.log_history
+    log_history = trainer.state.log_history
     stats.n_out = len(by_id)
     stats.metrics["train_loss"] = float(result.training_loss)
     stats.metrics["steps"] = float(trainer.state.global_step)
@@ -266,7 +270,7 @@ def train_grpo(
     names += [f"rewards/{getattr(fn, '__name__', type(fn).__name__)}/mean" for fn in funcs]
     series: dict[str, list[float]] = {}
     for name in names:
-        values = _loss_history(history, name)
+        values = history(log_history, name)
         if values:
             series[name] = values
             key = name.replace("/", ".")
@@ -287,22 +291,6 @@ def train_grpo(
         history=series,  # per logging step
         resumed_from=str(resume) if resume else None,
     )
-    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=_model_kwargs(cfg)["dtype"])
+    save_trained(trainer, final, lora_base=base if cfg.lora is not None else None, dtype=model_kwargs(cfg)["dtype"])
     stats.elapsed_s = time.perf_counter() - t0
     return final, stats
-
-
-def _fingerprint(
-    cfg: GRPOSettings, base: Path, rows: Sequence[dict[str, Any]], reward_models: Mapping[str, Any] | None
-) -> str:
-    import hashlib
-
-    h = hashlib.sha256(
-        json.dumps(
-            [cfg.model_dump(mode="json"), str(base), {k: str(v) for k, v in (reward_models or {}).items()}],
-            sort_keys=True,
-        ).encode()
-    )
-    for r in rows:
-        h.update(json.dumps([r["prompt"], r["problem_id"]], sort_keys=True).encode())
-    return h.hexdigest()[:16]

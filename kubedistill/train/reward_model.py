@@ -35,17 +35,20 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from kubedistill.errors import NoTrainingDataError
-from kubedistill.records import Problem, Sample, StageStats
-from kubedistill.train.sft import (
-    TrainingRuntime,
-    _is_main_process,
-    _loss_history,
-    _MlflowLogCallback,
-    _model_kwargs,
-    _runtime_args,
-    _torch_setup,
+from kubedistill.core.errors import NoTrainingDataError
+from kubedistill.core.records import Problem, Sample, StageStats
+from kubedistill.train.common import (
+    MLflowStageCallback,
+    TrainingConfig,
+    fingerprint,
+    history,
+    is_main_process,
+    last_checkpoint,
+    load_tokenizer,
+    model_kwargs,
     save_trained,
+    torch_setup,
+    training_arguments,
 )
 
 STAGE = "reward_models"
@@ -62,19 +65,15 @@ DESCRIPTIONS = {
 }
 
 
-class RewardModelSettings(TrainingRuntime):
+class RewardModelConfig(TrainingConfig):
     """Regressor hyper-parameters (defaults suit a GPU run; tests and CPU recipes override them)."""
 
     base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models.py)")
     heads: list[Head] = Field(default_factory=lambda: ["rv", "cd"], min_length=1)
-    learning_rate: float = Field(default=1e-5, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     epochs: float = Field(default=2.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
     per_device_batch_size: int = Field(default=8, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=4096, ge=16)
     eval_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of problems held out")
     split_seed: int = 0
@@ -135,20 +134,23 @@ def _ranks(values: Sequence[float]) -> list[float]:
 
 def train_reward_models(
     samples: Sequence[Sample],
-    cfg: RewardModelSettings,
+    cfg: RewardModelConfig,
     *,
     problems: Sequence[Problem],
-    output_dir: str | Path,
+    models: str | Path,
 ) -> tuple[dict[str, Path], StageStats]:
-    """Train one regressor per head in ``cfg.heads`` into ``output_dir/<head>``; returns the model
-    directories by head and the stats (``<head>.mae``, ``<head>.spearman``, ... in ``metrics``).
+    """Stage `reward_models`: one regressor per head in ``cfg.heads`` (``rv``, ``cd``), trained on the
+    judge's 0-9 scores of ``samples`` (divided by 9), into ``models/<head>``.
 
-    A head whose directory already holds a regressor trained with the same settings on the same data
-    is not trained again (a killed run resumes head by head)."""
+    Returns the model directories by head and the stats: ``<head>.mae`` (the [0, 1] scale),
+    ``.mae_points`` (0-9), ``.mae_baseline``, ``.spearman`` on the held-out problems. Samples of unknown
+    problems, empty or unscored CoTs are dropped with a reason. A head whose directory already holds a
+    regressor trained with the same settings on the same data is not trained again (a killed run resumes
+    head by head). Raises :class:`~kubedistill.core.errors.NoTrainingDataError` when no CoT has a score."""
     from kubedistill.models import resolve_model
 
-    _torch_setup()
-    out_root = Path(output_dir)
+    torch_setup()
+    out_root = Path(models)
     stats = StageStats(stage=STAGE, n_in=len(samples))
     t0 = time.perf_counter()
     by_id = {p.id: p for p in problems}
@@ -197,7 +199,7 @@ def train_reward_models(
     return dirs, stats
 
 
-def _split(problem_ids: set[str], cfg: RewardModelSettings) -> set[str]:
+def _split(problem_ids: set[str], cfg: RewardModelConfig) -> set[str]:
     held = {pid for pid in problem_ids if held_out(pid, cfg.eval_fraction, cfg.split_seed)}
     if not held and len(problem_ids) >= 2:  # small sets: hold out at least one problem
         held = {min(problem_ids, key=lambda pid: hashlib.sha256(f"{cfg.split_seed}:{pid}".encode()).digest())}
@@ -206,36 +208,26 @@ def _split(problem_ids: set[str], cfg: RewardModelSettings) -> set[str]:
     return held
 
 
-def _fingerprint(head: str, cfg: RewardModelSettings, base: Path, rows: dict[str, list[dict[str, Any]]]) -> str:
-    h = hashlib.sha256(json.dumps([head, cfg.model_dump(mode="json"), str(base)], sort_keys=True).encode())
-    for part in ("train", "eval"):
-        for r in rows[part]:
-            h.update(json.dumps([part, r["text"], r["label"]]).encode())
-    return h.hexdigest()[:16]
-
-
 def _train_head(
-    head: str, rows: dict[str, list[dict[str, Any]]], cfg: RewardModelSettings, base: Path, final: Path
+    head: str, rows: dict[str, list[dict[str, Any]]], cfg: RewardModelConfig, base: Path, final: Path
 ) -> tuple[Path, dict[str, Any]]:
     import torch
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
-        AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
         TrainingArguments,
     )
 
-    fingerprint = _fingerprint(head, cfg, base, rows)
+    data = ([part, r["text"], r["label"]] for part in ("train", "eval") for r in rows[part])
+    run_id = fingerprint([head, cfg.model_dump(mode="json"), str(base)], data)
     meta_path = final / META_FILE
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == fingerprint:
+        if meta.get("fingerprint") == run_id:
             return final, dict(meta["metrics"], resumed=True)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base)
     tokenizer.truncation_side = "left"  # keep the end of long CoTs
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -245,25 +237,13 @@ def _train_head(
 
     train_ds = Dataset.from_list(rows["train"]).map(encode, batched=True, remove_columns=["text", "label"])
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=1, problem_type="regression", **_model_kwargs(cfg)
+        base, num_labels=1, problem_type="regression", **model_kwargs(cfg)
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     work = final.with_name(final.name + ".work")
-    per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(train_ds) / per_step)
     args = TrainingArguments(
-        output_dir=str(work),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        logging_steps=max(1, min(cfg.logging_steps, steps_per_epoch)),
-        disable_tqdm=False,
-        **_runtime_args(cfg),
+        **training_arguments(cfg, output_dir=work, rows=len(train_ds), epochs=cfg.epochs, max_steps=cfg.max_steps),
     )
     trainer = Trainer(
         model=model,
@@ -271,11 +251,11 @@ def _train_head(
         train_dataset=train_ds,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        callbacks=[_MlflowLogCallback(f"reward_models.{head}")],
+        callbacks=[MLflowStageCallback(f"reward_models.{head}")],
     )
-    resume = _last_checkpoint(work)
+    resume = last_checkpoint(work)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    losses = _loss_history(trainer.state.log_history)
+    losses = history(trainer.state.log_history)
     metrics: dict[str, Any] = {
         "train_loss": float(result.training_loss),
         "steps": float(trainer.state.global_step),
@@ -310,22 +290,16 @@ def _train_head(
         "max_length": cfg.max_length,
         "truncation_side": "left",
         "base_model": cfg.base_model,
-        "fingerprint": fingerprint,
+        "fingerprint": run_id,
         "metrics": metrics,
     }
     save_trained(trainer, final, extra_files={META_FILE: json.dumps(meta, indent=2)})
-    if _is_main_process():
+    if is_main_process():
         shutil.rmtree(work, ignore_errors=True)
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, metrics
-
-
-def _last_checkpoint(work: Path) -> Path | None:
-    from kubedistill.train.sft import _last_checkpoint as last
-
-    return last(work)
 
 
 def _predict(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> list[float]:

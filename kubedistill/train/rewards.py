@@ -43,8 +43,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kubedistill.cot.parse import THINK_CLOSE, THINK_OPEN, extract_code, last_boxed, split_think
-from kubedistill.records import Problem
+from kubedistill.core.records import Problem
+from kubedistill.core.text import THINK_CLOSE, THINK_OPEN, extract_code, last_boxed, split_think
 
 log = logging.getLogger(__name__)
 

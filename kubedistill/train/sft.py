@@ -13,26 +13,42 @@ The output is a model directory (transformers + vLLM loadable; LoRA adapters are
 curriculum stages and trainer checkpoints in ``work_dir`` (on the cluster: a PVC) make a killed run
 resumable: run it again with the same ``work_dir``.
 
-This module also holds what every trainer here shares: :class:`TrainingRuntime` (GPU / DeepSpeed /
-logging settings), the MLflow logging callback and the model-loading helpers.
+What every trainer shares (settings, TrainingArguments, LoRA, MLflow, checkpoints) is in
+kubedistill/train/common.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
-from kubedistill.config import StrictModel
-from kubedistill.errors import NoTrainingDataError
-from kubedistill.records import Difficulty, Problem, Sample, StageStats
+from kubedistill.core.config import StrictModel
+from kubedistill.core.errors import NoTrainingDataError
+from kubedistill.core.records import Difficulty, Problem, Sample, StageStats
+from kubedistill.train.common import (
+    LoraConfig,
+    MLflowStageCallback,
+    TrainingConfig,
+    fingerprint,
+    is_main_process,
+    last_checkpoint,
+    load_tokenizer,
+    model_kwargs,
+    peft_config,
+    save_trained,
+    torch_setup,
+    training_arguments,
+    wait_for_everyone,
+    work_root,
+)
+from kubedistill.train.common import history as history_of
 from kubedistill.train.packing import PackingAttention
 
 STAGE = "sft"
@@ -45,45 +61,16 @@ class CurriculumStage(StrictModel):
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
 
 
-class LoraSettings(StrictModel):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-
-
-class TrainingRuntime(StrictModel):
-    """Settings every trainer shares: precision, memory, multi-GPU, logging, checkpoints."""
-
-    gradient_checkpointing: bool = False
-    bf16: bool | None = Field(default=None, description="None: on when a GPU supports it")
-    deepspeed: str | None = Field(
-        default=None,
-        description="DeepSpeed ZeRO config: zero2, zero3, zero3_offload (shipped) or a JSON path; GPU runs only",
-    )
-    attn_implementation: str | None = Field(
-        default=None, description="sdpa, eager, flash_attention_2, ...; None: the model's default (sdpa)"
-    )
-    seed: int = 0
-    logging_steps: int = 5
-    save_steps: int | None = Field(default=None, ge=1, description="checkpoint every N steps (resumable)")
-
-
-class SFTSettings(TrainingRuntime):
+class SFTConfig(TrainingConfig):
     """SFT hyper-parameters (defaults suit a GPU run; the CPU recipes override them)."""
 
-    base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models.py)")
+    base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models/)")
     curriculum: list[CurriculumStage] = Field(
         default_factory=lambda: [
             CurriculumStage(name="medium", difficulties=["medium"]),
             CurriculumStage(name="hard", difficulties=["medium", "hard"]),
         ]
     )
-    learning_rate: float = Field(default=1e-5, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    per_device_batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=4096, ge=16)
     packing: bool = Field(
         default=False,
@@ -95,105 +82,36 @@ class SFTSettings(TrainingRuntime):
         description="packed layout: auto (flash: native varlen; sdpa: per-CoT SDPA; eager: 4-D mask), varlen, "
         "block_mask",
     )
-    lora: LoraSettings | None = None
+    lora: LoraConfig | None = None
     prompt: str = "generate"
     unlabelled_as: Difficulty = Field(default="medium", description="difficulty assumed for unlabelled CoTs")
 
 
-def _torch_setup() -> Any:
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return torch
-
-
-def _bf16(cfg: TrainingRuntime) -> bool:
-    import torch
-
-    if cfg.bf16 is not None:
-        return cfg.bf16
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def _deepspeed(cfg: TrainingRuntime) -> str | None:
-    if cfg.deepspeed is None:
-        return None
-    from kubedistill.train.deepspeed import config_path
-
-    return config_path(cfg.deepspeed)
-
-
-def _runtime_args(cfg: TrainingRuntime) -> dict[str, Any]:
-    """TrainingArguments common to every trainer (precision, DeepSpeed, CPU, logging: we log ourselves)."""
-    import torch
-
-    return {
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "bf16": _bf16(cfg),
-        "deepspeed": _deepspeed(cfg),
-        "seed": cfg.seed,
-        "save_strategy": "steps" if cfg.save_steps else "no",
-        "save_steps": cfg.save_steps or 500,
-        "save_total_limit": 2,
-        "report_to": [],
-        "use_cpu": not torch.cuda.is_available(),
-        "dataloader_num_workers": 0,
-    }
-
-
-def _model_kwargs(cfg: TrainingRuntime) -> dict[str, Any]:
-    import torch
-
-    kw: dict[str, Any] = {"dtype": torch.bfloat16 if _bf16(cfg) else torch.float32}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    return kw
-
-
-def _loss_history(log_history: Sequence[dict[str, Any]], key: str = "loss") -> list[float]:
-    return [float(h[key]) for h in log_history if key in h]
-
-
-class _MlflowLogCallback:
-    """Forward trainer logs (loss, lr, grad norm) to the active MLflow run, prefixed by the stage."""
-
-    def __new__(cls, prefix: str) -> Any:
-        from transformers import TrainerCallback
-
-        class Callback(TrainerCallback):
-            def on_log(
-                self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-            ) -> None:
-                import mlflow
-
-                if not logs or mlflow.active_run() is None:
-                    return
-                metrics = {f"{prefix}.{k}": float(v) for k, v in logs.items() if isinstance(v, int | float)}
-                if metrics:
-                    mlflow.log_metrics(metrics, step=int(state.global_step))
-
-        return Callback()
-
-
 def train_sft(
     samples: Sequence[Sample],
-    cfg: SFTSettings,
+    cfg: SFTConfig,
     *,
     problems: Sequence[Problem],
-    model_dir: str | Path,
+    model: str | Path,
     work_dir: str | Path | None = None,
 ) -> tuple[Path, StageStats]:
-    """Train the student through the curriculum into ``model_dir``; returns it and the stats."""
+    """Stage `sft`: train ``cfg.base_model`` through the curriculum on ``samples`` (verified CoTs of
+    ``problems``) into the model directory ``model``; returns it and the stats.
+
+    Samples of unknown problems, truncated or empty CoTs are dropped with a reason; metrics per curriculum
+    stage (``<stage>.train_loss``, ``.steps``, ``.cut_at_max_length``, ...). Checkpoints live in
+    ``work_dir`` (default ``<model>.work``), one folder per (config, data): run again to resume. Raises
+    :class:`~kubedistill.core.errors.NoTrainingDataError` (exit 2) when no CoT is usable."""
     from kubedistill.models import resolve_model
     from kubedistill.train.data import sft_rows
 
-    _torch_setup()
+    torch_setup()
+    import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM
 
-    final = Path(model_dir)
-    work_root = Path(work_dir) if work_dir else final.with_name(final.name + ".work")
+    final = Path(model)
+    root = work_root(final, work_dir)
     stats = StageStats(stage=STAGE, n_in=len(samples))
     t0 = time.perf_counter()
     rows = sft_rows(samples, problems, stats, cfg.prompt)
@@ -207,11 +125,11 @@ def train_sft(
         if r["difficulty"] not in ("easy", "medium", "hard"):
             r["difficulty"] = cfg.unlabelled_as
     # Checkpoints belong to one (config, data) pair: a changed recipe or data set never resumes from them.
-    ckpt_root = work_root / _fingerprint(cfg, rows)
+    ckpt_root = root / fingerprint(
+        cfg.model_dump(mode="json"), ([r["prompt"], r["completion"], r["difficulty"]] for r in rows)
+    )
     base = resolve_model(cfg.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base)
     model_path: str | Path = base
     used: set[str] = set()
     history: dict[str, Any] = {}
@@ -228,61 +146,42 @@ def train_sft(
             continue
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in stage_rows])
         stage_dir = ckpt_root / f"{i}-{stage.name}"
-        args = SFTConfig(
-            output_dir=str(stage_dir),
-            num_train_epochs=stage.epochs,
-            max_steps=stage.max_steps or -1,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type=cfg.lr_scheduler_type,
-            warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
-            per_device_train_batch_size=cfg.per_device_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        args = trl.SFTConfig(
             max_length=cfg.max_length,
             packing=False,  # ours (kubedistill/train/packing.py), not TRL's padding-free path
-            logging_steps=cfg.logging_steps,
-            disable_tqdm=False,
-            **_runtime_args(cfg),
+            **training_arguments(
+                cfg, output_dir=stage_dir, rows=len(stage_rows), epochs=stage.epochs, max_steps=stage.max_steps
+            ),
         )
-        model = AutoModelForCausalLM.from_pretrained(model_path, **_model_kwargs(cfg))
-        original_attn = model.config._attn_implementation
-        peft_config = None
-        if cfg.lora is not None:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules,
-                task_type="CAUSAL_LM",
-            )
+        net = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs(cfg))
+        original_attn = net.config._attn_implementation
         common = {
-            "model": model,
+            "model": net,
             "args": args,
             "train_dataset": ds,
             "processing_class": tokenizer,
-            "peft_config": peft_config,
-            "callbacks": [_MlflowLogCallback(f"sft.{stage.name}")],
+            "peft_config": peft_config(cfg.lora),
+            "callbacks": [MLflowStageCallback(f"sft.{stage.name}")],
         }
         collator = None
         if cfg.packing:
             from kubedistill.train.packing import PackedCollator, choose_layout
 
-            mode, mask_dtype = choose_layout(model, cfg.packing_attention)
+            mode, mask_dtype = choose_layout(net, cfg.packing_attention)
             collator = PackedCollator(pad_token_id=tokenizer.pad_token_id, mode=mode, mask_dtype=mask_dtype)
             trainer = packed_sft_trainer_class()(data_collator=collator, **common)
         else:
-            trainer = SFTTrainer(**common)
+            trainer = trl.SFTTrainer(**common)
         seqs = _sequence_stats(trainer.train_dataset, cfg.max_length, packed=cfg.packing)
         per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
-        steps_per_epoch = math.ceil(len(trainer.train_dataset) / per_step)
+        steps_per_epoch = math.ceil(len(trainer.train_dataset) / per_step)  # packed rows: fewer than CoTs
         trainer.args.logging_steps = max(1, min(cfg.logging_steps, steps_per_epoch))
-        resume = _last_checkpoint(stage_dir)
+        resume = last_checkpoint(stage_dir)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         from kubedistill.train.packing import restore_attention
 
-        restore_attention(model, original_attn)
-        losses = _loss_history(trainer.state.log_history)
+        restore_attention(net, original_attn)
+        losses = history_of(trainer.state.log_history)
         history[stage.name] = {
             "rows": len(stage_rows),
             "steps": int(trainer.state.global_step),
@@ -298,18 +197,18 @@ def train_sft(
             trainer,
             done_dir,
             lora_base=model_path if cfg.lora is not None else None,
-            dtype=_model_kwargs(cfg)["dtype"],
+            dtype=model_kwargs(cfg)["dtype"],
             extra_files={"kubedistill_stage.json": json.dumps(history[stage.name])},
         )
         model_path = done_dir
         used.update(r["sample_id"] for r in stage_rows)
-        del trainer, model
+        del trainer, net
     if model_path == base:
         raise NoTrainingDataError("no curriculum stage had CoTs to train on (check the difficulties in sft.curriculum)")
-    if _is_main_process():
+    if is_main_process():
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(model_path, final, ignore=shutil.ignore_patterns("kubedistill_stage.json"))
-    _wait_for_everyone()
+    wait_for_everyone()
     stats.n_out = len(used)
     unused = len(rows) - len(used)
     if unused:
@@ -330,66 +229,6 @@ def train_sft(
             if h.get(k) is not None:
                 stats.metrics[f"{name}.{k}"] = float(h[k])
     return final, stats
-
-
-def save_trained(
-    trainer: Any,
-    out: Path,
-    *,
-    lora_base: str | Path | None = None,
-    dtype: Any = None,
-    model_class: str = "AutoModelForCausalLM",
-    extra_files: dict[str, str] | None = None,
-) -> Path:
-    """Write ``trainer``'s model and tokenizer to ``out`` atomically, however training was launched.
-
-    One process or several (torchrun / accelerate), DeepSpeed ZeRO-3 included: every rank takes part in
-    ``trainer.save_model`` (which gathers sharded weights) and only the main process writes ``out``.
-    With LoRA, ``lora_base`` is the model the adapter was trained on: the adapter is merged into it, so
-    the result is always a plain model directory (transformers- and vLLM-loadable)."""
-    import transformers
-
-    acc = trainer.accelerator
-    main = acc.is_main_process
-    tmp = out.with_name(out.name + ".tmp")
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    acc.wait_for_everyone()
-    adapter = tmp / "adapter"
-    trainer.save_model(str(adapter if lora_base is not None else tmp))
-    acc.wait_for_everyone()
-    if main:
-        if lora_base is not None:
-            from peft import PeftModel
-
-            cls = getattr(transformers, model_class)
-            merged = PeftModel.from_pretrained(cls.from_pretrained(lora_base, dtype=dtype), adapter).merge_and_unload()
-            merged.save_pretrained(tmp)
-            shutil.rmtree(adapter)
-        trainer.processing_class.save_pretrained(tmp)
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    acc.wait_for_everyone()
-    return out
-
-
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _wait_for_everyone() -> None:
-    """A barrier when several processes train together (no-op in one process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _sequence_stats(dataset: Any, max_length: int, *, packed: bool) -> dict[str, Any]:
@@ -440,22 +279,3 @@ def packed_sft_trainer_class() -> Any:
 
     _PACKED_TRAINER = PackedSFTTrainer
     return PackedSFTTrainer
-
-
-def _fingerprint(cfg: SFTSettings, rows: Sequence[dict[str, Any]]) -> str:
-    import hashlib
-
-    h = hashlib.sha256(cfg.model_dump_json().encode())
-    for r in rows:
-        h.update(json.dumps([r["prompt"], r["completion"], r["difficulty"]], sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def _last_checkpoint(stage_dir: Path) -> Path | None:
-    if not stage_dir.exists():
-        return None
-    ckpts = sorted(
-        (p for p in stage_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    return ckpts[-1] if ckpts else None

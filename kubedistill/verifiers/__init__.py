@@ -4,7 +4,7 @@
 there are no think tags). Every verifier returns a :class:`Verdict`; ``correct=None`` means "cannot
 tell" (no reference, unparsable gold, the sandbox could not start) and must never be counted as correct.
 
-:func:`verify` dispatches on the problem (docs/CONTRACTS.md):
+:func:`verify` dispatches on the problem (docs/ARCHITECTURE.md):
 ``metadata["reasoning_gym"]`` -> the task's own scorer; ``tests`` -> sandboxed execution; ``choices``
 -> choice letter; ``answer`` -> math-verify; nothing -> ``Verdict(None, "none", "no reference")``.
 
@@ -16,29 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Literal
 
-from kubedistill.records import FunctionalTests, Problem, StdioTests
-
-Method = Literal["math-verify", "choice", "sandbox", "reasoning-gym", "none"]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one check."""
-
-    correct: bool | None  # None = cannot tell (no reference, unparsable gold): NEVER counted as correct
-    method: str  # "math-verify" | "choice" | "sandbox" | "reasoning-gym" | "none"
-    detail: str = ""  # why: parsed gold / parsed prediction, first failing test, timeout, ...
-
-
-# The submodules import Verdict from here, so they are imported after it is defined.
-from kubedistill.verifiers.choice import extract_choice, verify_choice  # noqa: E402
-from kubedistill.verifiers.code import verify_code  # noqa: E402
-from kubedistill.verifiers.math import verify_math  # noqa: E402
-from kubedistill.verifiers.reasoning_gym import verify_reasoning_gym  # noqa: E402
-from kubedistill.verifiers.sandbox import SandboxError, SandboxPolicy, SandboxResult, run_python  # noqa: E402
+from kubedistill.core.records import FunctionalTests, Problem, StdioTests
+from kubedistill.verifiers.choice import extract_choice, verify_choice
+from kubedistill.verifiers.code import verify_code
+from kubedistill.verifiers.math import verify_math
+from kubedistill.verifiers.reasoning_gym import verify_reasoning_gym
+from kubedistill.verifiers.sandbox import SandboxError, SandboxPolicy, SandboxResult, run_python
+from kubedistill.verifiers.verdict import Method, Verdict
 
 __all__ = [
     "FunctionalTests",

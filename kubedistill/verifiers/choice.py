@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 import string
 
-from kubedistill.cot.parse import last_boxed
-from kubedistill.verifiers import Verdict
+from kubedistill.core.text import last_boxed
+from kubedistill.verifiers.verdict import Verdict
 
 __all__ = ["extract_choice", "gold_letter", "verify_choice"]
 

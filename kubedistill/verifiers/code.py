@@ -2,7 +2,7 @@
 
 Guarantees of :func:`verify_code`:
 
-* The program is the last fenced code block of the response (:func:`kubedistill.cot.parse.extract_code`);
+* The program is the last fenced code block of the response (:func:`kubedistill.core.text.extract_code`);
   none gives ``correct=False`` with detail ``"no code block"``. Nothing is ever run in this process.
 * **Functional tests** (HumanEval style): one run of ``program + tests.code + check(entry_point)``.
   Correct iff the run exits with status 0 on its own *and* prints a random per-run token after
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import secrets
 
-from kubedistill.cot.parse import extract_code
-from kubedistill.records import FunctionalTests, StdioTests
-from kubedistill.verifiers import Verdict
+from kubedistill.core.records import FunctionalTests, StdioTests
+from kubedistill.core.text import extract_code
 from kubedistill.verifiers.sandbox import SandboxError, SandboxResult, run_python
+from kubedistill.verifiers.verdict import Verdict
 
 __all__ = ["functional_program", "normalize_output", "verify_code"]
 

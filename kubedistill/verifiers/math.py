@@ -31,8 +31,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from kubedistill.cot.parse import last_boxed
-from kubedistill.verifiers import Verdict
+from kubedistill.core.text import last_boxed
+from kubedistill.verifiers.verdict import Verdict
 
 __all__ = [
     "WORKER_THREAD_LIMIT_S",

@@ -1,10 +1,10 @@
 """reasoning-gym problems scored by their own task's scorer.
 
 A reasoning-gym problem carries ``metadata["reasoning_gym"] = {"task": <dataset name>, "entry": <the
-JSON-safe entry dict>}`` (docs/CONTRACTS.md). Guarantees of :func:`verify_reasoning_gym`:
+JSON-safe entry dict>}`` (docs/ARCHITECTURE.md). Guarantees of :func:`verify_reasoning_gym`:
 
 * The answer is the last ``<answer>...</answer>`` of the response (reasoning-gym's own convention),
-  else :func:`kubedistill.cot.parse.extract_final_answer` (last ``\\boxed{}``, "answer is X", last line).
+  else :func:`kubedistill.core.text.extract_final_answer` (last ``\\boxed{}``, "answer is X", last line).
 * ``correct`` is ``score >= 1.0`` from the task's ``score_answer(answer=..., entry=...)``; the score is
   in the detail (partial credit, e.g. 0.5, is *not* correct).
 * ``correct=None`` when the metadata is malformed, the task is unknown to the installed reasoning-gym,
@@ -18,9 +18,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from kubedistill.cot.parse import extract_final_answer
-from kubedistill.records import Problem
-from kubedistill.verifiers import Verdict
+from kubedistill.core.records import Problem
+from kubedistill.core.text import extract_final_answer
+from kubedistill.verifiers.verdict import Verdict
 
 __all__ = ["extract_rg_answer", "verify_reasoning_gym"]
 

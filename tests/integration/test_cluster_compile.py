@@ -11,8 +11,8 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from kubedistill import cluster
-from kubedistill.cluster import ClusterConfig, ClusterConfigError, ClusterSettingsIgnored
+from kubedistill_kfp import cluster
+from kubedistill_kfp.cluster import ClusterConfig, ClusterConfigError, ClusterSettingsIgnored
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,7 @@ TRAINERS = {
 
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path: Path, secrets_in_env, name) -> None:
-    from kubedistill.orchestrate import pipeline_function
+    from kubedistill_kfp.pipelines import pipeline_function
 
     cfg = cluster.load_cluster_config(EXAMPLE)
     out, text = _compile(pipeline_function(name), cfg, tmp_path / f"{name}.yaml")

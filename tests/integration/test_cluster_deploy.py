@@ -258,7 +258,7 @@ def test_deploy_against_fake_kube_api_fails_clearly_when_the_smoke_test_fails() 
 
 
 def test_render_a_registered_student_from_the_mlflow_registry(tracking_uri: str, tmp_path: Path) -> None:
-    from kubedistill.tracking import register_student
+    from kubedistill.registry import register_student
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -275,7 +275,7 @@ def test_render_a_registered_student_from_the_mlflow_registry(tracking_uri: str,
     assert (
         meta["labels"]["kubedistill.io/model"] == "distilled" and meta["labels"]["kubedistill.io/model-version"] == "2"
     )
-    from kubedistill.errors import UserError
+    from kubedistill.core.errors import UserError
 
     with pytest.raises(UserError, match="not found in the MLflow registry"):
         render("models:/distilled@champion")

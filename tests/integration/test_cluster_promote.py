@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ConfigError
-from kubedistill.promote import Gate, check_gate, promote
+from kubedistill.core.config import ConfigError
+from kubedistill.registry import GateConfig, check_gate, promote
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ GATE = {"metric": "student.heldout.accuracy", "min": 0.3, "beat_base_by": 0.0}
 def registry(tracking_uri: str, tmp_path: Path):
     import mlflow
 
-    from kubedistill.tracking import register_student
+    from kubedistill.registry import register_student
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -76,6 +76,6 @@ def test_gate_edge_cases() -> None:
     r = check_gate({"student.heldout.accuracy": 0.5}, GATE)
     assert not r.passed and "base.heldout.accuracy is missing" in r.reasons[-1]
     assert check_gate({"student.heldout.accuracy": 0.3}, {"min": 0.3}).passed  # the bound is inclusive
-    assert Gate(metric="student.aime.pass_at_1").base_name() == "base.aime.pass_at_1"
+    assert GateConfig(metric="student.aime.pass_at_1").base_name() == "base.aime.pass_at_1"
     with pytest.raises(ConfigError, match="minimum: unknown key"):
         check_gate({}, {"minimum": 0.3})

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from kubedistill.orchestrate import PIPELINES
+from kubedistill_kfp.pipelines import PIPELINES
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +50,7 @@ def test_compile_writes_one_yaml_per_pipeline_on_the_configured_images(tmp_path:
 
 
 def test_pipeline_shapes(tmp_path: Path) -> None:
-    from kubedistill.orchestrate import compile_all
+    from kubedistill_kfp.compile import compile_all
 
     paths = {p.stem: p for p in compile_all(tmp_path)}
     spec = yaml.safe_load(paths["slow_thinking"].read_text())
@@ -119,15 +118,15 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("example", sorted(p.name for p in Path("examples").glob("*.yaml") if p.name != "cluster.yaml"))
 def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: str, tmp_path: Path) -> None:
-    from kubedistill.config import TeacherConfig
-    from kubedistill.orchestrate import compile_all
+    from kubedistill.chat.config import EndpointConfig
     from kubedistill.recipes import load_recipe
+    from kubedistill_kfp.compile import compile_all
 
     recipe = load_recipe(Path("examples") / example)
     kind = recipe.recipe
     (path,) = compile_all(tmp_path, names=[kind])
     params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
-    args = recipe.pipeline_arguments([TeacherConfig(url="http://127.0.0.1:9/v1", model="t")])
+    args = recipe.pipeline_arguments([EndpointConfig(url="http://127.0.0.1:9/v1", model="t")])
     assert set(args) <= set(params), set(args) - set(params)
     # every parameter without a real default comes from the recipe
     assert {k for k in params if k.endswith("_config")} <= set(args)

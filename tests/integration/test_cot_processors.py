@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ClientConfig, GenerateConfig, TeacherConfig
-from kubedistill.cot.generate import generate
-from kubedistill.cot.judge import JudgeSettings, judge_difficulty, score_rv_cd
-from kubedistill.cot.pairs import PairsSettings, make_pairs
-from kubedistill.cot.rewrite import RewriteSettings, rewrite
-from kubedistill.cot.select import SelectSettings, select
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.records import Problem
+from kubedistill.cot.generate import GenerateConfig, generate
+from kubedistill.cot.judge import JudgeConfig, judge_difficulty, score_rv_cd
+from kubedistill.cot.pairs import PairsConfig, make_pairs
+from kubedistill.cot.rewrite import RewriteConfig, rewrite
+from kubedistill.cot.select import SelectConfig, select
 from kubedistill.cot.verify import VerifyConfig, verify_samples
-from kubedistill.records import Problem
 from kubedistill.testing.openai_server import ServerScript, read_log, running_server
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ ANSWERS = [
 def server(tmp_path: Path):  # type: ignore[no-untyped-def]
     log = tmp_path / "server.jsonl"
     with running_server(ServerScript(answers=ANSWERS, log_path=str(log))) as url:
-        yield TeacherConfig(url=url, model="scripted", name="teacher"), log
+        yield EndpointConfig(url=url, model="scripted", name="teacher"), log
 
 
 def _problems() -> list[Problem]:
@@ -58,7 +58,7 @@ def test_slow_thinking_data_stages(server, tmp_path: Path) -> None:  # type: ign
     samples, _ = generate(problems, GenerateConfig(teachers=[teacher], temperatures=[0.6], client=client_cfg))
     assert len(samples) == 8
 
-    judged, jstats = judge_difficulty(samples, JudgeSettings(judge=teacher, client=client_cfg), problems=problems)
+    judged, jstats = judge_difficulty(samples, JudgeConfig(judge=teacher, client=client_cfg), problems=problems)
     labels = {s.problem_id: s.difficulty for s in judged}
     assert labels == {
         "p0": "easy",
@@ -75,7 +75,7 @@ def test_slow_thinking_data_stages(server, tmp_path: Path) -> None:  # type: ign
     assert "rather long" in (j.raw or "") and "<difficulty>hard</difficulty>" in (j.raw or "")
     assert jstats.info["difficulty"]["reasked"] == 2
 
-    rewritten, rstats = rewrite(judged, RewriteSettings(rewriter=teacher, client=client_cfg), problems=problems)
+    rewritten, rstats = rewrite(judged, RewriteConfig(rewriter=teacher, client=client_cfg), problems=problems)
     assert rstats.info["counts"] == {"extend": 3, "simplify": 2, "rewrite_failed": 0}
     rw = {s.problem_id: s for s in rewritten if s.rewritten_from}
     assert set(rw) == {"p0", "p1", "p2", "p6", "p7"} and len(rewritten) == 8  # replaced, not added
@@ -90,7 +90,7 @@ def test_slow_thinking_data_stages(server, tmp_path: Path) -> None:  # type: ign
 
     # asking again repeats nothing: every judge and rewrite answer is cached
     n = len(read_log(log))
-    judge_difficulty(samples, JudgeSettings(judge=teacher, client=client_cfg), problems=problems)
+    judge_difficulty(samples, JudgeConfig(judge=teacher, client=client_cfg), problems=problems)
     assert len(read_log(log)) == n
 
 
@@ -102,16 +102,16 @@ def test_adaptive_thinking_scores_select_and_pairs(server, tmp_path: Path) -> No
     )
     verified, _ = verify_samples(samples, VerifyConfig(), problems=problems)
     scored, sstats = score_rv_cd(
-        verified, JudgeSettings(judge=teacher, client=ClientConfig(progress=False)), problems=problems
+        verified, JudgeConfig(judge=teacher, client=ClientConfig(progress=False)), problems=problems
     )
     assert {(s.rv, s.cd) for s in scored} == {(3, 2)}
     assert scored[0].judgements["rv"].prompt == "judge_rv@v1" and scored[0].judgements["cd"].prompt == "judge_cd@v1"
     assert sstats.info["rv"] == {"3": 16}
-    chosen, _ = select(scored, SelectSettings(profile="small", per_problem=1))
+    chosen, _ = select(scored, SelectConfig(profile="small", per_problem=1))
     assert len(chosen) == 8 and len({s.problem_id for s in chosen}) == 8
-    none_fit, stats = select(scored, SelectSettings(profile="large"))  # large: rv 3-9 fits, cd 3-9 does not
+    none_fit, stats = select(scored, SelectConfig(profile="large"))  # large: rv 3-9 fits, cd 3-9 does not
     assert none_fit == [] and stats.dropped == {"cd_out_of_window": 16}
-    pairs, _ = make_pairs(chosen, PairsSettings(pairs_per_sample=1), problems=problems)
+    pairs, _ = make_pairs(chosen, PairsConfig(pairs_per_sample=1), problems=problems)
     assert pairs and all(p.chosen != p.rejected for p in pairs)
 
 

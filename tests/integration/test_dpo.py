@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.records import PreferencePair, Problem, StageStats
-from kubedistill.train.dpo import DPOSettings, build_dpo_trainer, dpo_rows, train_dpo
+from kubedistill.core.records import PreferencePair, Problem, StageStats
+from kubedistill.train.dpo import DPOConfig, build_dpo_trainer, dpo_rows, train_dpo
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def _data(n: int = 16) -> tuple[list[Problem], list[PreferencePair]]:
     return problems, pairs
 
 
-def _cfg(tiny_model: Path, **kw: object) -> DPOSettings:
+def _cfg(tiny_model: Path, **kw: object) -> DPOConfig:
     base = {
         "base_model": str(tiny_model),
         "beta": 0.1,
@@ -43,7 +43,7 @@ def _cfg(tiny_model: Path, **kw: object) -> DPOSettings:
         "lr_scheduler_type": "constant",
     }
     base.update(kw)
-    return DPOSettings(**base)  # type: ignore[arg-type]
+    return DPOConfig(**base)  # type: ignore[arg-type]
 
 
 def _batch(trainer, n: int = 4):  # type: ignore[no-untyped-def]
@@ -163,9 +163,7 @@ def test_train_dpo_learns_the_preference_and_saves_a_reloadable_model(
     cfg = _cfg(tiny_model, epochs=4)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run() as run:
-        model_dir, stats = train_dpo(
-            [*pairs, too_long, same, orphan], cfg, problems=problems, model_dir=tmp_path / "dpo"
-        )
+        model_dir, stats = train_dpo([*pairs, too_long, same, orphan], cfg, problems=problems, model=tmp_path / "dpo")
     logged = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "dpo.loss")
     assert len(logged) == stats.metrics["steps"]  # the loss history went to the active MLflow run
     assert stats.dropped == {"too_long": 1, "identical": 1, "unknown_problem": 1}

@@ -25,7 +25,7 @@ def test_quickstart_small_with_real_vllm(tmp_path: Path) -> None:
     recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 12}
     recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 3}
     recipe["generate"]["temperatures"] = [0.6, 1.0]
-    recipe["generate"]["samples"] = 1
+    recipe["generate"]["num_generations"] = 1
     recipe["generate"]["max_tokens"] = 160
     recipe["evaluate"].update({"backend": "vllm", "compare_base": False, "max_tokens": 16})
     recipe["sft"]["curriculum"][0]["epochs"] = 2

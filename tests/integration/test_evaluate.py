@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ClientConfig, TeacherConfig, TrackingConfig
-from kubedistill.evaluate.cli import build_parser, main, run
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.cli.evaluate import build_parser, main, run
 from kubedistill.evaluate.core import EvalConfig
 from kubedistill.evaluate.run import EvaluationIncomplete, evaluate_endpoint, load_benchmarks
 from kubedistill.testing.openai_server import ServerScript, free_port, read_log, running_server
+from kubedistill.tracking import TrackingConfig
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ def test_humaneval_canonical_solutions_score_1_wrong_code_0_and_the_runs_compare
             code = _cli(
                 "--endpoint", url, "--model", "coder", "--name", label,
                 "--benchmark", "humaneval", "--limit", str(N_HUMANEVAL),
-                "--samples", "2", "--k", "1,2", "--max-tokens", "512",
+                "--n", "2", "--k", "1,2", "--max-tokens", "512",
                 "--output", str(out), "--no-tracking", "--no-progress",
                 # the second run is compared with the first right away (into <output>/compare)
                 *(["--compare", f"canonical={outs['canonical']}"] if outs else []),
@@ -117,10 +118,10 @@ def _toy_problems(path: Path, n: int) -> Path:
 
 def _eval_cmd(url: str, problems: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "kubedistill.evaluate.cli",
+        sys.executable, "-m", "kubedistill.cli.evaluate",
         "--endpoint", url, "--model", "scripted",
         "--benchmark", "toy", "--benchmark-path", f"toy={problems}",
-        "--samples", "2", "--k", "1,2", "--output", str(out), "--no-tracking", "--no-progress", *extra,
+        "--n", "2", "--k", "1,2", "--output", str(out), "--no-tracking", "--no-progress", *extra,
     ]  # fmt: skip
 
 
@@ -128,7 +129,7 @@ def test_killed_evaluation_resumes_from_the_cache(tmp_path: Path) -> None:
     problems = _toy_problems(tmp_path / "toy.jsonl", 40)  # 40 x 2 samples = 80 requests
     out = tmp_path / "out"
     log = tmp_path / "server.jsonl"
-    db = out / ".cache" / "requests.sqlite"
+    db = tmp_path / "out.cache" / "requests.sqlite"  # the request cache sits beside the output
     with running_server(ServerScript(latency_s=0.15, log_path=str(log)), port=free_port()) as url:
         cmd = _eval_cmd(url, problems, out, "--concurrency", "4")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -153,7 +154,7 @@ def test_killed_evaluation_resumes_from_the_cache(tmp_path: Path) -> None:
     # only what had not finished was asked again (plus at most the 4 in flight at the kill)
     assert 80 - len(finished) <= len(resumed) <= 80 - len(finished) + 4
     res = json.loads((out / "results.json").read_text())["toy"]
-    assert res["n_problems"] == 40 and res["samples"] == 2
+    assert res["n_problems"] == 40 and res["n"] == 2
     assert res["accuracy"] == pytest.approx(0.8) and res["pass@1"] == pytest.approx(0.8)
     assert res["n_unscorable"] == 0 and res["lengths"]["mean_correct"] > 0
     rows = (out / "items" / "toy.jsonl").read_text().splitlines()
@@ -205,10 +206,10 @@ def test_evaluate_endpoint_logs_to_mlflow_and_reasoning_gym_names_are_file_safe(
         ["reasoning_gym:chain_sum", "toy"], paths={"toy": str(_toy_problems(tmp_path / "toy.jsonl", 6))}, limit=6
     )
     assert sources["toy"].endswith("toy.jsonl") and sources["reasoning_gym:chain_sum"] == "reasoning-gym"
-    cfg = EvalConfig(samples=2, k=[1, 2], client=ClientConfig(progress=False))
+    cfg = EvalConfig(n=2, k=[1, 2], client=ClientConfig(progress=False))
     with running_server(ServerScript()) as url:
         results = evaluate_endpoint(
-            TeacherConfig(url=url, model="scripted"),
+            EndpointConfig(url=url, model="scripted"),
             benchmarks,
             cfg,
             tmp_path / "out",
@@ -235,9 +236,9 @@ def test_evaluate_endpoint_logs_to_mlflow_and_reasoning_gym_names_are_file_safe(
 def test_k_above_samples_is_refused_before_any_request(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="pass@4 needs at least 4 samples"):
         evaluate_endpoint(
-            TeacherConfig(url="http://127.0.0.1:9/v1", model="m"),
+            EndpointConfig(url="http://127.0.0.1:9/v1", model="m"),
             load_benchmarks(["humaneval"], limit=2)[0],
-            EvalConfig(samples=2, k=[1, 4]),
+            EvalConfig(n=2, k=[1, 4]),
             tmp_path,
         )
     assert not (tmp_path / "results.json").exists()
@@ -248,9 +249,9 @@ def test_incomplete_evaluation_raises_for_library_callers(tmp_path: Path) -> Non
     cfg = EvalConfig(client=ClientConfig(max_retries=0, progress=False))
     with running_server(ServerScript(always_fail=["What is"])) as url:
         with pytest.raises(EvaluationIncomplete) as e:
-            evaluate_endpoint(TeacherConfig(url=url, model="scripted"), problems, cfg, tmp_path / "o")
+            evaluate_endpoint(EndpointConfig(url=url, model="scripted"), problems, cfg, tmp_path / "o")
         assert e.value.results["toy"].n_failed == 2
         r = evaluate_endpoint(
-            TeacherConfig(url=url, model="scripted"), problems, cfg, tmp_path / "o", allow_failed=True
+            EndpointConfig(url=url, model="scripted"), problems, cfg, tmp_path / "o", allow_failed=True
         )
     assert r["toy"].n_failed == 2 and r["toy"].accuracy == 0.0

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kubedistill.records import Problem, Sample
-from kubedistill.train.grpo import GRPOSettings, IntervalSettings, build_reward_functions, train_grpo
-from kubedistill.train.reward_model import RewardModelSettings, train_reward_models
+from kubedistill.core.records import Problem, Sample
+from kubedistill.train.grpo import GRPOConfig, IntervalConfig, build_reward_functions, train_grpo
+from kubedistill.train.reward_model import RewardModelConfig, train_reward_models
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +46,8 @@ def _reward_model(tiny_model: Path, tmp_path: Path, problems: list[Problem]) -> 
         )
         for i, p in enumerate(problems)
     ]
-    cfg = RewardModelSettings(base_model=str(tiny_model), heads=["rv"], max_steps=2, max_length=64)
-    dirs, _ = train_reward_models(samples, cfg, problems=problems, output_dir=tmp_path / "rm")
+    cfg = RewardModelConfig(base_model=str(tiny_model), heads=["rv"], max_steps=2, max_length=64)
+    dirs, _ = train_reward_models(samples, cfg, problems=problems, models=tmp_path / "rm")
     return dirs["rv"]
 
 
@@ -58,7 +58,7 @@ def test_reward_functions_and_weights_follow_the_config() -> None:
         def score_many(self, problems: list[str], cots: list[str]) -> list[float]:
             return [0.5] * len(cots)
 
-    cfg = GRPOSettings(format_weight=0.5, rv=IntervalSettings(low=0.1, high=0.2, weight=3.0))
+    cfg = GRPOConfig(format_weight=0.5, rv=IntervalConfig(low=0.1, high=0.2, weight=3.0))
     funcs, weights = build_reward_functions(cfg, problems)
     assert [f.__name__ for f in funcs] == ["format", "accuracy"] and weights == [0.5, 1.0]  # no RM: terms off
     funcs, weights = build_reward_functions(cfg, problems, {"rv": Scorer()})
@@ -66,9 +66,9 @@ def test_reward_functions_and_weights_follow_the_config() -> None:
     out = funcs[2](prompts=[[]], completions=[[{"role": "assistant", "content": "x"}]], problem_id=["p0"])
     assert out == [pytest.approx(-0.3)]  # f = 0.5, H = 0.2
     with pytest.raises(ValueError, match="multiple of num_generations"):
-        GRPOSettings(per_device_batch_size=6, num_generations=4)
+        GRPOConfig(per_device_batch_size=6, num_generations=4)
     with pytest.raises(ValueError, match="low"):
-        IntervalSettings(low=0.6, high=0.5)
+        IntervalConfig(low=0.6, high=0.5)
 
 
 def test_grpo_trains_with_our_rewards_and_a_learnable_reward_rises(tiny_model: Path, tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_grpo_trains_with_our_rewards_and_a_learnable_reward_rises(tiny_model: P
     problems = _problems()
     rm_dir = _reward_model(tiny_model, tmp_path, problems)
     toy = DigitShare()
-    cfg = GRPOSettings(
+    cfg = GRPOConfig(
         base_model=str(tiny_model),
         learning_rate=2e-2,
         per_device_batch_size=16,
@@ -91,7 +91,7 @@ def test_grpo_trains_with_our_rewards_and_a_learnable_reward_rises(tiny_model: P
     model_dir, stats = train_grpo(
         problems,
         cfg,
-        model_dir=tmp_path / "grpo",
+        model=tmp_path / "grpo",
         reward_models={"rv": rm_dir},
         extra_rewards=[(toy, 1.0)],
     )

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ClientConfig, TeacherConfig
-from kubedistill.errors import UserError
+from kubedistill.chat import ChatClient, ChatRequest
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.errors import UserError
 from kubedistill.models import resolve_model
 from kubedistill.serve.local import LocalServer
-from kubedistill.teacher import ChatRequest, TeacherClient
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,11 @@ def test_model_references_fail_clearly(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_transformers_server_answers_chat_completions(tiny_model: Path, tmp_path: Path) -> None:
     with LocalServer(tiny_model, served_name="student", backend="transformers", log_path=tmp_path / "s.log") as url:
-        client = TeacherClient([TeacherConfig(url=url, model="student")], ClientConfig(progress=False))
+        client = ChatClient([EndpointConfig(url=url, model="student")], ClientConfig(progress=False))
         client.check()
         reqs = [
             ChatRequest(
-                teacher="student",
+                endpoint="student",
                 messages=[{"role": "user", "content": f"What is {i} + 1?"}],
                 params={"max_tokens": 8, "temperature": 0.0},
             )
@@ -60,7 +60,7 @@ def test_transformers_server_answers_chat_completions(tiny_model: Path, tmp_path
 
 
 def test_register_then_resolve_from_the_registry(tiny_model: Path, tracking_uri: str) -> None:
-    from kubedistill.tracking import register_student
+    from kubedistill.registry import register_student
 
     version, uri = register_student(
         tiny_model, "kd-test-student", aliases=["candidate"], experiment="t", metrics={"student.heldout.accuracy": 0.5}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubedistill.orchestrate import run_local
 from kubedistill.report import RunSummary
 from kubedistill.testing.openai_server import ServerScript, read_log, running_server
+from kubedistill_kfp.local import run_local
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _recipe(tmp_path: Path, url: str) -> Path:
     recipe["teacher"] = {"endpoints": [{"url": url, "model": "scripted", "name": "scripted-teacher"}]}
     recipe["collect"]["sources"][0]["tasks"] = {"chain_sum": 24}
     recipe["collect"]["holdout"] = {"fraction": 0.25, "max_items": 4}
-    recipe["generate"]["samples"] = 1
+    recipe["generate"]["num_generations"] = 1
     recipe["shards"] = 2  # generate / judge / rewrite as 2 parallel tasks each, merged before verify
     recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium"], "epochs": 1}]
     recipe["evaluate"]["max_tokens"] = 8
@@ -100,7 +100,7 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
 def test_a_run_whose_selection_keeps_nothing_fails_clearly(
     tmp_path: Path, tracking_uri: str, model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kubedistill.errors import RunFailed
+    from kubedistill.core.errors import RunFailed
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     recipe = yaml.safe_load(Path("examples/adaptive_thinking.yaml").read_text())
@@ -213,7 +213,7 @@ def test_reward_models_recipe_registers_scorers_that_load_back(
 def test_evaluate_recipe_compares_registered_student_with_base(
     tmp_path: Path, tracking_uri: str, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kubedistill.tracking import register_student
+    from kubedistill.registry import register_student
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     register_student(tiny_model, "kubedistill-quickstart", aliases=["candidate"], experiment="t")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.records import Problem, Sample
+from kubedistill.core.records import Problem, Sample
 from kubedistill.train.reward_model import (
     META_FILE,
-    RewardModelSettings,
+    RewardModelConfig,
     held_out,
     load_scorer,
     spearman,
@@ -56,7 +56,7 @@ def _data(n: int = 48) -> tuple[list[Problem], list[Sample]]:
 
 def test_reward_models_learn_report_held_out_metrics_and_reload(tiny_model: Path, tmp_path: Path) -> None:
     problems, samples = _data()
-    cfg = RewardModelSettings(
+    cfg = RewardModelConfig(
         base_model=str(tiny_model),
         learning_rate=3e-3,
         epochs=8,
@@ -65,7 +65,7 @@ def test_reward_models_learn_report_held_out_metrics_and_reload(tiny_model: Path
         eval_fraction=0.25,
         logging_steps=1,
     )
-    dirs, stats = train_reward_models(samples, cfg, problems=problems, output_dir=tmp_path / "rm")
+    dirs, stats = train_reward_models(samples, cfg, problems=problems, models=tmp_path / "rm")
     assert set(dirs) == {"rv", "cd"}
     assert stats.dropped == {"no_score": 1, "unknown_problem": 1}
     assert stats.n_in == stats.n_out + 2
@@ -93,7 +93,7 @@ def test_reward_models_learn_report_held_out_metrics_and_reload(tiny_model: Path
     assert many[0] > many[1]  # verbose scores higher
 
     # same settings, same data: the saved heads are reused, not retrained
-    _, again = train_reward_models(samples, cfg, problems=problems, output_dir=tmp_path / "rm")
+    _, again = train_reward_models(samples, cfg, problems=problems, models=tmp_path / "rm")
     assert again.info["rv"]["resumed"] is True and again.metrics["rv.mae"] == m["rv.mae"]
 
 
@@ -101,6 +101,4 @@ def test_reward_models_refuse_data_without_scores(tiny_model: Path, tmp_path: Pa
     problems, samples = _data(4)
     unscored = [s.model_copy(update={"rv": None, "cd": None}) for s in samples]
     with pytest.raises(ValueError, match="no CoT has a rv or cd score"):
-        train_reward_models(
-            unscored, RewardModelSettings(base_model=str(tiny_model)), problems=problems, output_dir=tmp_path
-        )
+        train_reward_models(unscored, RewardModelConfig(base_model=str(tiny_model)), problems=problems, models=tmp_path)

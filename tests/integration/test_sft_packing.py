@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.records import Problem, Sample
+from kubedistill.core.records import Problem, Sample
 from kubedistill.train.packing import (
     VARLEN_SDPA,
     PackedCollator,
@@ -17,7 +17,7 @@ from kubedistill.train.packing import (
     pack_rows,
     restore_attention,
 )
-from kubedistill.train.sft import CurriculumStage, SFTSettings, train_sft
+from kubedistill.train.sft import CurriculumStage, SFTConfig, train_sft
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,7 @@ def _data(n: int = 24) -> tuple[list[Problem], list[Sample]]:
 
 def test_train_sft_with_packing_learns_and_saves_a_plain_model(tiny_model: Path, tmp_path: Path) -> None:
     problems, samples = _data()
-    cfg = SFTSettings(
+    cfg = SFTConfig(
         base_model=str(tiny_model),
         learning_rate=3e-3,
         per_device_batch_size=2,
@@ -162,7 +162,7 @@ def test_train_sft_with_packing_learns_and_saves_a_plain_model(tiny_model: Path,
         packing=True,
         curriculum=[CurriculumStage(name="all", difficulties=["medium"], epochs=6)],
     )
-    model_dir, stats = train_sft(samples, cfg, problems=problems, model_dir=tmp_path / "model")
+    model_dir, stats = train_sft(samples, cfg, problems=problems, model=tmp_path / "model")
     h = stats.info["curriculum"]["all"]
     assert h["sequences"] == 24 and h["packed_rows"] < 24 and h["cut_at_max_length"] == 0
     assert h["useful_token_fraction"] == 1.0  # varlen: no padding at all
@@ -185,7 +185,7 @@ def test_packed_rows_keep_the_completion_only_labels_of_trl(tiny_model: Path) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from kubedistill.records import StageStats
+    from kubedistill.core.records import StageStats
     from kubedistill.train.data import sft_rows
     from kubedistill.train.packing import PackedCollator
     from kubedistill.train.sft import packed_sft_trainer_class
@@ -239,19 +239,19 @@ def test_lora_with_packing_saves_a_merged_plain_model(tiny_model: Path, tmp_path
     import torch
     from transformers import AutoModelForCausalLM
 
-    from kubedistill.train.sft import LoraSettings
+    from kubedistill.train.sft import LoraConfig
 
     problems, samples = _data(12)
-    cfg = SFTSettings(
+    cfg = SFTConfig(
         base_model=str(tiny_model),
         learning_rate=1e-2,
         per_device_batch_size=2,
         max_length=512,
         packing=True,
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        lora=LoraConfig(r=4, alpha=8, dropout=0.0),
         curriculum=[CurriculumStage(name="all", difficulties=["medium"], epochs=2)],
     )
-    model_dir, stats = train_sft(samples, cfg, problems=problems, model_dir=tmp_path / "lora")
+    model_dir, stats = train_sft(samples, cfg, problems=problems, model=tmp_path / "lora")
     assert not list(model_dir.glob("adapter*")) and (model_dir / "model.safetensors").exists()
     assert stats.info["curriculum"]["all"]["last_loss"] < stats.info["curriculum"]["all"]["first_loss"]
     base = AutoModelForCausalLM.from_pretrained(tiny_model)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubedistill.errors import RunFailed, UserError
-from kubedistill.submit import SubmitPlan, SubmitResult, mask_secrets, submit
-from kubedistill.testing.kfp_api_stub import running_kfp_api_stub
+from kubedistill.core.errors import RunFailed, UserError
+from kubedistill.core.secrets import mask
+from kubedistill_kfp.submit import SubmitPlan, SubmitResult, submit
+from kubedistill_kfp.testing.kfp_api_stub import running_kfp_api_stub
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ TEACHER = {
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kubedistill.orchestrate import compile_all
+    from kubedistill_kfp.compile import compile_all
 
     out = tmp_path_factory.mktemp("dist")
     compile_all(out)
@@ -118,7 +119,8 @@ def test_submit_dry_run_prints_the_plan_with_secrets_masked_and_contacts_nothing
             [
                 sys.executable,
                 "-m",
-                "kubedistill.submit",
+                "kubedistill.cli",
+                "submit",
                 "--recipe",
                 str(ROOT / "examples/quickstart.yaml"),
                 "--package",
@@ -144,7 +146,7 @@ def test_submit_dry_run_prints_the_plan_with_secrets_masked_and_contacts_nothing
     assert "kfp-secret-token-abc" not in proc.stdout + proc.stderr
     assert "host:" in proc.stderr and "parameters:" in proc.stderr and "generate_config" in proc.stderr
     # masking for the printed plan
-    masked = mask_secrets({"a": {"api_key": "sk-1", "api_key_env": "K", "url": "https://u:p@h/v1", "max_tokens": 8}})
+    masked = mask({"a": {"api_key": "sk-1", "api_key_env": "K", "url": "https://u:p@h/v1", "max_tokens": 8}})
     assert masked == {"a": {"api_key": "***", "api_key_env": "K", "url": "https://***@h/v1", "max_tokens": 8}}
 
 
@@ -165,7 +167,7 @@ def test_submit_checks_package_and_parameters_before_sending_anything(packages: 
             submit(ROOT / "examples/quickstart.yaml", packages / "stale.yaml", host=stub.url, **TEACHER)
         with pytest.raises(UserError, match="no such pipeline package"):
             submit(ROOT / "examples/quickstart.yaml", packages / "missing.yaml", host=stub.url, **TEACHER)
-        from kubedistill.config import ConfigError
+        from kubedistill.core.config import ConfigError
 
         with pytest.raises(ConfigError, match="no teacher endpoint"):  # a local-only recipe needs --teacher-url
             submit(ROOT / "examples/quickstart.yaml", packages / "slow_thinking.yaml", host=stub.url)
@@ -197,10 +199,9 @@ def test_submit_plan_is_returned_by_a_dry_run(packages: Path) -> None:
 
 
 def test_the_ci_example_calls_submit_with_flags_it_accepts() -> None:
-    import argparse
     import shlex
 
-    from kubedistill.submit import add_arguments
+    from kubedistill.cli import build_parser
 
     workflow = yaml.safe_load((ROOT / "examples/ci/github-actions.yaml").read_text())
     steps = workflow["jobs"]["submit"]["steps"]
@@ -211,9 +212,8 @@ def test_the_ci_example_calls_submit_with_flags_it_accepts() -> None:
         if line.strip().startswith("kubedistill submit")
     ]
     assert len(commands) == 2
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = build_parser()
     for cmd in commands:
-        argv = shlex.split(cmd.split("|")[0].replace("$WAIT", "--wait"))[2:]
+        argv = shlex.split(cmd.split("|")[0].replace("$WAIT", "--wait"))[1:]
         ns = parser.parse_args(argv)
         assert ns.recipe and ns.teacher_url and ns.teacher_model

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ClientConfig, TeacherConfig
-from kubedistill.records import Sample, read_records
-from kubedistill.teacher import ChatRequest, TeacherClient, TeacherError
+from kubedistill.chat import ChatClient, ChatRequest, EndpointError
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.records import Sample, read_records
 from kubedistill.testing.openai_server import ServerScript, free_port, read_log, running_server
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.1, "progress": False}
 def _reqs(n: int, teacher: str = "scripted", prefix: str = "q") -> list[ChatRequest]:
     return [
         ChatRequest(
-            teacher=teacher,
+            endpoint=teacher,
             messages=[{"role": "user", "content": f"{prefix} {i} + {i}"}],
             params={"max_tokens": 16, "temperature": 0.6},
             sample_index=0,
@@ -41,8 +41,8 @@ def test_every_fault_kind_is_retried_nothing_lost_nothing_duplicated(tmp_path: P
     log = tmp_path / "server.jsonl"
     script = ServerScript(fail_first_max=4, retry_after_s=0.05, log_path=str(log))
     with running_server(script) as url:
-        client = TeacherClient(
-            [TeacherConfig(url=url, model="scripted")],
+        client = ChatClient(
+            [EndpointConfig(url=url, model="scripted")],
             ClientConfig(max_retries=6, cache_dir=tmp_path / "cache", **FAST),
         )
         reqs = _reqs(120)
@@ -69,7 +69,7 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
     log = tmp_path / "server.jsonl"
     script = ServerScript(fail_first_max=1, fault_kinds=["http_429"], retry_after_s=0.6, log_path=str(log))
     with running_server(script) as url:
-        client = TeacherClient([TeacherConfig(url=url, model="scripted")], ClientConfig(max_retries=3, **FAST))
+        client = ChatClient([EndpointConfig(url=url, model="scripted")], ClientConfig(max_retries=3, **FAST))
         results = client.run(_reqs(12))
     assert all(r.ok for r in results)
     by_key: dict[str, list[float]] = {}
@@ -83,7 +83,7 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
 def test_permanent_failures_are_reported_after_all_retries(tmp_path: Path) -> None:
     script = ServerScript(always_fail=["doomed"])
     with running_server(script) as url:
-        client = TeacherClient([TeacherConfig(url=url, model="scripted")], ClientConfig(max_retries=2, **FAST))
+        client = ChatClient([EndpointConfig(url=url, model="scripted")], ClientConfig(max_retries=2, **FAST))
         results = client.run(_reqs(5) + _reqs(2, prefix="doomed"))
     assert [r.ok for r in results] == [True] * 5 + [False] * 2
     assert results[-1].attempts == 3 and "HTTP 500" in (results[-1].error or "")
@@ -91,7 +91,7 @@ def test_permanent_failures_are_reported_after_all_retries(tmp_path: Path) -> No
 
 def test_client_errors_fail_at_once_without_retries(tmp_path: Path) -> None:
     with running_server(ServerScript(models=["other"])) as url:
-        client = TeacherClient([TeacherConfig(url=url, model="scripted")], ClientConfig(max_retries=5, **FAST))
+        client = ChatClient([EndpointConfig(url=url, model="scripted")], ClientConfig(max_retries=5, **FAST))
         [res] = client.run(_reqs(1))
     assert not res.ok and res.attempts == 1 and "HTTP 404" in (res.error or "")
 
@@ -99,8 +99,8 @@ def test_client_errors_fail_at_once_without_retries(tmp_path: Path) -> None:
 def test_timeout_is_retried(tmp_path: Path) -> None:
     script = ServerScript(fail_first_max=1, fault_kinds=["slow"], slow_s=3.0)
     with running_server(script) as url:
-        client = TeacherClient(
-            [TeacherConfig(url=url, model="scripted")], ClientConfig(max_retries=2, timeout_s=0.5, **FAST)
+        client = ChatClient(
+            [EndpointConfig(url=url, model="scripted")], ClientConfig(max_retries=2, timeout_s=0.5, **FAST)
         )
         t0 = time.perf_counter()
         results = client.run(_reqs(6))
@@ -114,17 +114,17 @@ def test_identical_requests_are_sent_once_and_cache_serves_the_next_run(tmp_path
     log = tmp_path / "server.jsonl"
     with running_server(ServerScript(log_path=str(log))) as url:
         cfg = ClientConfig(cache_dir=tmp_path / "cache", **FAST)
-        client = TeacherClient([TeacherConfig(url=url, model="scripted")], cfg)
+        client = ChatClient([EndpointConfig(url=url, model="scripted")], cfg)
         reqs = _reqs(10) + _reqs(10)  # the same ten twice
         first = client.run(reqs)
         assert len(first) == 20 and all(r.ok for r in first)
         assert len(read_log(log)) == 10
-        again = TeacherClient([TeacherConfig(url=url, model="scripted")], cfg).run(_reqs(10))
+        again = ChatClient([EndpointConfig(url=url, model="scripted")], cfg).run(_reqs(10))
         assert all(r.cached for r in again)
         assert len(read_log(log)) == 10  # no new request reached the server
         # a different sample index is a different request
         other = [
-            ChatRequest(teacher="scripted", messages=r.messages, params=r.params, sample_index=1) for r in _reqs(2)
+            ChatRequest(endpoint="scripted", messages=r.messages, params=r.params, sample_index=1) for r in _reqs(2)
         ]
         client.run(other)
         assert len(read_log(log)) == 12
@@ -132,7 +132,7 @@ def test_identical_requests_are_sent_once_and_cache_serves_the_next_run(tmp_path
 
 def test_reasoning_field_is_read(tmp_path: Path) -> None:
     with running_server(ServerScript(reasoning_field=True)) as url:
-        [res] = TeacherClient([TeacherConfig(url=url, model="scripted")], ClientConfig(**FAST)).run(_reqs(1))
+        [res] = ChatClient([EndpointConfig(url=url, model="scripted")], ClientConfig(**FAST)).run(_reqs(1))
     assert res.reasoning and "Adding them" in res.reasoning
     assert res.content == "The answer is \\boxed{0}."
 
@@ -140,29 +140,29 @@ def test_reasoning_field_is_read(tmp_path: Path) -> None:
 def test_api_key_from_env_and_preflight_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with running_server(ServerScript(api_key="sk-test-123456")) as url:
         monkeypatch.setenv("KD_TEACHER_KEY", "sk-test-123456")
-        good = TeacherClient(
-            [TeacherConfig(url=url, model="scripted", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
+        good = ChatClient(
+            [EndpointConfig(url=url, model="scripted", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
         )
         good.check()
         assert good.run(_reqs(1))[0].ok
         monkeypatch.setenv("KD_TEACHER_KEY", "wrong-key-000")
-        bad = TeacherClient(
-            [TeacherConfig(url=url, model="scripted", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
+        bad = ChatClient(
+            [EndpointConfig(url=url, model="scripted", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
         )
-        with pytest.raises(TeacherError, match="refused the key"):
+        with pytest.raises(EndpointError, match="refused the key"):
             bad.check()
         monkeypatch.setenv("KD_TEACHER_KEY", "sk-test-123456")
-        wrong_model = TeacherClient(
-            [TeacherConfig(url=url, model="nope", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
+        wrong_model = ChatClient(
+            [EndpointConfig(url=url, model="nope", api_key_env="KD_TEACHER_KEY")], ClientConfig(**FAST)
         )
-        with pytest.raises(TeacherError, match="does not serve model 'nope'"):
+        with pytest.raises(EndpointError, match="does not serve model 'nope'"):
             wrong_model.check()
 
 
 def test_unreachable_teacher_fails_fast() -> None:
-    client = TeacherClient([TeacherConfig(url=f"http://127.0.0.1:{free_port()}/v1", model="m")], ClientConfig(**FAST))
+    client = ChatClient([EndpointConfig(url=f"http://127.0.0.1:{free_port()}/v1", model="m")], ClientConfig(**FAST))
     t0 = time.perf_counter()
-    with pytest.raises(TeacherError, match="unreachable after 2 tries"):
+    with pytest.raises(EndpointError, match="unreachable after 2 tries"):
         client.check(timeout_s=1.0, attempts=2)
     assert time.perf_counter() - t0 < 5
 
@@ -196,7 +196,7 @@ def _generate_cmd(url: str, inp: Path, out: Path, cache: Path, extra: list[str] 
         "0.6",
         "--temperature",
         "0.9",
-        "--samples",
+        "--num-generations",
         "2",
         "--max-tokens",
         "64",

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubedistill.cli import main
-from kubedistill.records import PreferencePair, Problem, Sample, write_records
+from kubedistill.core.records import PreferencePair, Problem, Sample, write_records
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_dpo_reward_models_and_grpo_subcommands_train_log_and_reload(
     runs = mlflow.search_runs(experiment_names=["kubedistill"], output_format="list")
     by_stage = {r.data.tags.get("kubedistill.stage"): r for r in runs}
     assert {"dpo", "reward_models", "grpo"} <= set(by_stage)
-    assert by_stage["grpo"].data.params["reward_models"] == '["cd", "rv"]'
+    assert by_stage["grpo"].data.params["reward_models"] == str(tmp_path / "rm")  # the input, logged
     assert "rv.mae" in by_stage["reward_models"].data.metrics
 
 

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kubedistill.evaluate.benchmarks import (
+from kubedistill.core.records import write_records
+from kubedistill.data.benchmarks import (
     BENCHMARKS,
     BenchmarkError,
     decode_lcb_tests,
     list_benchmarks,
     load_benchmark,
 )
-from kubedistill.records import write_records
 
 
 @pytest.fixture(autouse=True)

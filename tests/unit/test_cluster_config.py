@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubedistill.cluster import (
+from kubedistill.core.secrets import is_secret_name
+from kubedistill.launch import distributed_command, launch_command
+from kubedistill_kfp.cluster import (
     DEFAULT_ROLES,
     ClusterConfig,
     ClusterConfigError,
-    distributed_command,
-    is_secret_name,
-    launch_command,
     load_cluster_config,
     pvc_manifest,
     role_of,

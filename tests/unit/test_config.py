@@ -4,15 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ConfigError, GenerateConfig, TeacherConfig, load_config
+from kubedistill.chat.config import EndpointConfig
+from kubedistill.core.config import ConfigError, load_config
+from kubedistill.cot.generate import GenerateConfig
 
 
 def test_teacher_url_normalised() -> None:
-    assert TeacherConfig(url="http://h:8000", model="m").url == "http://h:8000/v1"
-    assert TeacherConfig(url="http://h:8000/v1/", model="m").url == "http://h:8000/v1"
-    assert TeacherConfig(url="https://h/openai/v1", model="m").url == "https://h/openai/v1"
+    assert EndpointConfig(url="http://h:8000", model="m").url == "http://h:8000/v1"
+    assert EndpointConfig(url="http://h:8000/v1/", model="m").url == "http://h:8000/v1"
+    assert EndpointConfig(url="https://h/openai/v1", model="m").url == "https://h/openai/v1"
     with pytest.raises(ValueError, match="http"):
-        TeacherConfig(url="h:8000", model="m")
+        EndpointConfig(url="h:8000", model="m")
 
 
 def test_unknown_key_and_wrong_type_are_one_line_errors(tmp_path: Path) -> None:
@@ -44,7 +46,7 @@ def test_duplicate_teachers_and_temperatures_rejected() -> None:
 
 
 def test_api_key_comes_from_named_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    t = TeacherConfig(url="http://x", model="m", api_key_env="KD_TEST_KEY")
+    t = EndpointConfig(url="http://x", model="m", api_key_env="KD_TEST_KEY")
     monkeypatch.delenv("KD_TEST_KEY", raising=False)
     with pytest.raises(ConfigError, match="KD_TEST_KEY"):
         t.api_key()

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kubedistill.config import ConfigError, validate_config
+from kubedistill.core.config import ConfigError, validate_config
+from kubedistill.core.records import Problem, StageStats, write_records
 from kubedistill.data.collect import CollectConfig, collect
 from kubedistill.data.normalize import clean_text, exact_key, normalize_problem, stable_id
 from kubedistill.data.sources import (
@@ -25,7 +26,6 @@ from kubedistill.data.sources import (
     list_presets,
     load_source,
 )
-from kubedistill.records import Problem, StageStats, write_records
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubedistill.config import ConfigError, validate_config
+from kubedistill.core.config import ConfigError, validate_config
+from kubedistill.core.records import Problem, StageStats
+from kubedistill.data.benchmarks import load_benchmark
 from kubedistill.data.decontaminate import ContaminationIndex, DecontamConfig, decontaminate
 from kubedistill.data.dedup import (
     DedupConfig,
@@ -23,8 +25,6 @@ from kubedistill.data.dedup import (
     rolling_hashes,
 )
 from kubedistill.data.normalize import dedup_tokens
-from kubedistill.evaluate.benchmarks import load_benchmark
-from kubedistill.records import Problem, StageStats
 
 
 @pytest.fixture(autouse=True)

@@ -78,7 +78,11 @@ def test_config_paths_resolve_names_and_files(tmp_path) -> None:  # type: ignore
 
 
 def test_trainer_settings_accept_the_shipped_names() -> None:
-    from kubedistill.train.sft import SFTSettings, _deepspeed
+    from kubedistill.train.common import training_arguments
+    from kubedistill.train.sft import SFTConfig
 
-    assert _deepspeed(SFTSettings()) is None
-    assert _deepspeed(SFTSettings(deepspeed="zero3_offload")).endswith("zero3_offload.json")
+    def deepspeed(cfg: SFTConfig) -> str | None:
+        return training_arguments(cfg, output_dir="o", rows=1, epochs=1, max_steps=None)["deepspeed"]
+
+    assert deepspeed(SFTConfig()) is None
+    assert deepspeed(SFTConfig(deepspeed="zero3_offload")).endswith("zero3_offload.json")

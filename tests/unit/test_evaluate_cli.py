@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.evaluate.cli import build_parser, eval_config, main
+from kubedistill.cli.evaluate import build_parser, eval_config, main
 
 
 def _ns(*args: str) -> argparse.Namespace:
@@ -18,21 +18,21 @@ def _ns(*args: str) -> argparse.Namespace:
 def test_flags_build_the_eval_config() -> None:
     cfg = eval_config(
         _ns(
-            "--samples", "4", "--samples", "aime2024=64", "--k", "1,4", "--k", "2",
+            "--n", "4", "--n", "aime2024=64", "--k", "1,4", "--k", "2",
             "--temperature", "0.7", "--top-p", "0.9", "--max-tokens", "32768", "--seed", "none",
             "--concurrency", "8", "--cache-dir", "/tmp/c", "--no-progress", "--verify-timeout", "3",
         )
     )  # fmt: skip
-    assert cfg.samples == 4 and cfg.samples_for("aime2024") == 64 and cfg.samples_for("math500") == 4
+    assert cfg.n == 4 and cfg.n_for("aime2024") == 64 and cfg.n_for("math500") == 4
     assert cfg.k == [1, 2, 4]
     assert (cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed) == (0.7, 0.9, 32768, None)
     assert cfg.client.concurrency == 8 and str(cfg.client.cache_dir) == "/tmp/c" and cfg.client.progress is False
     assert cfg.timeout_s == 3
 
 
-def test_recommended_samples_and_defaults() -> None:
-    cfg = eval_config(_ns("--recommended-samples", "--samples", "math500=8"))
-    assert [cfg.samples_for(b) for b in ("aime2024", "math500", "gpqa_diamond", "livecodebench_v2", "x")] == [
+def test_recommended_n_and_defaults() -> None:
+    cfg = eval_config(_ns("--recommended-n", "--n", "math500=8"))
+    assert [cfg.n_for(b) for b in ("aime2024", "math500", "gpqa_diamond", "livecodebench_v2", "x")] == [
         64,
         8,
         8,
@@ -40,14 +40,14 @@ def test_recommended_samples_and_defaults() -> None:
         1,
     ]
     d = eval_config(_ns())
-    assert (d.samples, d.k, d.temperature, d.top_p, d.seed) == (1, [1], 0.6, 0.95, 0)
+    assert (d.n, d.k, d.temperature, d.top_p, d.seed) == (1, [1], 0.6, 0.95, 0)
 
 
 def test_config_file_then_flags(tmp_path: Path) -> None:
     y = tmp_path / "eval.yaml"
-    y.write_text("samples: 8\nk: [1, 8]\nmax_tokens: 1000\nbackend: vllm\n")  # backend: a recipe-only key
+    y.write_text("n: 8\nk: [1, 8]\nmax_tokens: 1000\nbackend: vllm\n")  # backend: a recipe-only key
     cfg = eval_config(_ns("--config", str(y), "--max-tokens", "2000"))
-    assert (cfg.samples, cfg.k, cfg.max_tokens) == (8, [1, 8], 2000)
+    assert (cfg.n, cfg.k, cfg.max_tokens) == (8, [1, 8], 2000)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,8 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         (["--output", "o", "--endpoint", "http://x/v1", "--model", "m", "--benchmark", "nope"], "unknown benchmark"),
         (["--output", "o", "--endpoint", "http://x/v1", "--model", "m", "--benchmark", "gsm8k",
           "--benchmark-path", "math500=/x.jsonl"], "not among the --benchmark names"),
-        (["--output", "o", "--endpoint", "http://x/v1", "--model", "m", "--benchmark", "gsm8k", "--samples", "two"],
-         "--samples: 'two' is not an integer"),
+        (["--output", "o", "--endpoint", "http://x/v1", "--model", "m", "--benchmark", "gsm8k", "--n", "two"],
+         "--n: 'two' is not an integer"),
         (["--output", "o", "--endpoint", "ftp://x", "--model", "m", "--benchmark", "gsm8k"], "http://"),
         (["--output", "o", "--compare", "a=/nonexistent/run"], "not an evaluation output"),
     ],

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from kubedistill.config import ConfigError
+from kubedistill.core.config import ConfigError
+from kubedistill.core.records import Problem
 from kubedistill.evaluate.core import (
     BenchmarkResult,
     EvalConfig,
@@ -15,7 +16,6 @@ from kubedistill.evaluate.core import (
     pass_at_k,
     summarize,
 )
-from kubedistill.records import Problem
 
 
 def _item(pid: str, i: int, correct: bool | None, tokens: int, method: str = "math-verify") -> EvalItem:
@@ -53,7 +53,7 @@ def test_pass_at_k_is_monotone_in_k_and_pass_at_1_is_c_over_n() -> None:
 
 
 def test_k_is_sorted_deduplicated_and_checked_per_benchmark() -> None:
-    cfg = EvalConfig(samples=4, samples_per_benchmark={"aime2024": 64}, k=[8, 1, 8])
+    cfg = EvalConfig(n=4, n_per_benchmark={"aime2024": 64}, k=[8, 1, 8])
     assert cfg.k == [1, 8]
     cfg.check_k(["aime2024"])
     with pytest.raises(ConfigError, match=r"pass@8 needs at least 8 samples per problem, but benchmark 'math500'"):
@@ -61,12 +61,12 @@ def test_k_is_sorted_deduplicated_and_checked_per_benchmark() -> None:
     with pytest.raises(ValueError):
         EvalConfig(k=[0])
     with pytest.raises(ValueError):
-        EvalConfig(samples_per_benchmark={"x": 0})
+        EvalConfig(n_per_benchmark={"x": 0})
 
 
 def test_requests_per_benchmark_samples_with_distinct_seeds() -> None:
     p = Problem(id="p1", problem="What is 1+1?", answer="2", source="t")
-    cfg = EvalConfig(samples=2, samples_per_benchmark={"aime2024": 5})
+    cfg = EvalConfig(n=2, n_per_benchmark={"aime2024": 5})
     reqs = build_requests([p], cfg, model="m", benchmark="aime2024")
     assert [r.sample_index for r in reqs] == [0, 1, 2, 3, 4]
     assert len({r.params["seed"] for r in reqs}) == 5
@@ -84,7 +84,7 @@ def test_lengths_split_correct_incorrect_and_leave_out_failed_requests() -> None
         _item("c", 0, False, 500, method="truncated"),
         _item("c", 1, None, 50, method="none"),  # no verdict, but a completion
     ]
-    r = summarize(items, "b", "m", EvalConfig(samples=2))
+    r = summarize(items, "b", "m", EvalConfig(n=2))
     ln = r.lengths
     assert ln.mean == pytest.approx((100 + 300 + 200 + 500 + 50) / 5)
     assert ln.median == 200
@@ -95,12 +95,12 @@ def test_lengths_split_correct_incorrect_and_leave_out_failed_requests() -> None
     # per-problem accuracy 0.5, 0.5, 0 -> standard error of their mean
     sd = math.sqrt(((1 / 6) ** 2 * 2 + (1 / 3) ** 2) / 2)
     assert r.accuracy_stderr == pytest.approx(sd / math.sqrt(3))
-    assert r.settings["samples"] == 2 and r.settings["harness"].startswith("kubedistill ")
+    assert r.settings["n"] == 2 and r.settings["harness"].startswith("kubedistill ")
 
 
 def test_flat_round_trips() -> None:
     items = [_item("a", 0, True, 10), _item("a", 1, False, 20), _item("b", 0, False, 30), _item("b", 1, False, 40)]
-    r = summarize(items, "math500", "m", EvalConfig(samples=2, k=[1, 2]))
+    r = summarize(items, "math500", "m", EvalConfig(n=2, k=[1, 2]))
     flat = r.flat()
     assert flat["pass@1"] == 0.25 and flat["pass@2"] == 0.5
     assert BenchmarkResult.from_flat("math500", flat) == r

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.config import ConfigError
+from kubedistill.core.config import ConfigError
 from kubedistill.evaluate.compare import compare_runs, load_run, paired
 from kubedistill.evaluate.core import EvalConfig, EvalItem, summarize
 from kubedistill.evaluate.plots import save_plots
@@ -49,9 +49,9 @@ def _write_run(
     out: Path, label: str, p_correct: float, seed: int, *, temperature: float = 0.6, benches: tuple[str, ...] = ()
 ) -> Path:
     benches = benches or ("math500", "aime2024", "reasoning_gym:chain_sum")
-    cfg = EvalConfig(samples=4, samples_per_benchmark={"aime2024": 8}, k=[1, 2, 4], temperature=temperature)
+    cfg = EvalConfig(n=4, n_per_benchmark={"aime2024": 8}, k=[1, 2, 4], temperature=temperature)
     items = {
-        b: _items(b, label, 20 if b != "aime2024" else 10, cfg.samples_for(b), p_correct, seed + i)
+        b: _items(b, label, 20 if b != "aime2024" else 10, cfg.n_for(b), p_correct, seed + i)
         for i, b in enumerate(benches)
     }
     results = {b: summarize(v, b, label, cfg) for b, v in items.items()}
@@ -77,11 +77,11 @@ def test_write_outputs_layout_and_results_json_shape(tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert list(res) == ["math500", "aime2024", "reasoning_gym:chain_sum"]
     m = res["aime2024"]
-    assert m["samples"] == 8 and m["n_problems"] == 10
+    assert m["n"] == 8 and m["n_problems"] == 10
     for key in ("pass@1", "pass@2", "pass@4", "accuracy", "accuracy_stderr", "answered_rate", "n_truncated"):
         assert isinstance(m[key], float | int), key
     assert set(m["lengths"]) >= {"mean", "median", "mean_correct", "mean_incorrect", "median_correct"}
-    assert m["settings"]["samples"] == 8 and m["settings"]["temperature"] == 0.6
+    assert m["settings"]["n"] == 8 and m["settings"]["temperature"] == 0.6
     # items: one file per benchmark, file-name-safe, one row per completion with the raw text
     rows = (out / "items" / "reasoning_gym_chain_sum.jsonl").read_text().splitlines()
     assert len(rows) == 20 * 4 and json.loads(rows[0])["text"].startswith("<think>")
@@ -129,7 +129,7 @@ def test_comparison_report_has_deltas_paired_counts_and_embedded_plots(tmp_path:
     assert d["warnings"] == []
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "# Evaluation: base vs student" in md
-    assert "| benchmark | problems | samples | base pass@1 | student pass@1 | Δ student |" in md
+    assert "| benchmark | problems | n | base pass@1 | student pass@1 | Δ student |" in md
     delta = d["benchmarks"]["math500"]["delta"]["student"]["pass@1"]
     assert f"| pass@1 | {d['benchmarks']['math500']['results']['base']['pass@1']:.3f} |" in md
     assert f"{delta:+.3f}" in md
@@ -182,7 +182,7 @@ def test_paired_counts_by_problem() -> None:
 
 
 def test_plots_cope_with_empty_and_one_sided_benchmarks(tmp_path: Path) -> None:
-    cfg = EvalConfig(samples=1, k=[1])
+    cfg = EvalConfig(n=1, k=[1])
     all_wrong = _items("hard", "m", 5, 1, 0.0, 1)
     results = {"m": {"hard": summarize(all_wrong, "hard", "m", cfg)}}
     paths = save_plots(results, {"m": {"hard": all_wrong, "empty": []}}, tmp_path)
@@ -190,7 +190,7 @@ def test_plots_cope_with_empty_and_one_sided_benchmarks(tmp_path: Path) -> None:
 
 
 def test_mlflow_metric_names() -> None:
-    cfg = EvalConfig(samples=4, k=[1, 4])
+    cfg = EvalConfig(n=4, k=[1, 4])
     r = summarize(_items("math500", "m", 5, 4, 0.5, 1), "math500", "m", cfg)
     m = mlflow_metrics({"math500": r})
     assert m["math500.pass_at_1"] == r.pass_at_k["pass@1"] and "math500.pass_at_4" in m

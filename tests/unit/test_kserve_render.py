@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from kubedistill.config import ConfigError
+from kubedistill.core.config import ConfigError
 from kubedistill.serve.kserve import openai_base_url, render, to_yaml, validate_inference_service
 
 S3 = "s3://mlflow/1/models/m-0123/artifacts/artifacts/model"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import random
 
-from kubedistill.cot.pairs import PairsSettings, corrupt_conclusion, corrupt_drop_step, corrupt_number, make_pairs
-from kubedistill.records import Problem, Sample
+from kubedistill.core.records import Problem, Sample
+from kubedistill.cot.pairs import PairsConfig, corrupt_conclusion, corrupt_drop_step, corrupt_number, make_pairs
 
 COT = (
     "<think>\nWe need 12 + 30 + 5.\nFirst, 12 + 30 = 42.\nThen 42 + 5 = 47.\nSo the total is 47.\n</think>\n\n"
@@ -51,7 +51,7 @@ def test_conclusion_corruption() -> None:
 
 def test_make_pairs_records_kind_magnitude_and_checks_wrong_answers() -> None:
     samples = [_sample(0), _sample(1, difficulty="hard"), _sample(2, correct=False), _sample(3, difficulty=None)]
-    cfg = PairsSettings(pairs_per_sample=3, per_pair_beta=True, seed=0)
+    cfg = PairsConfig(pairs_per_sample=3, per_pair_beta=True, seed=0)
     pairs, stats = make_pairs(samples, cfg, problems=[PROBLEM])
     assert stats.dropped == {"not_in_difficulties": 1, "not_correct": 1}
     assert {p.chosen_sample_id for p in pairs} == {"s0", "s3"}  # s3 is unlabelled: counted as medium

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubedistill.cot.parse import extract_code, extract_final_answer, last_boxed, split_think
+from kubedistill.core.text import extract_code, extract_final_answer, last_boxed, split_think
 
 
 def test_split_think_forms() -> None:

@@ -56,7 +56,7 @@ def test_summarize_averages_pass_at_k_over_problems_and_splits_lengths() -> None
         _item("b", 2, None, 50),
         _item("b", 3, False, 70, "length"),
     ]
-    r = summarize(items, "b", "m", EvalConfig(samples=4, k=[1, 2, 4]))
+    r = summarize(items, "b", "m", EvalConfig(n=4, k=[1, 2, 4]))
     # problem a: c=2 of 4; problem b: c=0
     assert r.pass_at_k["pass@1"] == pytest.approx((0.5 + 0.0) / 2)
     assert r.pass_at_k["pass@2"] == pytest.approx(((1 - math.comb(2, 2) / math.comb(4, 2)) + 0.0) / 2)

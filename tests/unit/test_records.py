@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill.records import (
+from kubedistill.core.records import (
     Problem,
     RecordsError,
     Sample,
@@ -136,7 +136,7 @@ def test_write_is_atomic_no_partial_file_on_error(tmp_path: Path) -> None:
             yield {"a": 1}
             raise RuntimeError("disk full")
 
-    from kubedistill.records import write_jsonl
+    from kubedistill.core.records import write_jsonl
 
     with pytest.raises(RuntimeError):
         write_jsonl(path, Boom())

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
+from kubedistill.core.records import Problem, StageStats
 from kubedistill.data.collect import split_holdout
 from kubedistill.data.resample import largest_remainder, quotas, resample
-from kubedistill.records import Problem, StageStats
 
 
 def _pool(math: int, code: int, science: int) -> list[Problem]:

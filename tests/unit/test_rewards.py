@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kubedistill.records import Problem
+from kubedistill.core.records import Problem
 from kubedistill.train.rewards import (
     AccuracyReward,
     FormatReward,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kubedistill import sharding, steps
-from kubedistill.config import ConfigError
-from kubedistill.records import Problem, Sample, read_records, write_records
+from kubedistill.core import sharding
+from kubedistill.core.config import ConfigError
+from kubedistill.core.records import Problem, Sample, read_records, write_records
 
 
 def _problems(n: int) -> list[Problem]:
@@ -39,7 +39,7 @@ def test_shards_partition_the_problems_and_keep_a_problems_samples_together() ->
 
 
 def test_the_shard_of_an_id_is_the_same_in_every_process() -> None:
-    code = "from kubedistill.sharding import shard_of; print([shard_of(f'p{i}', 7) for i in range(20)])"
+    code = "from kubedistill.core.sharding import shard_of; print([shard_of(f'p{i}', 7) for i in range(20)])"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert other.strip() == str([sharding.shard_of(f"p{i}", 7) for i in range(20)])
 
@@ -55,25 +55,25 @@ def test_merge_joins_records_and_rejects_and_sums_counts(tmp_path: Path) -> None
         metrics[-1].write_text(
             json.dumps({"n_in": 4 + i, "n_out": 3 - i, "dropped.bad": 1, "elapsed_s": 2.0 + i, "req_per_s": 1.0 + i})
         )
-    merged = steps.merge_shards(
+    merged = sharding.merge_shards(
         parts=[str(p) for p in parts],
-        rejects=[str(p) for p in rejects],
-        metrics=[str(p) for p in metrics],
+        part_rejects=[str(p) for p in rejects],
+        part_metrics=[str(p) for p in metrics],
         merged=str(tmp_path / "all"),
-        merged_rejects=str(tmp_path / "all-rejects"),
+        rejects=str(tmp_path / "all-rejects"),
     )
     assert [p.id for p in read_records(tmp_path / "all", Problem)] == ["p0", "p1", "p2", "p3", "p4"]
     assert len((tmp_path / "all-rejects").read_text().splitlines()) == 2
     assert merged == {"n_in": 9.0, "n_out": 5.0, "dropped.bad": 2.0, "elapsed_s": 3.0, "req_per_s": 1.5}
-    assert steps.shard_plan(3) == [0, 1, 2]
+    assert sharding.shard_plan(3) == [0, 1, 2]
     with pytest.raises(ConfigError):
-        steps.shard_plan(0)
+        sharding.shard_plan(0)
 
 
 def test_each_shard_has_its_own_request_cache() -> None:
-    from kubedistill.config import GenerateConfig
+    from kubedistill.core.paths import request_cache_dir
 
-    cfg = steps._shard_cache(GenerateConfig.model_validate({"client": {"cache_dir": "/cache"}}), (1, 3))
-    assert cfg.client.cache_dir == Path("/cache/shard-1-of-3")  # pods never share one SQLite file
-    one = steps._shard_cache(GenerateConfig.model_validate({"client": {"cache_dir": "/cache"}}), (0, 1))
-    assert one.client.cache_dir == Path("/cache")
+    assert request_cache_dir("/cache", shard=(1, 3)) == Path("/cache/shard-1-of-3")  # pods never share one SQLite
+    assert request_cache_dir("/cache", shard=(0, 1)) == Path("/cache")
+    assert request_cache_dir(None, beside="/out/results", shard=(2, 4)) == Path("/out/results.cache/shard-2-of-4")
+    assert request_cache_dir(None) is None

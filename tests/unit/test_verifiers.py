@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import reasoning_gym
 
-from kubedistill.records import FunctionalTests, Problem, StdioCase, StdioTests
+from kubedistill.core.records import FunctionalTests, Problem, StdioCase, StdioTests
 from kubedistill.verifiers import (
     Verdict,
     extract_choice,

@@ -21,20 +21,14 @@ rebuilds the pipeline under the config::
 Without a current config :func:`apply` does nothing, so ``kubedistill run --local`` and a plain
 ``kubedistill compile`` are unchanged. Under ``kfp.local`` the settings would be meaningless (and
 the environment variables pointing at the PVC harmful), so :func:`apply` warns and ignores them.
-
-Multi-GPU training: :func:`launch_command` builds the ``accelerate launch`` / ``torchrun`` command line
-the train component runs when its pod has more than one GPU (see docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
 import os
 import re
-import shlex
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -42,67 +36,22 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kubedistill.config import ConfigError, StrictModel, load_config
-
-Role = Literal["cpu", "teacher_bound", "train", "serve"]
-ROLES: tuple[Role, ...] = ("cpu", "teacher_bound", "train", "serve")
+from kubedistill.core.config import ConfigError, StrictModel, load_config
+from kubedistill.core.secrets import has_url_credentials, is_secret_name, secret_values
+from kubedistill.stages import ROLES, Role, component_roles
 
 # kubeflow/pipelines#12865: the backend accepts accelerator limits of 1, 2, 4, 8 or 16 only.
 GPU_COUNTS = (0, 1, 2, 4, 8, 16)
 
-# Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op").
-DEFAULT_ROLES: dict[str, Role] = {
-    "collect-op": "cpu",
-    "shard-plan-op": "cpu",
-    "merge-shards-op": "cpu",
-    "verify-op": "cpu",
-    "select-op": "cpu",
-    "pairs-op": "cpu",
-    "register-op": "cpu",
-    "register-reward-models-op": "cpu",
-    "report-op": "cpu",
-    "promote-op": "cpu",
-    "deploy-op": "cpu",
-    "preflight-op": "cpu",
-    "generate-op": "teacher_bound",
-    "judge-op": "teacher_bound",
-    "rewrite-op": "teacher_bound",
-    "score-op": "teacher_bound",
-    "sft-op": "train",
-    "dpo-op": "train",
-    "reward-models-op": "train",
-    "grpo-op": "train",
-    "evaluate-op": "serve",
-    "evaluate-models-op": "serve",
-}
+# Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op"),
+# from the stage table.
+DEFAULT_ROLES: dict[str, Role] = component_roles()
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # what KFP's set_cpu_request/limit accept
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # what set_memory_request/limit accept
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_SECRET_WORDS = {"password", "passwd", "secret", "credential", "credentials", "authorization", "apikey", "pat"}
-_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")}
-_URL_CREDENTIALS = re.compile(r"://[^/@\s]+:[^/@\s]+@")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a key or environment variable name denotes a credential: ``HF_TOKEN``, ``api_key``,
-    ``AWS_SECRET_ACCESS_KEY``, ``password`` — but not ``max_tokens`` or ``timeout_per_token_s``, and never
-    a ``*_env`` key (which holds the *name* of a variable)."""
-    if name.lower().endswith("_env"):
-        return False
-    parts = [p for p in re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", name) if p]
-    parts = [p.lower() for p in parts]
-    if not parts:
-        return False
-    if parts[-1] in ("token", "key") and len(parts) > 1 and parts[-2] in ("access", "api", "auth", "bearer", "hf"):
-        return True
-    if parts[-1] == "token" or parts == ["key"]:
-        return True
-    if any(p in _SECRET_WORDS for p in parts):
-        return True
-    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
 
 
 class ClusterConfigError(ConfigError):
@@ -146,7 +95,7 @@ class Toleration(StrictModel):
         return self
 
 
-class RoleSettings(StrictModel):
+class RoleConfig(StrictModel):
     """Pod settings for every task of one role."""
 
     cpu_request: str | None = Field(default=None, description="e.g. '2' or '500m'")
@@ -195,23 +144,23 @@ def _check_plain_env(env: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"{k!r} is not an environment variable name")
         if is_secret_name(k):
             raise ValueError(f"{k} looks like a credential: give it through `secrets:` (a Kubernetes Secret)")
-        if _URL_CREDENTIALS.search(str(val)):
+        if has_url_credentials(str(val)):
             raise ValueError(f"{k} holds a URL with credentials: give it through `secrets:` (a Kubernetes Secret)")
     return {k: str(v) for k, v in env.items()}
 
 
-class Roles(StrictModel):
-    cpu: RoleSettings = Field(default_factory=lambda: RoleSettings(cpu_request="1", memory_request="2Gi"))
-    teacher_bound: RoleSettings = Field(default_factory=lambda: RoleSettings(cpu_request="2", memory_request="4Gi"))
-    train: RoleSettings = Field(
-        default_factory=lambda: RoleSettings(cpu_request="8", memory_request="64Gi", gpus=1, shm_size="16Gi")
+class RolesConfig(StrictModel):
+    cpu: RoleConfig = Field(default_factory=lambda: RoleConfig(cpu_request="1", memory_request="2Gi"))
+    teacher_bound: RoleConfig = Field(default_factory=lambda: RoleConfig(cpu_request="2", memory_request="4Gi"))
+    train: RoleConfig = Field(
+        default_factory=lambda: RoleConfig(cpu_request="8", memory_request="64Gi", gpus=1, shm_size="16Gi")
     )
-    serve: RoleSettings = Field(
-        default_factory=lambda: RoleSettings(cpu_request="4", memory_request="32Gi", gpus=1, shm_size="8Gi")
+    serve: RoleConfig = Field(
+        default_factory=lambda: RoleConfig(cpu_request="4", memory_request="32Gi", gpus=1, shm_size="8Gi")
     )
 
 
-class SecretEnv(StrictModel):
+class SecretEnvConfig(StrictModel):
     """Keys of one Kubernetes Secret exposed as environment variables (by name: no value is ever here)."""
 
     name: str = Field(description="the Secret's name")
@@ -239,7 +188,7 @@ class SecretEnv(StrictModel):
         return v
 
 
-class Storage(StrictModel):
+class StorageConfig(StrictModel):
     """A PersistentVolumeClaim for model weights, datasets and caches, mounted into the tasks."""
 
     pvc: str = Field(default="kubedistill-data", description="the claim's name (created by manifests/ or pvc_manifest)")
@@ -281,7 +230,7 @@ class Storage(StrictModel):
         }
 
 
-class SecurityContext(StrictModel):
+class SecurityContextConfig(StrictModel):
     run_as_user: int | None = 1000
     run_as_group: int | None = 1000
     run_as_non_root: bool | None = True
@@ -290,9 +239,9 @@ class SecurityContext(StrictModel):
 class ClusterConfig(StrictModel):
     """Everything about the pods of a compiled pipeline; see examples/cluster.yaml."""
 
-    roles: Roles = Field(default_factory=Roles)
-    storage: Storage | None = Field(default_factory=Storage, description="null: no PVC")
-    secrets: list[SecretEnv] = Field(default_factory=list)
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    storage: StorageConfig | None = Field(default_factory=StorageConfig, description="null: no PVC")
+    secrets: list[SecretEnvConfig] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="plain environment variables for every task")
     caching: bool = Field(
         default=True,
@@ -300,7 +249,7 @@ class ClusterConfig(StrictModel):
     )
     image_pull_secrets: list[str] = Field(default_factory=list)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    security_context: SecurityContext | None = Field(default_factory=SecurityContext)
+    security_context: SecurityContextConfig | None = Field(default_factory=SecurityContextConfig)
     pod_labels: dict[str, str] = Field(default_factory=dict, description="labels on every pod")
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="annotations on every pod")
     component_roles: dict[str, Role] = Field(
@@ -328,7 +277,7 @@ class ClusterConfig(StrictModel):
             raise ValueError(f"{', '.join(clash)} set both as a plain variable and from a secret")
         return self
 
-    def role(self, role: str) -> RoleSettings:
+    def role(self, role: str) -> RoleConfig:
         if role not in ROLES:
             raise ClusterConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         return getattr(self.roles, role)
@@ -548,12 +497,6 @@ def apply_all(roles: Mapping[str, str] | None = None, cfg: ClusterConfig | None 
 # --------------------------------------------------------------------------- compiled-output checks
 
 
-def secret_values(environ: Mapping[str, str] | None = None, min_len: int = 6) -> set[str]:
-    """Values of environment variables whose names look like credentials (what must never be compiled in)."""
-    environ = os.environ if environ is None else environ
-    return {v for k, v in environ.items() if is_secret_name(k) and v and len(v) >= min_len}
-
-
 def check_no_secret_values(
     path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, extra: Sequence[str] = ()
 ) -> None:
@@ -578,108 +521,3 @@ def pvc_manifest(cfg: ClusterConfig, namespace: str | None = None) -> dict[str, 
     if st.storage_class is not None:
         spec["storageClassName"] = st.storage_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
-
-
-# ------------------------------------------------------------------------------ multi-GPU training
-
-Launcher = Literal["accelerate", "torchrun"]
-
-
-def launch_command(
-    n_gpus: int,
-    deepspeed_config: str | None,
-    module_args: Sequence[str],
-    *,
-    launcher: Launcher = "accelerate",
-    n_nodes: int = 1,
-    node_rank: int = 0,
-    main_address: str | None = None,
-    main_port: int = 29500,
-    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16",
-    python: str | None = None,
-) -> list[str]:
-    """The command line that runs ``python -m <module_args>`` on ``n_gpus`` GPUs per node.
-
-    ``module_args`` starts with the module: ``["kubedistill.cli", "sft", "--input", ...]``.
-    ``deepspeed_config`` is a shipped ZeRO config name (``zero2``, ``zero3``, ``zero3_offload``) or a JSON
-    path; with ``accelerate`` it is passed to the launcher (the Hugging Face Trainer fills its ``auto``
-    values), with ``torchrun`` give it to the trainer's own ``deepspeed`` setting instead. The launcher
-    runs as ``python -m`` of the same interpreter, so no PATH lookup is involved. Multi-node (one pod per
-    node, e.g. a Kubeflow Trainer job): ``n_nodes``, ``node_rank`` and ``main_address`` of rank 0."""
-    if n_gpus < 1:
-        raise ValueError("n_gpus must be at least 1")
-    if n_nodes < 1 or not 0 <= node_rank < n_nodes:
-        raise ValueError("need n_nodes >= 1 and 0 <= node_rank < n_nodes")
-    if n_nodes > 1 and not main_address:
-        raise ValueError("a multi-node launch needs main_address (the rank-0 node's address)")
-    if not module_args:
-        raise ValueError("module_args must start with the module to run, e.g. kubedistill.cli")
-    python = python or sys.executable
-    module, *args = [str(a) for a in module_args]
-    if launcher == "accelerate":
-        cmd = [
-            python,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            str(n_gpus * n_nodes),
-            "--num_machines",
-            str(n_nodes),
-            "--machine_rank",
-            str(node_rank),
-            "--mixed_precision",
-            mixed_precision,
-            "--dynamo_backend",
-            "no",
-        ]
-        if n_nodes > 1:
-            cmd += ["--main_process_ip", str(main_address), "--main_process_port", str(main_port), "--same_network"]
-        if deepspeed_config:
-            from kubedistill.train.deepspeed import config_path
-
-            cmd += ["--use_deepspeed", "--deepspeed_config_file", config_path(deepspeed_config)]
-        elif n_gpus * n_nodes > 1:
-            cmd += ["--multi_gpu"]
-        return [*cmd, "-m", module, *args]
-    if launcher == "torchrun":
-        if deepspeed_config:
-            raise ValueError("with torchrun, give the DeepSpeed config to the trainer's `deepspeed` setting")
-        cmd = [python, "-m", "torch.distributed.run", f"--nproc-per-node={n_gpus}", f"--nnodes={n_nodes}"]
-        if n_nodes == 1:
-            cmd.append("--standalone")
-        else:
-            cmd += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={main_address}:{main_port}"]
-        return [*cmd, "-m", module, *args]
-    raise ValueError(f"unknown launcher {launcher!r} (accelerate or torchrun)")
-
-
-def local_gpu_count() -> int:
-    """GPUs this pod has: ``$KUBEDISTILL_GPUS`` (set by :func:`apply` for GPU roles), else CUDA's count."""
-    env = os.environ.get("KUBEDISTILL_GPUS")
-    if env:
-        return int(env)
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-
-
-def in_distributed_launch() -> bool:
-    """True inside a process started by accelerate / torchrun (so it must not launch again)."""
-    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ
-
-
-def distributed_command(
-    module_args: Sequence[str], *, deepspeed_config: str | None = None, launcher: Launcher = "accelerate"
-) -> list[str] | None:
-    """The launch command when this pod has more than one GPU and is not already a launched process;
-    None when the caller should simply train in-process."""
-    n = local_gpu_count()
-    if n <= 1 or in_distributed_launch():
-        return None
-    return launch_command(n, deepspeed_config, module_args, launcher=launcher)
-
-
-def format_command(cmd: Sequence[str]) -> str:
-    return shlex.join(cmd)

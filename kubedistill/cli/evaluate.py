@@ -3,7 +3,7 @@
 Evaluate (writes results.json, items/, plots/, report.md/html into --output)::
 
     kubedistill evaluate --endpoint http://127.0.0.1:8000/v1 --model student \\
-        --benchmark math500 --benchmark aime2024 --samples 4 --samples aime2024=64 --k 1,4 \\
+        --benchmark math500 --benchmark aime2024 --n 4 --n aime2024=64 --k 1,4 \\
         --temperature 0.6 --top-p 0.95 --max-tokens 32768 --output eval/student
 
 Compare runs side by side (report.md/html, comparison.json, plots/ into --output)::
@@ -15,8 +15,8 @@ the given runs into ``<output>/compare``.
 
 Wiring: ``add_arguments(parser)`` adds the flags, ``run(namespace)`` executes and returns the exit code
 (0 done; 3 some requests failed after every retry — run again to retry only those). Errors the user
-must fix are raised as :class:`~kubedistill.config.ConfigError` (one line, exit 2 under the main CLI).
-``python -m kubedistill.evaluate.cli ...`` runs it standalone.
+must fix are raised as :class:`~kubedistill.core.config.ConfigError` (one line, exit 2 under the main CLI).
+``python -m kubedistill.cli.evaluate ...`` runs it standalone.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_PARTIAL = 3
+from kubedistill.cli.common import tracking, tracking_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,14 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("protocol")
     g.add_argument(
-        "--samples",
+        "--n",
         action="append",
         default=[],
         metavar="N|NAME=N",
         help="completions per problem; NAME=N for one benchmark (repeat); default 1",
     )
     g.add_argument(
-        "--recommended-samples",
+        "--recommended-n",
         action="store_true",
         help="the peers' n per benchmark: aime2024=64, math500=4, gpqa_diamond=8, livecodebench_v2=16",
     )
@@ -84,7 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retries", type=int, default=None, help="retries per request (default 8)")
     g.add_argument("--timeout", type=float, default=None, help="per-attempt timeout in s (default: scales)")
     g.add_argument(
-        "--cache-dir", type=Path, default=None, help="request cache (default: OUTPUT/.cache; a rerun resumes)"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="request cache (default: OUTPUT.cache beside the output; a rerun resumes)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument(
@@ -105,19 +108,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--output", type=Path, default=None, help="output directory")
 
-    g = p.add_argument_group("tracking")
-    g.add_argument("--experiment", default="kubedistill", help="MLflow experiment (default: %(default)s)")
-    g.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
-    )
-    g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    tracking_args(p)
 
 
 # ------------------------------------------------------------------------------------------- parsing
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
-    from kubedistill.config import ConfigError
+    from kubedistill.core.config import ConfigError
 
     out: dict[str, str] = {}
     for v in values:
@@ -131,7 +129,7 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def _int(text: str, flag: str) -> int:
-    from kubedistill.config import ConfigError
+    from kubedistill.core.config import ConfigError
 
     try:
         return int(text)
@@ -141,8 +139,8 @@ def _int(text: str, flag: str) -> int:
 
 def eval_config(ns: argparse.Namespace) -> Any:
     """The :class:`EvalConfig` from --config and the flags (flags win)."""
-    from kubedistill.config import ConfigError, load_yaml, validate_config
-    from kubedistill.evaluate.core import RECOMMENDED_SAMPLES, EvalConfig
+    from kubedistill.core.config import ConfigError, load_yaml, validate_config
+    from kubedistill.evaluate.core import RECOMMENDED_N, EvalConfig
 
     data: dict[str, Any] = {}
     if ns.config is not None:
@@ -153,17 +151,17 @@ def eval_config(ns: argparse.Namespace) -> Any:
         ignored = sorted(set(loaded) - set(data))
         if ignored:
             print(f"kubedistill evaluate: ignoring non-evaluation keys in {ns.config}: {ignored}", file=sys.stderr)
-    per_bench = dict(data.get("samples_per_benchmark") or {})
-    if ns.recommended_samples:
-        per_bench.update(RECOMMENDED_SAMPLES)
-    for s in ns.samples:
+    per_bench = dict(data.get("n_per_benchmark") or {})
+    if ns.recommended_n:
+        per_bench.update(RECOMMENDED_N)
+    for s in ns.n:
         if "=" in s:
-            name, n = next(iter(_pairs([s], "--samples").items()))
-            per_bench[name] = _int(n, "--samples")
+            name, n = next(iter(_pairs([s], "--n").items()))
+            per_bench[name] = _int(n, "--n")
         else:
-            data["samples"] = _int(s, "--samples")
+            data["n"] = _int(s, "--n")
     if per_bench:
-        data["samples_per_benchmark"] = per_bench
+        data["n_per_benchmark"] = per_bench
     if ns.k:
         data["k"] = [_int(x.strip(), "--k") for v in ns.k for x in v.split(",") if x.strip()]
     for key in ("temperature", "top_p", "max_tokens", "prompt"):
@@ -191,21 +189,15 @@ def eval_config(ns: argparse.Namespace) -> Any:
     return validate_config(EvalConfig, data, "evaluate")
 
 
-def _tracking(ns: argparse.Namespace) -> Any:
-    from kubedistill.config import TrackingConfig
-
-    return TrackingConfig(experiment=ns.experiment, tracking_uri=ns.tracking_uri, enabled=not ns.no_tracking)
-
-
 # ---------------------------------------------------------------------------------------------- run
 
 
 def run(ns: argparse.Namespace) -> int:
     """Execute ``kubedistill evaluate`` for parsed arguments; returns the exit code."""
-    from kubedistill.config import ConfigError
+    from kubedistill.core.config import ConfigError
 
     if ns.list_benchmarks:
-        from kubedistill.evaluate.benchmarks import list_benchmarks
+        from kubedistill.data.benchmarks import list_benchmarks
 
         for name, desc in list_benchmarks().items():
             print(f"{name:22s} {desc}")
@@ -233,34 +225,31 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def _evaluate(ns: argparse.Namespace) -> int:
-    from kubedistill.config import TeacherConfig, validate_config
-    from kubedistill.evaluate.run import EvaluationIncomplete, evaluate_endpoint, load_benchmarks
+    """Run the `evaluate_endpoint` stage (kubedistill/stages.py) for the flags."""
+    from kubedistill.core.errors import EXIT_PARTIAL
+    from kubedistill.evaluate.run import EvaluationIncomplete
+    from kubedistill.runner import run_stage
 
-    cfg = eval_config(ns)
-    endpoint = validate_config(
-        TeacherConfig,
-        {"url": ns.endpoint, "model": ns.model, "name": ns.name, "api_key_env": ns.api_key_env},
-        "endpoint",
-    )
-    paths = _pairs(ns.benchmark_path, "--benchmark-path")
-    cfg.check_k(ns.benchmark)  # before loading: a bad k fails in milliseconds, not after a download
-    benchmarks, sources = load_benchmarks(ns.benchmark, paths=paths, limit=ns.limit)
+    endpoint = {"url": ns.endpoint, "model": ns.model, "name": ns.name, "api_key_env": ns.api_key_env}
     try:
-        results = evaluate_endpoint(
-            endpoint,
-            benchmarks,
-            cfg,
-            ns.output,
-            label=ns.name,
-            sources=sources,
-            tracking=_tracking(ns),
-            allow_failed=ns.allow_failed,
+        result = run_stage(
+            "evaluate_endpoint",
+            config=eval_config(ns),
+            tracking=tracking(ns),
+            paths={"results": str(ns.output)},
+            params={
+                "endpoint": {k: v for k, v in endpoint.items() if v is not None},
+                "benchmarks": list(ns.benchmark),
+                "benchmark_paths": _pairs(ns.benchmark_path, "--benchmark-path"),
+                "limit": ns.limit or 0,
+                "allow_failed": ns.allow_failed,
+            },
         )
     except EvaluationIncomplete as e:
         _print_results(e.results, ns.output)
         print(f"kubedistill evaluate: {e}", file=sys.stderr)
         return EXIT_PARTIAL
-    _print_results(results, ns.output)
+    _print_results(result.value, ns.output)
     return 0
 
 
@@ -275,7 +264,7 @@ def _print_results(results: Any, output: Path) -> None:
             lens += f" (correct {c}, incorrect {i})"
         print(
             f"{bench}: {ks} accuracy={r.accuracy:.3f}±{r.accuracy_stderr:.3f} "
-            f"[{r.n_problems} problems x {r.samples}] {lens}; truncated {r.n_truncated}, unscorable {r.n_unscorable}"
+            f"[{r.n_problems} problems x {r.n}] {lens}; truncated {r.n_truncated}, unscorable {r.n_unscorable}"
         )
     print(f"results: {output / 'results.json'}  report: {output / 'report.html'}")
 
@@ -285,9 +274,9 @@ def _compare(runs: dict[str, str], out: Path, ns: argparse.Namespace) -> int:
     from kubedistill.evaluate.run import log_comparison
 
     report = compare_runs(runs, out, baseline=ns.baseline)
-    tracking = _tracking(ns)
-    if tracking.enabled:
-        log_comparison(out, report.data, tracking)
+    tcfg = tracking(ns)
+    if tcfg.enabled:
+        log_comparison(out, report.data, tcfg)
     for w in report.data["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"comparison: {report.paths['markdown']}  {report.paths['html']}")
@@ -303,11 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m kubedistill.evaluate.cli``), with the main CLI's error handling."""
-    from kubedistill.cli import run_handler
+    """Standalone entry point (``python -m kubedistill.cli.evaluate``), with the main CLI's error handling."""
+    from kubedistill.cli.common import run_handler
 
     ns = build_parser().parse_args(argv)
     return run_handler(run, ns)
+
+
+COMMANDS: dict[str, tuple[Any, Any, str]] = {
+    "evaluate": (
+        add_arguments,
+        run,
+        "score an endpoint on benchmarks (pass@k, CoT lengths, plots, report); or --compare runs",
+    ),
+}
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ What it guarantees, for a batch of :class:`ChatRequest`:
   resets **and** malformed or truncated 200 bodies (which the stock ``openai`` client passes on or
   loses); ``Retry-After`` is honoured; other 4xx fail at once (retrying cannot fix them);
 * a per-attempt timeout that grows with ``max_tokens`` (long CoTs take minutes);
-* a durable cache (:class:`~kubedistill.teacher.cache.RequestCache`) written as each answer arrives,
+* a durable cache (:class:`~kubedistill.chat.cache.RequestCache`) written as each answer arrives,
   so a killed run, started again, repeats nothing that finished;
 * token accounting and a progress bar with requests/s and tokens/s.
 
-API keys are read from the environment variables named in :class:`TeacherConfig` and only ever
+API keys are read from the environment variables named in :class:`EndpointConfig` and only ever
 placed in the ``Authorization`` header; they are never logged or cached.
 """
 
@@ -32,28 +32,35 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from kubedistill.config import ClientConfig, TeacherConfig
-from kubedistill.teacher.cache import RequestCache
-from kubedistill.teacher.progress import RequestProgress
+from kubedistill.chat.cache import RequestCache
+from kubedistill.chat.config import ClientConfig, EndpointConfig
+from kubedistill.core.errors import BadInputError
+from kubedistill.core.progress import RequestProgress
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_RETRY_AFTER_S = 600.0
 
 
-class TeacherError(RuntimeError):
-    """A teacher cannot be used (unreachable, unauthorised, wrong model)."""
+class EndpointError(BadInputError, RuntimeError):
+    """An endpoint cannot be used (unreachable, unauthorised, wrong model)."""
 
 
 class MalformedResponse(ValueError):
     """A 200 answer whose body is not a usable chat completion (truncated JSON, no choices, ...)."""
 
 
+def derived_seed(base: int, *parts: object) -> int:
+    """A per-sample seed: distinct samples of one prompt must not share a seed (or they are identical)."""
+    h = hashlib.sha256(repr((base, *parts)).encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
 @dataclass(slots=True)
 class ChatRequest:
     """One chat completion to make. ``tag`` is the caller's (e.g. the problem id); not part of the key."""
 
-    teacher: str
+    endpoint: str  # the label of the EndpointConfig to send it to
     messages: list[dict[str, str]]
     params: dict[str, Any] = field(default_factory=dict)
     sample_index: int = 0
@@ -114,7 +121,7 @@ class ChatResult:
 
 
 @dataclass
-class TeacherUsage:
+class EndpointUsage:
     requests: int = 0
     cached: int = 0
     failed: int = 0
@@ -137,9 +144,9 @@ class ClientStats:
     completion_tokens: int = 0
     elapsed_s: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
-    per_teacher: dict[str, TeacherUsage] = field(default_factory=dict)
+    per_endpoint: dict[str, EndpointUsage] = field(default_factory=dict)
 
-    def as_metrics(self, prefix: str = "teacher.") -> dict[str, float]:
+    def as_metrics(self, prefix: str) -> dict[str, float]:
         m = {
             f"{prefix}requests": self.requests,
             f"{prefix}cached": self.cached,
@@ -212,21 +219,22 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class TeacherClient:
-    """Runs batches of chat requests against one or more teachers. See the module docstring."""
+class ChatClient:
+    """Runs batches of chat requests against one or more OpenAI-compatible endpoints (teachers, judges,
+    rewriters, students under evaluation). See the module docstring."""
 
-    def __init__(self, teachers: Sequence[TeacherConfig], cfg: ClientConfig | None = None) -> None:
-        if not teachers:
-            raise ValueError("at least one teacher is needed")
+    def __init__(self, endpoints: Sequence[EndpointConfig], cfg: ClientConfig | None = None) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is needed")
         self.cfg = cfg or ClientConfig()
-        self.teachers: dict[str, TeacherConfig] = {}
-        for t in teachers:
-            if t.label in self.teachers:
-                raise ValueError(f"two teachers share the name {t.label!r}")
-            self.teachers[t.label] = t
+        self.endpoints: dict[str, EndpointConfig] = {}
+        for t in endpoints:
+            if t.label in self.endpoints:
+                raise ValueError(f"two endpoints share the name {t.label!r}")
+            self.endpoints[t.label] = t
         # Resolve keys now: a missing variable fails before any request is made.
         self._headers = {}
-        for label, t in self.teachers.items():
+        for label, t in self.endpoints.items():
             h = {"Content-Type": "application/json"}
             key = t.api_key()
             if key:
@@ -247,9 +255,9 @@ class TeacherClient:
         results: list[ChatResult | None] = [None] * n
         keys: list[str] = []
         for r in requests:
-            t = self.teachers.get(r.teacher)
+            t = self.endpoints.get(r.endpoint)
             if t is None:
-                raise ValueError(f"request names unknown teacher {r.teacher!r} (known: {list(self.teachers)})")
+                raise ValueError(f"request names unknown endpoint {r.endpoint!r} (known: {list(self.endpoints)})")
             keys.append(r.cache_key(t.model))
         found = self.cache.get_many(keys) if self.cache else {}
         pending: dict[str, list[int]] = {}
@@ -276,9 +284,9 @@ class TeacherClient:
         run_async(self.acheck(timeout_s=timeout_s, attempts=attempts))
 
     async def acheck(self, timeout_s: float = 5.0, attempts: int = 3) -> None:
-        """Fail fast, before any work: every teacher answers ``GET /models`` and serves its model."""
+        """Fail fast, before any work: every endpoint answers ``GET /models`` and serves its model."""
         async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(self._check_one(session, t, timeout_s, attempts) for t in self.teachers.values()))
+            await asyncio.gather(*(self._check_one(session, t, timeout_s, attempts) for t in self.endpoints.values()))
 
     def close(self) -> None:
         if self.cache:
@@ -287,7 +295,7 @@ class TeacherClient:
     # ----------------------------------------------------------------------------------- internals
 
     async def _check_one(
-        self, session: aiohttp.ClientSession, t: TeacherConfig, timeout_s: float, attempts: int
+        self, session: aiohttp.ClientSession, t: EndpointConfig, timeout_s: float, attempts: int
     ) -> None:
         last = ""
         for attempt in range(attempts):
@@ -299,28 +307,28 @@ class TeacherClient:
                 ) as resp:
                     body = await resp.read()
                     if resp.status in (401, 403):
-                        raise TeacherError(
-                            f"teacher {t.label!r} at {t.url} refused the key (HTTP {resp.status}); "
+                        raise EndpointError(
+                            f"endpoint {t.label!r} at {t.url} refused the key (HTTP {resp.status}); "
                             f"check {t.api_key_env or 'api_key_env'}"
                         )
                     if resp.status == 200:
                         served = _served_models(body)
                         if served and t.model not in served:
-                            raise TeacherError(
-                                f"teacher {t.label!r} at {t.url} does not serve model {t.model!r} "
+                            raise EndpointError(
+                                f"endpoint {t.label!r} at {t.url} does not serve model {t.model!r} "
                                 f"(it serves: {', '.join(sorted(served))})"
                             )
                         return
                     if resp.status == 404:
                         return  # some gateways do not expose /models; the first request will tell
                     last = f"HTTP {resp.status}"
-            except TeacherError:
+            except EndpointError:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 last = f"{type(e).__name__}: {e}".strip()
             if attempt + 1 < attempts:
                 await asyncio.sleep(1.0 * (attempt + 1))
-        raise TeacherError(f"teacher {t.label!r} at {t.url} is unreachable after {attempts} tries: {last}")
+        raise EndpointError(f"endpoint {t.label!r} at {t.url} is unreachable after {attempts} tries: {last}")
 
     async def _run_pending(
         self,
@@ -332,7 +340,7 @@ class TeacherClient:
     ) -> None:
         sems = {
             label: asyncio.Semaphore(t.max_concurrency)
-            for label, t in self.teachers.items()
+            for label, t in self.endpoints.items()
             if t.max_concurrency is not None
         }
         work = iter(list(pending.items()))
@@ -342,14 +350,14 @@ class TeacherClient:
             async def worker() -> None:
                 for key, idxs in work:
                     req = requests[idxs[0]]
-                    sem = sems.get(req.teacher)
+                    sem = sems.get(req.endpoint)
                     if sem is not None:
                         async with sem:
                             res = await self._call(session, req)
                     else:
                         res = await self._call(session, req)
                     if res.ok and self.cache is not None:
-                        self.cache.put(key, self.teachers[req.teacher].model, res.to_cache())
+                        self.cache.put(key, self.endpoints[req.endpoint].model, res.to_cache())
                     for i in idxs:
                         r = res if i == idxs[0] else _copy_for(res, requests[i])
                         results[i] = r
@@ -360,14 +368,14 @@ class TeacherClient:
             await asyncio.gather(*(worker() for _ in range(n_workers)))
 
     async def _call(self, session: aiohttp.ClientSession, req: ChatRequest) -> ChatResult:
-        t = self.teachers[req.teacher]
+        t = self.endpoints[req.endpoint]
         body = {"model": t.model, "messages": req.messages, **req.params, **t.extra_body}
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         url = f"{t.url}/chat/completions"
         timeout = aiohttp.ClientTimeout(
             total=self.cfg.attempt_timeout(req.params.get("max_tokens")), sock_connect=self.cfg.connect_timeout_s
         )
-        headers = self._headers[req.teacher]
+        headers = self._headers[req.endpoint]
         start = time.perf_counter()
         error = ""
         attempt = 0
@@ -421,7 +429,7 @@ class TeacherClient:
 
     def _account(self, r: ChatResult) -> None:
         s = self.stats
-        u = s.per_teacher.setdefault(r.request.teacher, TeacherUsage())
+        u = s.per_endpoint.setdefault(r.request.endpoint, EndpointUsage())
         s.requests += 1
         u.requests += 1
         if r.cached:

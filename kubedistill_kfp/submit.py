@@ -16,25 +16,21 @@ secrets masked) and contacts nothing.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubedistill.cluster import is_secret_name
-from kubedistill.errors import RunFailed, UserError
+from kubedistill.core.errors import RunFailed, UserError
+from kubedistill.core.secrets import mask, mask_url, secret_paths
 
 PARAM_LIMIT = 10_000  # characters; kubeflow/pipelines#12510
-_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
-MASK = "***"
 
 
 @dataclass
@@ -53,7 +49,7 @@ class SubmitPlan:
     arguments: dict[str, Any]
 
     def describe(self) -> str:
-        masked = mask_secrets(self.arguments)
+        masked = mask(self.arguments)
         lines = [
             f"host:            {mask_url(self.host) or '(from $KF_PIPELINES_ENDPOINT / kubeconfig)'}",
             f"namespace:       {self.namespace or '(single-user / default)'}",
@@ -83,61 +79,6 @@ class SubmitResult:
 
 
 # ------------------------------------------------------------------------------------------ masking
-
-
-def _env_secrets() -> set[str]:
-    from kubedistill.cluster import secret_values
-
-    return secret_values()
-
-
-def mask_url(url: str | None) -> str | None:
-    return _URL_CREDENTIALS.sub(r"\1" + MASK + "@", url) if url else url
-
-
-def mask_secrets(obj: Any, secrets: set[str] | None = None) -> Any:
-    """A copy of ``obj`` with credential-like keys (not ``*_env`` names), credentials in URLs and values of
-    secret environment variables replaced by ``***``."""
-    secrets = _env_secrets() if secrets is None else secrets
-
-    def walk(o: Any, key: str = "") -> Any:
-        if isinstance(o, Mapping):
-            return {
-                k: (MASK if is_secret_name(str(k)) and v not in (None, "") else walk(v, str(k))) for k, v in o.items()
-            }
-        if isinstance(o, list | tuple):
-            return [walk(x, key) for x in o]
-        if isinstance(o, str):
-            s = mask_url(o) or o
-            for sec in secrets:
-                s = s.replace(sec, MASK)
-            return s
-        return o
-
-    return walk(obj)
-
-
-def _secrets_in(arguments: Mapping[str, Any]) -> list[str]:
-    """Parameter paths that hold a secret value (so the run would carry it in its spec)."""
-    secrets = _env_secrets()
-    found: list[str] = []
-
-    def walk(o: Any, path: str) -> None:
-        if isinstance(o, Mapping):
-            for k, v in o.items():
-                p = f"{path}.{k}" if path else str(k)
-                if is_secret_name(str(k)) and v not in (None, "", {}, []):
-                    found.append(p)
-                else:
-                    walk(v, p)
-        elif isinstance(o, list | tuple):
-            for i, x in enumerate(o):
-                walk(x, f"{path}.{i}")
-        elif isinstance(o, str) and (_URL_CREDENTIALS.search(o) or any(s in o for s in secrets)):
-            found.append(path)
-
-    walk(arguments, "")
-    return found
 
 
 # --------------------------------------------------------------------------------------- planning
@@ -176,7 +117,7 @@ def plan(
     service_account: str | None = None,
 ) -> SubmitPlan:
     """Validate everything and decide names; contacts nothing."""
-    from kubedistill.config import TeacherConfig
+    from kubedistill.chat.config import EndpointConfig
     from kubedistill.recipes import load_recipe
 
     rec = load_recipe(recipe, overrides)
@@ -184,7 +125,7 @@ def plan(
     if teacher_url or teacher_model:
         if not (teacher_url and teacher_model):
             raise UserError("give both --teacher-url and --teacher-model")
-        teachers = [TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
+        teachers = [EndpointConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
     arguments = rec.pipeline_arguments(teachers)
     pkg = Path(package) if package else Path("dist") / f"{rec.recipe}.yaml"
     spec, sha = _read_package(pkg)
@@ -201,7 +142,7 @@ def plan(
             f"parameter(s) {', '.join(too_long)} exceed KFP's {PARAM_LIMIT}-character limit "
             "(kubeflow/pipelines#12510): move large values to files"
         )
-    leaks = _secrets_in(arguments)
+    leaks = secret_paths(arguments)
     if leaks:
         raise UserError(
             f"parameter(s) {', '.join(leaks)} hold a secret value; give secrets as environment variables "
@@ -397,97 +338,3 @@ def _submit(kfp_client: Any, p: SubmitPlan) -> SubmitResult:
         run_url=f"{mask_url(url_prefix)}/#/runs/details/{run.run_id}",
         actions=[*actions, f"started run {p.run_name} ({run.run_id}) in experiment {p.experiment}"],
     )
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `kubedistill submit`."""
-    p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (its sections become the parameters)")
-    p.add_argument("--package", type=Path, default=None, help="compiled pipeline (default: dist/<recipe kind>.yaml)")
-    p.add_argument("--host", default=None, help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT, else kubeconfig)")
-    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user KFP)")
-    p.add_argument("--experiment", default=None, help="KFP experiment (default: the recipe's tracking.experiment)")
-    p.add_argument("--run-name", default=None, help="run name (default: <recipe name>-<UTC timestamp>)")
-    p.add_argument("--pipeline-name", default=None, help="pipeline name in KFP (default: the compiled name)")
-    p.add_argument("--version", default=None, help="pipeline version name (default: <pipeline>-<content hash>)")
-    p.add_argument("--service-account", default=None, help="Kubernetes service account of the run's pods")
-    p.add_argument(
-        "--token-env",
-        default="KF_PIPELINES_TOKEN",
-        metavar="VAR",
-        help="environment variable holding a bearer token for the KFP API (default: %(default)s; unset: none)",
-    )
-    p.add_argument("--ca-cert", default=None, help="CA bundle for the KFP API's TLS certificate")
-    p.add_argument("--teacher-url", default=None, help="use this OpenAI-compatible teacher instead of the recipe's")
-    p.add_argument("--teacher-model", default=None, help="its model name")
-    p.add_argument("--teacher-api-key-env", default=None, help="environment variable with its API key (in the pods)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value (VALUE is YAML)"
-    )
-    p.add_argument("--dry-run", action="store_true", help="print what would be done; contact nothing")
-    p.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 3 unless it succeeded")
-    p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to wait with --wait")
-    p.add_argument("--json", action="store_true", help="print the result (or the plan) as JSON on stdout")
-
-
-def _overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from kubedistill.config import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. generate.samples=2")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def run(ns: argparse.Namespace) -> int:
-    """The handler of `kubedistill submit`."""
-    token = os.environ.get(ns.token_env) if ns.token_env else None
-    result = submit(
-        ns.recipe,
-        ns.package,
-        host=ns.host,
-        namespace=ns.namespace,
-        experiment=ns.experiment,
-        run_name=ns.run_name,
-        pipeline_name=ns.pipeline_name,
-        version=ns.version,
-        overrides=_overrides(ns.set),
-        teacher_url=ns.teacher_url,
-        teacher_model=ns.teacher_model,
-        teacher_api_key_env=ns.teacher_api_key_env,
-        service_account=ns.service_account,
-        token=token,
-        ssl_ca_cert=ns.ca_cert,
-        dry_run=ns.dry_run,
-        wait=ns.wait,
-        timeout_s=ns.timeout,
-    )
-    if ns.json:
-        data = asdict(result)
-        if isinstance(result, SubmitPlan):
-            data["arguments"] = mask_secrets(data["arguments"])
-            data["host"] = mask_url(data["host"])
-        print(json.dumps(data, indent=2, sort_keys=True))
-    elif isinstance(result, SubmitResult):
-        print(result.run_url)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kubedistill.submit ...`` (the same as `kubedistill submit` once the CLI wires it)."""
-    from kubedistill.cli import run_handler
-
-    parser = argparse.ArgumentParser(prog="kubedistill submit", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_handler(run, parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

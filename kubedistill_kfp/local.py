@@ -1,4 +1,4 @@
-"""Compile the pipelines to KFP YAML, and run a recipe's pipeline on this machine with kfp.local.
+"""Run a recipe's pipeline on this machine with kfp.local (``kubedistill run --local``).
 
 A local run is the embedded default: a teacher served here (vLLM, or any OpenAI endpoint from the
 recipe), MLflow on a SQLite store, kfp.local's SubprocessRunner executing the very components the
@@ -8,7 +8,6 @@ cluster runs, with kfp.local's cache on (a re-run repeats only what changed).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import signal
@@ -18,58 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubedistill.errors import UserError
-
-# pipeline name -> (module, function)
-PIPELINES: dict[str, tuple[str, str]] = {
-    "slow_thinking": ("pipelines.slow_thinking", "slow_thinking"),
-    "adaptive_thinking": ("pipelines.adaptive_thinking", "adaptive_thinking"),
-    "reward_models": ("pipelines.reward_models", "reward_models"),
-    "grpo": ("pipelines.grpo", "grpo"),
-    "evaluate": ("pipelines.evaluate", "evaluate"),
-}
-
-
-def pipeline_function(name: str) -> Any:
-    if name not in PIPELINES:
-        raise UserError(f"unknown pipeline {name!r} (known: {', '.join(PIPELINES)})")
-    module, fn = PIPELINES[name]
-    return getattr(importlib.import_module(module), fn)
-
-
-def compile_all(
-    output_dir: str | Path,
-    *,
-    image_registry: str | None = None,
-    image_tag: str | None = None,
-    names: list[str] | None = None,
-    cluster_config: str | Path | None = None,
-) -> list[Path]:
-    """Write one YAML per pipeline (``<name>.yaml``), ready to upload in the Kubeflow UI.
-
-    With ``cluster_config`` (examples/cluster.yaml) every task gets its role's cluster settings —
-    resources, GPUs, node selectors, tolerations, the PVC, secrets as environment variables (by name:
-    no secret value ever lands in the file; each file is checked)."""
-    if "components.images" in sys.modules and (image_registry or image_tag):
-        raise UserError("set the image registry/tag before the components are imported (use a fresh process)")
-    if image_registry:
-        os.environ["KUBEDISTILL_IMAGE_REGISTRY"] = image_registry
-    if image_tag:
-        os.environ["KUBEDISTILL_IMAGE_TAG"] = image_tag
-    from kfp import compiler
-
-    from kubedistill import cluster
-
-    cfg = cluster.load_cluster_config(cluster_config) if cluster_config else None
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in names or list(PIPELINES):
-        path = out / f"{name}.yaml"
-        compiler.Compiler().compile(cluster.build_pipeline(pipeline_function(name), cfg), package_path=str(path))
-        cluster.check_no_secret_values(path)
-        written.append(path)
-    return written
+from kubedistill.core.errors import UserError
 
 
 @dataclass
@@ -93,9 +41,9 @@ def run_local(
     overrides: dict[str, Any] | None = None,
 ) -> LocalRunResult:
     """Run the recipe's pipeline under kfp.local; starts and stops the local teacher when the recipe has one."""
-    from kubedistill.config import TeacherConfig
+    from kubedistill.chat import ChatClient
+    from kubedistill.chat.config import EndpointConfig
     from kubedistill.recipes import load_recipe
-    from kubedistill.teacher import TeacherClient
     from kubedistill.tracking import resolve_tracking_uri
 
     t0 = time.perf_counter()
@@ -109,13 +57,13 @@ def run_local(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     teacher = getattr(recipe, "teacher", None)  # recipes that only evaluate have none
-    endpoints: list[TeacherConfig] = list(teacher.endpoints) if teacher is not None else []
+    endpoints: list[EndpointConfig] = list(teacher.endpoints) if teacher is not None else []
     if teacher is None and (teacher_url or teacher_model):
         raise UserError(f"recipe {recipe.name!r} has no teacher to replace")
     if teacher_url or teacher_model:
         if not (teacher_url and teacher_model):
             raise UserError("give both --teacher-url and --teacher-model")
-        endpoints = [TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
+        endpoints = [EndpointConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
     server = None
     previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
     try:
@@ -140,11 +88,11 @@ def run_local(
             )
             url = server.start()
             print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
-            endpoints = [TeacherConfig(url=url, model=lt.served_name, name=lt.model)]
+            endpoints = [EndpointConfig(url=url, model=lt.served_name, name=lt.model)]
         # Preflight: every teacher answers before any stage starts (a bad endpoint fails in seconds).
-        preflight = endpoints + [m for m in getattr(recipe, "models", {}).values() if isinstance(m, TeacherConfig)]
+        preflight = endpoints + [m for m in getattr(recipe, "models", {}).values() if isinstance(m, EndpointConfig)]
         if preflight:
-            TeacherClient(preflight).check(timeout_s=5.0, attempts=3)
+            ChatClient(preflight).check(timeout_s=5.0, attempts=3)
         generate = getattr(recipe, "generate", None)
         if generate is not None and generate.client.cache_dir is None:
             # Teacher answers survive a killed or repeated run (kfp.local's cache covers finished tasks).
@@ -175,6 +123,8 @@ def run_local(
 
 def _pipeline_parameters(pipeline: str) -> set[str]:
     import inspect
+
+    from kubedistill_kfp.pipelines import pipeline_function
 
     fn = pipeline_function(pipeline)
     return set(inspect.signature(getattr(fn, "pipeline_func", fn)).parameters)
@@ -219,12 +169,14 @@ def _run_kfp_local(pipeline: str, args: dict[str, Any], work: Path) -> dict[str,
         quiet = _QuietTaskOutput(log)
         subprocess_task_handler.print = quiet  # type: ignore[attr-defined]  # the task output printer
         try:
+            from kubedistill_kfp.pipelines import pipeline_function
+
             task = pipeline_function(pipeline)(**args)
         except RuntimeError as e:
             failed = re.search(r"Inner task failed: \S*'([\w-]+)'", str(e))
             if not failed:
                 raise
-            from kubedistill.errors import RunFailed
+            from kubedistill.core.errors import RunFailed
 
             raise RunFailed(
                 f"pipeline {pipeline} failed at task {failed.group(1)}: {quiet.last_error or 'see the log'} "

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kubedistill.core.errors import BadInputError
 
 SCHEMA_VERSION = 1
 
@@ -268,7 +269,7 @@ R = TypeVar("R", bound=BaseModel)
 _JSON_COLUMNS_KEY = b"kubedistill.json_columns"
 
 
-class RecordsError(Exception):
+class RecordsError(BadInputError):
     """A records file cannot be read at all (missing, unknown format). Bad *rows* become rejects instead."""
 
 
@@ -401,7 +402,3 @@ def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) ->
 
 def write_rejects(path: str | os.PathLike[str], rejects: Iterable[Reject]) -> int:
     return write_jsonl(path, rejects)
-
-
-def count_by(items: Iterable[Any], key: str) -> dict[str, int]:
-    return dict(Counter(str(getattr(i, key)) for i in items))

@@ -1,4 +1,4 @@
-"""Evaluation sets by name, as :class:`~kubedistill.records.Problem` lists.
+"""Evaluation sets by name, as :class:`~kubedistill.core.records.Problem` lists.
 
 ``load_benchmark(name)`` reads a benchmark from the Hugging Face hub in its real layout (hub id,
 subset, split and column mapping in :data:`BENCHMARKS`); ``load_benchmark(name, path=...)`` reads
@@ -36,8 +36,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubedistill.config import ConfigError
-from kubedistill.records import Domain, Problem, iter_raw_rows, validation_message
+from kubedistill.core.config import ConfigError
+from kubedistill.core.records import Domain, Problem, iter_raw_rows, validation_message
 
 RG_PREFIX = "reasoning_gym:"
 RG_DEFAULT_SEED = 10_000

@@ -1,0 +1,156 @@
+"""Secrets, once: which names denote credentials, which values are secret, and how text is redacted.
+
+Every place that writes something a person or a machine may read later — rejects, stats, logs, MLflow
+params, reports, compiled pipelines, ``submit --dry-run`` — goes through this module:
+
+* :func:`is_secret_name` — a key or environment variable that holds a credential (``HF_TOKEN``,
+  ``api_key``, ``AWS_SECRET_ACCESS_KEY``), but not ``max_tokens`` or an ``*_env`` key (which holds the
+  *name* of a variable, never its value);
+* :func:`secret_values` — the values of such variables in the environment (what must never be written);
+* :func:`redact` — free text with secret values, bearer tokens, API-key-shaped strings and credentials
+  in URLs replaced by ``***``;
+* :func:`mask` — a copy of a JSON-like object with credential keys and secret values masked;
+* :func:`secret_paths` — where in such an object a secret sits (to refuse it rather than mask it);
+* :func:`strip_url` — an endpoint URL without user info, query or fragment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+MIN_SECRET_LEN = 6  # shorter values are too common to redact in free text without mangling it
+
+_SECRET_WORDS = {"password", "passwd", "secret", "credential", "credentials", "authorization", "apikey", "pat"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("client", "secret")}
+# user:password@ (or a bare token@) in a URL's authority
+URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# an HTTP credential: "Bearer <token>", and "Authorization: <scheme> <credentials>" whatever the scheme
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{8,})")
+_AUTHORIZATION = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:([A-Za-z]+)\s+)?([^\s\"',;]{4,})")
+# key=value / "key": "value" pairs whose key names a credential, e.g. api_key=sk-..., "password": "..."
+_KEY_VALUE = re.compile(
+    r"""(?ix)
+    (?P<key>["']?[a-z0-9_.-]*(?:api[_-]?key|access[_-]?key|secret|password|passwd|token|authorization)["']?)
+    (?P<sep>\s*[:=]\s*)
+    (?P<quote>["']?)
+    (?P<value>[^\s"',;&}]{4,})
+    """
+)
+# Token shapes hosted APIs issue: OpenAI / Anthropic (sk-...), Hugging Face (hf_...), GitHub, AWS access keys.
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b"
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key or environment variable name denotes a credential: ``HF_TOKEN``, ``api_key``,
+    ``AWS_SECRET_ACCESS_KEY``, ``password`` — but not ``max_tokens`` or ``timeout_per_token_s``, and never
+    a ``*_env`` key (which holds the *name* of a variable)."""
+    if name.lower().endswith("_env"):
+        return False
+    parts = [p.lower() for p in re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", name) if p]
+    if not parts:
+        return False
+    if parts[-1] in ("token", "key") and len(parts) > 1 and parts[-2] in ("access", "api", "auth", "bearer", "hf"):
+        return True
+    if parts[-1] == "token" or parts == ["key"]:
+        return True
+    if any(p in _SECRET_WORDS for p in parts):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
+
+
+def secret_values(environ: Mapping[str, str] | None = None, min_len: int = MIN_SECRET_LEN) -> set[str]:
+    """Values of environment variables whose names look like credentials (what must never be written)."""
+    environ = os.environ if environ is None else environ
+    return {v for k, v in environ.items() if is_secret_name(k) and v and len(v) >= min_len}
+
+
+def has_url_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URL with user info (``https://user:pass@host``)."""
+    return URL_CREDENTIALS.search(text) is not None
+
+
+def mask_url(url: str | None) -> str | None:
+    """``https://user:pass@host/v1`` -> ``https://***@host/v1`` (None stays None)."""
+    return URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", url) if url else url
+
+
+def strip_url(url: str) -> str:
+    """The URL without user info, query or fragment (any of them may carry credentials)."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """``text`` with known secret values (``secrets``, default: :func:`secret_values` of the environment),
+    bearer tokens, credential ``key=value`` pairs, API-key-shaped tokens and credentials in URLs replaced
+    by ``***``. Idempotent; leaves everything else as it was."""
+    if not text:
+        return text
+    values = secret_values() if secrets is None else {s for s in secrets if s}
+    for value in sorted(values, key=len, reverse=True):  # longest first: one secret may contain another
+        text = text.replace(value, MASK)
+    text = URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}" if m.group(3) != MASK else m.group(0), text)
+    text = _AUTHORIZATION.sub(
+        lambda m: m.group(0) if m.group(3) == MASK else f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{MASK}",
+        text,
+    )
+    text = _KEY_VALUE.sub(
+        lambda m: (
+            m.group(0) if m.group("value") == MASK else f"{m.group('key')}{m.group('sep')}{m.group('quote')}{MASK}"
+        ),
+        text,
+    )
+    return _TOKEN_SHAPES.sub(MASK, text)
+
+
+def mask(obj: Any, secrets: Iterable[str] | None = None) -> Any:
+    """A copy of a JSON-like ``obj`` with the values of credential keys (not ``*_env`` names) masked and
+    every string redacted (:func:`redact`)."""
+    values = secret_values() if secrets is None else set(secrets)
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, Mapping):
+            return {k: (MASK if is_secret_name(str(k)) and v not in (None, "") else walk(v)) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [walk(x) for x in o]
+        if isinstance(o, str):
+            return redact(o, values)
+        return o
+
+    return walk(obj)
+
+
+def secret_paths(obj: Any, secrets: Iterable[str] | None = None) -> list[str]:
+    """Dotted paths in a JSON-like ``obj`` that hold a secret: a credential key with a value, a URL with
+    user info, or a known secret value (e.g. to refuse pipeline parameters that would carry one)."""
+    values = secret_values() if secrets is None else set(secrets)
+    found: list[str] = []
+
+    def walk(o: Any, path: str) -> None:
+        if isinstance(o, Mapping):
+            for k, v in o.items():
+                p = f"{path}.{k}" if path else str(k)
+                if is_secret_name(str(k)) and v not in (None, "", {}, []):
+                    found.append(p)
+                else:
+                    walk(v, p)
+        elif isinstance(o, list | tuple):
+            for i, x in enumerate(o):
+                walk(x, f"{path}.{i}")
+        elif isinstance(o, str) and (has_url_credentials(o) or any(s in o for s in values)):
+            found.append(path)
+
+    walk(obj, "")
+    return found

@@ -1,0 +1,1 @@
+"""kubedistill_kfp"""
