@@ -22,14 +22,14 @@ from kubedistill.verifiers.choice import extract_choice, verify_choice
 from kubedistill.verifiers.code import verify_code
 from kubedistill.verifiers.math import verify_math
 from kubedistill.verifiers.reasoning_gym import verify_reasoning_gym
-from kubedistill.verifiers.sandbox import SandboxError, SandboxPolicy, SandboxResult, run_python
+from kubedistill.verifiers.sandbox import SandboxConfig, SandboxError, SandboxResult, run_python
 from kubedistill.verifiers.verdict import Method, Verdict
 
 __all__ = [
     "FunctionalTests",
     "Method",
     "SandboxError",
-    "SandboxPolicy",
+    "SandboxConfig",
     "SandboxResult",
     "StdioTests",
     "Verdict",

