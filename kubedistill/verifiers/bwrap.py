@@ -119,6 +119,12 @@ class BwrapExecutor:
             sandbox.close()
         return result
 
+    def run_once(self, job: Job) -> RunResult:
+        """Run ``job.code`` as a plain one-shot program in a fresh sandbox: stdin is closed after
+        ``job.stdin``, and the run ends when the program exits (no harness protocol: what a sandbox
+        service does with arbitrary code). Raises :class:`SandboxError` if bwrap cannot build it."""
+        return _Sandbox(self, job.code).run(job, once=True)
+
     def close(self) -> None:
         """Stop every idle sandbox (sandboxes in use are stopped when their job returns)."""
         with self._lock:
@@ -228,7 +234,8 @@ class _Sandbox:
         self._err = bytearray()  # the tail of stderr (the harness writes there only when it fails)
         self.alive = True
 
-    def run(self, job: Job) -> RunResult:
+    def run(self, job: Job, *, once: bool = False) -> RunResult:
+        """Send ``job`` and read until the harness's end-of-job line (``once``: until the program exits)."""
         self.jobs += 1
         started = time.monotonic()
         deadline = started + job.timeout_s
@@ -240,18 +247,20 @@ class _Sandbox:
             poller.register(self._start_r, select.POLLIN)
         if pending:
             poller.register(self._fds["in"], select.POLLOUT)
+        elif once:
+            self._close_stdin()
         reason: str | None = None
         end = -1
+        open_outputs = 2
         while end < 0:
             now = time.monotonic()
             if now >= deadline:
                 reason = "timeout"
                 break
-            if len(self._out) > job.max_stdout_bytes:
+            if len(self._out) > job.max_stdout_bytes or len(self._err) > job.max_stderr_bytes:
                 reason = "output limit"
                 break
             events = poller.poll(max(0.0, deadline - now) * 1000)
-            eof = False
             for fd, _ in events:
                 if fd == self._fds["in"]:
                     try:
@@ -262,6 +271,8 @@ class _Sandbox:
                         pending = pending[:0]
                     if not pending:
                         poller.unregister(fd)
+                        if once:
+                            self._close_stdin()
                 elif fd == self._start_r:
                     with contextlib.suppress(BlockingIOError):
                         if os.read(fd, 1):
@@ -273,25 +284,30 @@ class _Sandbox:
                     except BlockingIOError:
                         continue
                     if not chunk:
-                        eof = eof or fd == self._fds["out"]
+                        open_outputs -= 1
                         poller.unregister(fd)
                     elif fd == self._fds["out"]:
                         self._out += chunk
                     else:
                         self._err += chunk
-                        del self._err[: max(0, len(self._err) - 65536)]
-            end = self._out.find(_END)
-            if eof and end < 0:
+                        if not once:
+                            del self._err[: max(0, len(self._err) - 65536)]
+            if not once:
+                end = self._out.find(_END)
+            if open_outputs == 0:
                 break
         elapsed = time.monotonic() - started
         if end >= 0:
             out = bytes(self._out[:end])
             del self._out[: end + len(_END)]
             return RunResult(0, out.decode("utf-8", "replace"), self._stderr(), None, elapsed)
-        # the sandbox is done for: stopped (timeout, output) or it died
+        # the sandbox is done for: its program ended (once), it was stopped (timeout, output) or it died
         out = bytes(self._out)
         self.close()
-        if not self.started:
+        if once and reason is None:
+            if self.proc.returncode != 0 and not out and self._stderr().startswith("bwrap:"):
+                raise SandboxError(f"the bubblewrap sandbox could not start: {_tail(self._stderr())}")
+        elif not self.started:
             why = "did not start within the time limit" if reason else _tail(self._stderr()) or "it exited"
             raise SandboxError(f"the bubblewrap sandbox could not start: {why}")
         return RunResult(
@@ -301,6 +317,11 @@ class _Sandbox:
             reason,
             elapsed,
         )
+
+    def _close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
 
     def _stderr(self) -> str:
         return self._err.decode("utf-8", "replace")
