@@ -214,7 +214,7 @@ def _bootstrap(name: str, files: dict[str, str | None]) -> str:
         "while not line.endswith(b'\\n'):\n"
         "    line += os.read(0, 1)\n"
         "code = json.loads(line)['code']\n"
-        "uid = os.environ.get('KD_DROP_UID')\n"
+        "uid = os.environ.get('KD_PROGRAM_UID')\n"
         "if uid is not None and os.getuid() == 0:\n"
         "    os.setgroups([]); os.setgid(int(uid)); os.setuid(int(uid))\n"
         "env = {k: v for k, v in os.environ.items() if not k.startswith('KD_')}\n"

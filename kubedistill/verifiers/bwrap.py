@@ -3,18 +3,22 @@
 One run = one ``bwrap`` process that builds a fresh sandbox and runs the harness in it:
 
 * **namespaces**: new mount, PID, network, IPC, UTS and cgroup namespaces. No network at all (only a
-  loopback that is down); the harness is PID 1 (``--as-pid-1``), so when it exits or the sandbox is
-  killed, the kernel kills every process in it; nothing the program starts can outlive the run.
+  loopback that is down); the harness is PID 1 (``--as-pid-1``), so when it exits or is killed, the
+  kernel kills every process in the sandbox; nothing a program starts can outlive its sandbox. The
+  harness exits when its stdin ends (this process closed it, or died), and :meth:`BwrapExecutor.close`
+  kills it outright.
 * **filesystem**: a new root with only ``/usr`` (and the ``/bin``, ``/lib*`` links), the interpreter's
   prefix and, with ``packages``, the caller's site-packages, all read-only; a fresh ``/proc`` and
   ``/dev``; ``/tmp``, ``/dev/shm`` and the work dir ``/sandbox`` are private size-capped tmpfs that
   vanish with the sandbox. Everything else of the host (home directories, ``/run``, ``/var``,
   ``/etc``, the project, datasets, mounted secrets) does not exist in it. Nothing the program writes
   reaches the host's disk.
-* **identity**: as root, bwrap runs privileged and the harness becomes a per-run unprivileged uid (leased
-  from ``UID_BASE``..``UID_BASE+UID_COUNT`` with a lock file) before anything else, keeping only
-  CAP_SETUID/CAP_SETGID until then; as a non-root caller, bwrap uses an unprivileged user namespace
-  and forbids nested ones (``--disable-userns``). ``no_new_privs`` always.
+* **identity**: as root, bwrap runs privileged; the harness and the testers stay uid 0 inside with only
+  CAP_SETUID, CAP_SETGID and CAP_KILL, and every program process becomes the sandbox's unprivileged uid
+  (leased from ``UID_BASE``..``UID_BASE+UID_COUNT`` with a lock file) before its code runs, so it can
+  neither signal nor trace the process that holds the key. As a non-root caller, bwrap uses an
+  unprivileged user namespace (one uid for all: the program can then kill its tester, which costs it
+  its verdict, nothing more) and forbids nested ones (``--disable-userns``). ``no_new_privs`` always.
 * **environment**: empty but ``PATH``, ``LANG``, ``HOME=/sandbox``, ``TMPDIR=/tmp``, ``PYTHONHASHSEED=0``.
 * **limits** (set by the harness on each program process before its code runs): RLIMIT_AS, CPU,
   NPROC, FSIZE, NOFILE, CORE=0; the run's wall clock and output are bounded here.
@@ -76,7 +80,8 @@ class BwrapExecutor:
     ``packages``: bind the caller's site-packages read-only; ``tmpfs_mb``: size of each writable dir;
     ``run_as_uid``: when the caller is root, run bwrap itself as that uid (the unprivileged
     user-namespace path, e.g. where root lacks CAP_SYS_ADMIN); ``max_jobs``: jobs one sandbox serves
-    before it is replaced.
+    before it is replaced; ``uid_base``/``uid_count``: the uids leased to sandboxes when the caller is
+    root.
 
     Sandboxes are reused: each calling thread checks one out, sends it a job and returns it. Between
     two jobs the harness (PID 1) kills every other process in the sandbox and empties its writable
@@ -88,6 +93,8 @@ class BwrapExecutor:
     tmpfs_mb: int = 64
     run_as_uid: int | None = None
     max_jobs: int = 500
+    uid_base: int = UID_BASE
+    uid_count: int = UID_COUNT
     name: str = "bwrap"
     max_report_bytes: int | None = None
     _idle: list[_Sandbox] = field(default_factory=list, init=False, repr=False)
@@ -125,6 +132,11 @@ class BwrapExecutor:
         service does with arbitrary code). Raises :class:`SandboxError` if bwrap cannot build it."""
         return _Sandbox(self, job.code).run(job, once=True)
 
+    def idle_sandboxes(self) -> list[int]:
+        """The pids of the ``bwrap`` processes of the idle sandboxes (for tests and operators)."""
+        with self._lock:
+            return [s.proc.pid for s in self._idle if s.alive]
+
     def close(self) -> None:
         """Stop every idle sandbox (sandboxes in use are stopped when their job returns)."""
         with self._lock:
@@ -149,10 +161,13 @@ class BwrapExecutor:
         argv = [
             bwrap_path(),
             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
+            # (no --die-with-parent: PR_SET_PDEATHSIG follows the spawning *thread*, which would end a
+            # reused sandbox with the thread that made it; close() and stdin EOF end sandboxes instead)
+            "--new-session", "--as-pid-1", "--hostname", "sandbox",
         ]  # fmt: skip
         if self.privileged:
-            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            # the harness and the testers stay root with these three only; programs become the leased uid
+            argv += ["--cap-drop", "ALL"] + [a for c in ("SETUID", "SETGID", "KILL") for a in ("--cap-add", f"CAP_{c}")]
         else:
             argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
         env = {
@@ -164,7 +179,7 @@ class BwrapExecutor:
             "KD_START_FD": str(start_fd),
         }
         if uid is not None:
-            env["KD_DROP_UID"] = str(uid)
+            env["KD_PROGRAM_UID"] = str(uid)
         argv.append("--clearenv")
         for k, v in env.items():
             argv += ["--setenv", k, v]
@@ -198,7 +213,10 @@ class _Sandbox:
         self.jobs = 0
         self.started = False
         self._stack = contextlib.ExitStack()
-        uid = self._stack.enter_context(_lease_uid()) if executor.privileged else None
+        self.uid = executor.run_as_uid if executor.run_as_uid is not None else os.geteuid()
+        if executor.privileged:
+            self.uid = self._stack.enter_context(_lease_uid(executor.uid_base, executor.uid_count))
+        uid = self.uid if executor.privileged else None
         code_fd = os.memfd_create("kubedistill-main", 0)
         self._start_r, start_w = os.pipe()
         try:
@@ -304,8 +322,8 @@ class _Sandbox:
         # the sandbox is done for: its program ended (once), it was stopped (timeout, output) or it died
         out = bytes(self._out)
         self.close()
-        if once and reason is None:
-            if self.proc.returncode != 0 and not out and self._stderr().startswith("bwrap:"):
+        if once:
+            if reason is None and self.proc.returncode != 0 and not out and self._stderr().startswith("bwrap:"):
                 raise SandboxError(f"the bubblewrap sandbox could not start: {_tail(self._stderr())}")
         elif not self.started:
             why = "did not start within the time limit" if reason else _tail(self._stderr()) or "it exited"
@@ -331,6 +349,9 @@ class _Sandbox:
         if not self.alive:
             return
         self.alive = False
+        for child in _children(self.proc.pid):  # the PID-1 harness: killing it ends its PID namespace
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
         _kill_group(self.proc.pid)
         deadline = time.monotonic() + _KILL_GRACE_S
         while self.proc.poll() is None and time.monotonic() < deadline:
@@ -418,13 +439,13 @@ def _lock_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _lease_uid() -> Iterator[int]:
-    """An unprivileged uid no other run (in any process on this host) is using right now, so that
-    RLIMIT_NPROC counts this run's processes alone."""
+def _lease_uid(base: int = UID_BASE, count: int = UID_COUNT) -> Iterator[int]:
+    """An unprivileged uid no other sandbox (in any process on this host) is using right now, so that
+    RLIMIT_NPROC counts this sandbox's processes alone."""
     lock_dir = _lock_dir()
-    offset = (os.getpid() * 7919 + threading.get_ident()) % UID_COUNT
-    for i in range(UID_COUNT):
-        uid = UID_BASE + (offset + i) % UID_COUNT
+    offset = (os.getpid() * 7919 + threading.get_ident()) % count
+    for i in range(count):
+        uid = base + (offset + i) % count
         fd = os.open(lock_dir / f"{uid}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -436,10 +457,18 @@ def _lease_uid() -> Iterator[int]:
         finally:
             os.close(fd)  # releases the lock
         return
-    raise SandboxError(f"all {UID_COUNT} sandbox uids are in use")
+    raise SandboxError(f"all {count} sandbox uids from {base} are in use")
 
 
 # ---------------------------------------------------------------------------------- process control
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _kill_group(pgid: int) -> None:

@@ -28,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 
 from kubedistill.core.records import FunctionalTests, StdioTests
 from kubedistill.core.text import extract_code
+from kubedistill.verifiers.executors import Executor
 from kubedistill.verifiers.sandbox import SandboxConfig, SandboxError, run_functional, run_stdio
 from kubedistill.verifiers.verdict import Verdict
 
@@ -47,29 +48,44 @@ def verify_code(
     memory_mb: int = 1024,
     prefix: str = "",
     sandbox: SandboxConfig | None = None,
+    executor: Executor | None = None,
 ) -> Verdict:
     """Run the program in ``response`` against ``tests``. See the module docstring.
 
     ``prefix`` goes before the program (helpers a HumanEval prompt defines, LiveCodeBench's imports for
     LeetCode-style starter code; kept in ``problem.metadata["program_prefix"]``); for functional tests it
     also runs before the tests. ``timeout_s`` (seconds) bounds one functional check or one stdio case,
-    ``memory_mb`` (MiB) the program's memory; ``sandbox`` picks the executor (default: local bwrap)."""
+    ``memory_mb`` (MiB) the program's memory; ``sandbox`` picks the executor (default: local bwrap),
+    ``executor`` (an instance) overrides it."""
     program = extract_code(response)
     if program is None or not program.strip():
         return Verdict(False, METHOD, "no code block")
     try:
         if isinstance(tests, FunctionalTests):
-            return _functional(program, tests, prefix, timeout_s, memory_mb, sandbox)
-        return _stdio(program, tests, prefix, timeout_s, memory_mb, sandbox)
+            return _functional(program, tests, prefix, timeout_s, memory_mb, sandbox, executor)
+        return _stdio(program, tests, prefix, timeout_s, memory_mb, sandbox, executor)
     except SandboxError as exc:
         return Verdict(None, METHOD, f"sandbox error: {exc}"[:300])
 
 
 def _functional(
-    program: str, tests: FunctionalTests, prefix: str, timeout_s: float, memory_mb: int, sandbox: SandboxConfig | None
+    program: str,
+    tests: FunctionalTests,
+    prefix: str,
+    timeout_s: float,
+    memory_mb: int,
+    sandbox: SandboxConfig | None,
+    executor: Executor | None,
 ) -> Verdict:
     result = run_functional(
-        program, tests.code, tests.entry_point, prefix=prefix, timeout_s=timeout_s, memory_mb=memory_mb, config=sandbox
+        program,
+        tests.code,
+        tests.entry_point,
+        prefix=prefix,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        config=sandbox,
+        executor=executor,
     )
     if result.status == "passed":
         return Verdict(True, METHOD, "all tests passed")
@@ -81,10 +97,22 @@ def _functional(
 
 
 def _stdio(
-    program: str, tests: StdioTests, prefix: str, timeout_s: float, memory_mb: int, sandbox: SandboxConfig | None
+    program: str,
+    tests: StdioTests,
+    prefix: str,
+    timeout_s: float,
+    memory_mb: int,
+    sandbox: SandboxConfig | None,
+    executor: Executor | None,
 ) -> Verdict:
     cases = run_stdio(
-        program, [c.input for c in tests.cases], prefix=prefix, timeout_s=timeout_s, memory_mb=memory_mb, config=sandbox
+        program,
+        [c.input for c in tests.cases],
+        prefix=prefix,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        config=sandbox,
+        executor=executor,
     )
     for case in cases:
         i = case.index

@@ -44,8 +44,8 @@ per case), ``memory_mb``, ``max_processes``, ``max_file_bytes``, ``max_output_by
 ``sys_path`` (directories appended to ``sys.path``, e.g. site-packages), ``stop_on_failure``.
 
 Environment set by the local executor: ``KD_START_FD`` (a pipe the harness writes one byte to as soon as
-it runs, then closes), ``KD_DROP_UID`` (when started as root: the unprivileged uid to
-become before anything else). The work directory and the script's directory are removed from
+it runs, then closes), ``KD_PROGRAM_UID`` (when the harness runs as root: the unprivileged uid every
+program process becomes before its code runs). The work directory and the script's directory are removed from
 ``sys.path`` first, so a file the program writes can never be imported by the harness.
 """
 
@@ -186,27 +186,21 @@ def _read_frame():
     return loads(_read_exactly(int(header)).decode("utf-8"))
 
 
-def _drop_privileges():
-    """Become ``KD_DROP_UID`` when started as root; True if the uid changed. (Changing the uid also
-    makes the process non-dumpable when ``/proc/sys/fs/suid_dumpable`` is 0, the usual setting.)"""
-    uid = os.environ.get("KD_DROP_UID")
-    if uid is None or os.getuid() != 0:
-        return False
-    uid = int(uid)
+_PROGRAM_UID = os.environ.get("KD_PROGRAM_UID")
+
+
+def _become_program_uid():
+    """In a program's process, when the harness runs as root (privileged bwrap): become the unprivileged
+    ``KD_PROGRAM_UID``, so the program can neither signal nor trace the harness and the tester, nor read
+    their /proc entries. (Without it, a user namespace maps one uid only: programs share it.)"""
+    if _PROGRAM_UID is None or os.getuid() != 0:
+        return
+    uid = int(_PROGRAM_UID)
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
     if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, uid, uid):
         raise HarnessError("privilege drop did not take")
-    return True
-
-
-def _suid_dumpable_is_zero():
-    try:
-        with open("/proc/sys/fs/suid_dumpable") as f:
-            return f.read().strip() == "0"
-    except OSError:
-        return False
 
 
 def _tasks_of_my_uid():
@@ -259,19 +253,19 @@ def _become_program(job, stdin_fd, stdout_fd, stderr_fd, keep=()):
             os.closerange(low, fd)
         low = max(low, fd + 1)
     os.setsid()
+    _become_program_uid()
     _limit("RLIMIT_CPU", int(float(job["timeout_s"])) + 2)
     _limit("RLIMIT_AS", int(job["memory_mb"]) * 2**20)
     _limit("RLIMIT_FSIZE", int(job["max_file_bytes"]))
     _limit("RLIMIT_NOFILE", 64 + len(keep))
     _limit("RLIMIT_CORE", 0)
     if os.getuid() != 0:
-        # In a sandbox of our own (PID 1 = the harness) this uid has the harness, the tester and this
-        # process; elsewhere count what the uid already has.
-        base = 3 if _IS_PID_1 else _tasks_of_my_uid()
+        # In a sandbox of our own, the programs' uid has this process alone (with a uid of their own)
+        # or the harness, the tester and this one; elsewhere count what the uid already has.
+        base = (1 if _PROGRAM_UID is not None else 3) if _IS_PID_1 else _tasks_of_my_uid()
         _limit("RLIMIT_NPROC", base + int(job["max_processes"]))
-    if _libc is not None:  # (as PID 1 of a bwrap sandbox the harness's death kills it anyway)
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        _prctl(_PR_SET_DUMPABLE, 1)  # its own /proc/self stays readable; it holds nothing secret
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # (after the uid change, which clears it)
+    _prctl(_PR_SET_DUMPABLE, 1)  # its own /proc/self stays readable; it holds nothing secret
     for sig in (signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -521,12 +515,13 @@ class Channel:
         if isinstance(exc, list) and len(exc) == 2:
             name, text = str(exc[0]), str(exc[1])
             cls = getattr(builtins, name, None)
+            error = None
             if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
                 try:
-                    raise cls(text)
-                except TypeError:
-                    pass
-            raise ProgramError(f"{name}: {text}" if text else name)
+                    error = cls(text)
+                except Exception:  # an exception class whose constructor wants other arguments
+                    error = None
+            raise error if error is not None else ProgramError(f"{name}: {text}" if text else name)
         raise ProgramGone("the program broke the test protocol")
 
 
@@ -678,11 +673,12 @@ def _exit_of(pid):
 
 
 def _kill(pid):
-    """Kill a program's process group and reap it."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
+    """Kill a program's process, its process group, and reap it."""
+    for kill in (os.kill, os.killpg):  # (the group exists only once the process called setsid)
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
@@ -872,7 +868,8 @@ def _clean_sys_path():
 
 def _sweep():
     """Between jobs in a sandbox of our own: kill every process but this one (repeat until none is
-    left: a fork bomb cannot outrun it), reap them, and empty the writable directories."""
+    left: a fork bomb cannot outrun it), reap them, and empty the writable directories — the programs'
+    files as the programs' uid (which owns them), the rest as this process."""
     for _ in range(1000):
         try:
             os.kill(-1, signal.SIGKILL)  # every process here but the harness (PID 1) itself
@@ -886,6 +883,16 @@ def _sweep():
         except ChildProcessError:
             break
         time.sleep(0.0005)
+    if _PROGRAM_UID is not None and os.getuid() == 0:
+        cleaner = os.fork()
+        if cleaner == 0:
+            try:
+                _become_program_uid()
+                for top in _WRITABLE:
+                    _empty(top)
+            finally:
+                os._exit(0)
+        os.waitpid(cleaner, 0)
     for top in _WRITABLE:
         _empty(top)
 
@@ -896,10 +903,9 @@ def _empty(top):
     except OSError:
         return
     for name in entries:
-        path = os.path.join(top, name)
         if top == os.getcwd() and name == os.path.basename(_HARNESS_FILE):
             continue
-        _remove(path)
+        _remove(os.path.join(top, name))
 
 
 def _remove(path):
@@ -961,8 +967,7 @@ def main():
     try:
         _clean_sys_path()
         _limit("RLIMIT_CORE", 0)
-        if not (_drop_privileges() and _suid_dumpable_is_zero()):
-            _prctl(_PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem|fd for others of this uid
+        _prctl(_PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem|fd for others of this uid
         for name in WARM_MODULES:
             try:
                 __import__(name)

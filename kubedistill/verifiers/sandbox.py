@@ -172,15 +172,17 @@ def run_functional(
     timeout_s: float,
     memory_mb: int,
     config: SandboxConfig | None = None,
+    executor: Executor | None = None,
 ) -> FunctionalResult:
     """Run ``tests_code`` (which defines ``check(candidate)``) against ``entry_point`` of ``program``.
 
     ``prefix`` runs before the program and before the tests (helpers a HumanEval prompt defines).
     ``timeout_s`` (seconds) bounds loading the program plus the whole check; ``memory_mb`` (MiB) the
-    program's address space. Raises :class:`SandboxError` if the executor cannot run the job."""
+    program's address space; ``executor`` overrides the one ``config`` selects. Raises
+    :class:`SandboxError` if the executor cannot run the job."""
     _check_limits(timeout_s, memory_mb)
     config = config or SandboxConfig()
-    executor = executor_for(config)
+    executor = executor or executor_for(config)
     key = secrets.token_hex(32)
     job = _job("functional", program, prefix, timeout_s, memory_mb, config, executor)
     stdin = _stdin(key, job, {"code": tests_code, "entry_point": entry_point})
@@ -247,16 +249,17 @@ def run_stdio(
     max_output_bytes: int = 1_000_000,
     config: SandboxConfig | None = None,
     stop_on_failure: bool = True,
+    executor: Executor | None = None,
 ) -> list[CaseResult]:
     """Run ``program`` once per input, each in a fresh interpreter; results in input order.
 
     ``timeout_s`` (seconds) and ``memory_mb`` (MiB) apply to each case; ``max_output_bytes`` bounds what
     one case may print. With ``stop_on_failure`` the cases after the first that crashes, times out or
-    overflows are not run. Raises :class:`SandboxError` if the executor cannot run the job or the
-    harness reports nothing."""
+    overflows are not run; ``executor`` overrides the one ``config`` selects. Raises
+    :class:`SandboxError` if the executor cannot run the job or the harness reports nothing."""
     _check_limits(timeout_s, memory_mb)
     config = config or SandboxConfig()
-    executor = executor_for(config)
+    executor = executor or executor_for(config)
     if executor.max_report_bytes is not None:  # each case's output must fit in one report line
         max_output_bytes = min(max_output_bytes, executor.max_report_bytes // 4)
     results: list[CaseResult] = []
@@ -348,18 +351,21 @@ def run_python(
     memory_mb: int,
     max_output_bytes: int = 1_000_000,
     config: SandboxConfig | None = None,
+    executor: Executor | None = None,
 ) -> SandboxResult:
     """Run ``code`` as a script (``__main__``) in the sandbox with ``stdin``; see :func:`run_stdio`."""
     config = config or SandboxConfig()
+    executor = executor or executor_for(config)
     (case,) = run_stdio(
-        code, [stdin], timeout_s=timeout_s, memory_mb=memory_mb, max_output_bytes=max_output_bytes, config=config
-    )
+        code, [stdin], timeout_s=timeout_s, memory_mb=memory_mb, max_output_bytes=max_output_bytes, config=config,
+        executor=executor,
+    )  # fmt: skip
     return SandboxResult(
         returncode=case.returncode,
         stdout=case.stdout,
         stderr=case.stderr,
         killed_reason=case.killed_reason,
         elapsed_s=case.elapsed_s,
-        executor=config.executor,
+        executor=executor.name,
         signal=case.signal,
     )
