@@ -8,8 +8,11 @@ against ``0`` was True or False by seed and by order. So checks that use it run 
 * each worker warms up the same way, then before **every** item resets sympy's cache, math-verify's and
   latex2sympy's LRU caches and sympy's ``Dummy`` counter to the state right after warm-up — so an item
   sees the same state whatever came before it, whichever worker takes it;
-* a worker that does not answer within the check's limit is killed and replaced (the item gets
-  ``correct=None``): a runaway computation cannot stall the caller or leak into the next item.
+* each item gets a **CPU-time** budget (not wall-clock: a verdict must not depend on how busy the
+  machine is), enforced with ``ITIMER_PROF`` and raised as a ``BaseException`` that math-verify cannot
+  swallow; the item then gets ``correct=None``. A worker that does not answer within a generous
+  wall-clock limit (a computation in C that no signal interrupts) is killed and replaced, also
+  ``correct=None``: a runaway computation cannot stall the caller or leak into the next item.
 
 :func:`check` is thread-safe; the pool grows to the number of threads calling it at once (at most
 :data:`MAX_WORKERS`) and lives until the interpreter exits. Only checks registered in :data:`CHECKS`
@@ -35,9 +38,9 @@ from kubedistill.verifiers.verdict import Verdict
 
 __all__ = ["CHECKS", "MAX_WORKERS", "check", "shutdown"]
 
-#: name -> (module, function, method, seconds a caller waits for one item)
-CHECKS: dict[str, tuple[str, str, str, float]] = {
-    "math": ("kubedistill.verifiers.math", "check_math", "math-verify", 30.0),
+#: name -> (module, function, method, CPU seconds one item may use, wall seconds a caller waits)
+CHECKS: dict[str, tuple[str, str, str, float, float]] = {
+    "math": ("kubedistill.verifiers.math", "check_math", "math-verify", 10.0, 120.0),
 }
 MAX_WORKERS = 16
 _START_TIMEOUT_S = 120.0
@@ -49,7 +52,7 @@ def check(name: str, *args: str) -> Verdict:
     """Run the registered check ``name`` on ``args`` in a fixed-seed worker; its :class:`Verdict`.
 
     A worker that fails or runs past the check's limit gives ``Verdict(None, method, why)``."""
-    _, _, method, limit = CHECKS[name]
+    _, _, method, _, limit = CHECKS[name]
     worker = _POOL.acquire()
     try:
         reply = worker.call({"check": name, "args": list(args)}, limit)
@@ -185,18 +188,31 @@ atexit.register(shutdown)
 # --------------------------------------------------------------------------------- in the worker
 
 
+class _OverBudget(BaseException):
+    """Raised by the CPU-time alarm; a BaseException so that no ``except Exception`` inside a check
+    (math-verify has several) can turn it into a verdict."""
+
+
 def _serve() -> None:  # pragma: no cover - runs in the worker process
     """The worker: warm up, then answer one JSON request per line on stdin, resetting state before each."""
     import importlib
+    import signal
 
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything else printed goes to stderr (discarded), never into the replies
     logging.disable(logging.CRITICAL)
+
+    def over_budget(_signum: int, _frame: object) -> None:
+        raise _OverBudget()
+
+    signal.signal(signal.SIGPROF, over_budget)
     try:
         functions = {}
-        for name, (module, attr, _, _) in CHECKS.items():
-            functions[name] = getattr(importlib.import_module(module), attr)
-        reset = _state_reset()
+        for name, (module_name, attr, _, _, _) in CHECKS.items():
+            module = importlib.import_module(module_name)
+            if hasattr(module, "CALL_TIMEOUT_S"):
+                module.CALL_TIMEOUT_S = None  # no wall-clock timeouts here: the CPU budget bounds a check
+            functions[name] = getattr(module, attr)
         functions["math"]("1", "\\boxed{1}")  # warm up: compile the regexes, load the lazy modules
         functions["math"]("\\frac{1}{2}", "The answer is 0.5")
         reset = _state_reset()
@@ -205,11 +221,20 @@ def _serve() -> None:  # pragma: no cover - runs in the worker process
         return
     out.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
+        name = "?"
         try:
             request = json.loads(line)
+            name = request["check"]
             reset()
-            verdict = functions[request["check"]](*request["args"])
+            signal.setitimer(signal.ITIMER_PROF, CHECKS[name][3])
+            try:
+                verdict = functions[name](*request["args"])
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
             reply = {"correct": verdict.correct, "method": verdict.method, "detail": verdict.detail}
+        except _OverBudget:
+            method = CHECKS[name][2] if name in CHECKS else "none"
+            reply = {"correct": None, "method": method, "detail": f"the check used more than {CHECKS[name][3]:g} CPU s"}
         except Exception as exc:
             reply = {"correct": None, "method": "none", "detail": f"verifier error: {type(exc).__name__}: {exc}"}
         out.write(json.dumps(reply) + "\n")

@@ -15,8 +15,9 @@ Guarantees of :func:`verify_math`:
   and math-verify caches (and sympy's dummy-symbol counter) are reset before every item, so a verdict
   depends on the (gold, response) pair alone — not on the caller's hash seed, on what was verified
   before, on the order or on the number of workers.
-* It never hangs: math-verify's own timeouts apply in the worker, and a worker that does not answer
-  within :data:`WORKER_LIMIT_S` is killed (``correct=None``).
+* It never hangs: each check has a CPU-time budget in its worker (10 CPU seconds; wall-clock
+  timeouts would make a verdict depend on the machine's load), and a worker that does not answer
+  within :data:`WORKER_LIMIT_S` is killed (``correct=None`` for both).
 
 Where the answer is read from, in order: ``\\boxed{...}`` (the last one; with a gold of k parts, the
 last k boxes when the last box holds fewer parts); else the last answer statement ("Answer:",
@@ -44,10 +45,11 @@ __all__ = [
 ]
 
 METHOD = "math-verify"
-#: math-verify's own timeout for one parse or one comparison (seconds; it takes whole seconds).
-CALL_TIMEOUT_S = 5
+#: math-verify's own wall-clock timeouts, used only when :func:`check_math` runs outside a worker
+#: (seconds; the workers bound each check by CPU time instead, see kubedistill/verifiers/isolated.py).
+CALL_TIMEOUT_S: int | None = 5
 #: How long a caller waits for one whole check before the worker is killed (seconds).
-WORKER_LIMIT_S = 30.0
+WORKER_LIMIT_S = 120.0
 _MAX_CANDIDATE_CHARS = 1_000
 _MAX_RESPONSE_CHARS = 10_000
 _MAX_PARTS = 20

@@ -544,7 +544,9 @@ def test_frame_and_memory_introspection_find_no_secret(executor: BwrapExecutor) 
          "def add(a, b):\n    return 0\n"),
     ],
 )  # fmt: skip
-def test_objects_and_patches_that_fool_in_process_graders_fail(executor: BwrapExecutor, name: str, program: str) -> None:
+def test_objects_and_patches_that_fool_in_process_graders_fail(
+    executor: BwrapExecutor, name: str, program: str
+) -> None:
     verdict = functional(executor, program)
     assert verdict.correct is False, (name, verdict)
     assert_unharmed(executor)
@@ -609,7 +611,9 @@ def test_humaneval_canonical_passes_wrong_fails(humaneval: dict[str, Problem], t
 
 
 def test_a_main_block_does_not_run_for_function_style_problems() -> None:
-    program = "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    n = int(input())\n    print(add(n, n))\n"
+    program = (
+        "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    n = int(input())\n    print(add(n, n))\n"
+    )
     assert verify_code(ADD_TESTS, _fenced(program)) == Verdict(True, "sandbox", "all tests passed")
 
 
