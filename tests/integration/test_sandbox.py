@@ -671,7 +671,8 @@ def test_stdio_cases_and_output_comparison() -> None:
     slow = verify_code(tests, _fenced("while True:\n    pass"), timeout_s=1)
     assert slow == Verdict(False, "sandbox", "case 0: timeout after 1 s")
     main_guard = (
-        "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n\nif __name__ == '__main__':\n    main()\n"
+        "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n\n"
+        "if __name__ == '__main__':\n    main()\n"
     )
     assert verify_code(tests, _fenced(main_guard)).correct is True  # stdio programs do run as __main__
 
