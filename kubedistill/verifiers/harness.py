@@ -1,52 +1,52 @@
 """The test harness that runs INSIDE the sandbox (shipped by source as ``main.py``; standard library only).
 
 It is never imported by the verifier process: an executor (:mod:`kubedistill.verifiers.sandbox`) runs
-this file with the sandbox's Python (``python -s -S -B main.py`` locally; the service's ``python``
-remotely) and writes everything else to its stdin, in this order:
+this file with the sandbox's Python (``python -s -S -B main.py`` under bubblewrap; the service's
+``python`` on SandboxFusion) and writes jobs to its stdin. It must run on Python 3.8+ and import nothing
+outside the standard library; what it imports at start-up is chosen for start-up time.
 
-1. a 64-hex-digit key and a newline;
-2. the length in bytes of the job, a newline, and the job (JSON, see below);
-3. the tests (JSON ``{"code": ..., "entry_point": ...}``; functional jobs only), up to the end.
+Why a harness: the verdict must not rely on the untrusted program keeping a secret, so the program
+never runs in a process that decides or that holds what decides.
 
-Nothing else is needed in the sandbox: no job file another process could swap. It must run on Python
-3.8+ and import nothing outside the standard library.
-
-Why a harness at all: the verdict must not rely on the untrusted program keeping a secret. So the
-program never runs in the process that decides:
-
-* stdin starts with a 64-hex-digit key (one line), read by the harness into a buffer before anything
-  else runs; the harness makes itself non-dumpable (``PR_SET_DUMPABLE=0``: no ptrace, no
-  ``/proc/<pid>/mem|fd|environ`` for other processes of its uid) and, under bubblewrap, is PID 1 of
-  the sandbox's PID namespace (signals from inside the namespace cannot kill it).
-* The program runs in a **forked child** that zeroes the key buffer first, gets ``/dev/null`` (or the
-  case's input) as stdin, stdout/stderr pipes, its own session, rlimits, and then the program's code
-  (compiled with ``dont_inherit=True``: no ``from __future__`` flags leak in).
-* ``functional`` jobs (HumanEval/LiveCodeBench call-based): the test code arrives on stdin *after* the
-  key (so the program never sees the tests), runs in the harness process, and calls the program's
-  entry point through a pipe. Only plain data crosses (``None``, bool, int, float, complex, str,
-  bytes, list, tuple, dict, set, frozenset); any other object stays in the program's process and the
-  tests get an opaque handle that supports calls and attribute access but compares equal only to
-  itself and has no truth value. So an object whose ``__eq__`` is always true, a redefined ``check``,
-  an ``atexit`` handler, an early ``os._exit(0)`` or a patched ``AssertionError`` cannot make a test pass.
+* The harness serves jobs one at a time until stdin ends. A job is two length-prefixed JSON frames
+  (``<n>\n<n bytes>``): the **public** frame (the job, below), which the harness reads, and the
+  **secret** frame (``{"key": 64 hex digits, "tests": {"code", "entry_point"}}``), which only that job's
+  tester reads. After each job it writes ``KDV1-END`` (unsigned: the job's lines are complete and the
+  sandbox is clean).
+* For each job the harness forks a **tester**; the tester forks the **program's process first** and
+  reads the secret frame only then, so the program's memory never held the key or the tests. The
+  program's process gets ``/dev/null`` (or the case's input) as stdin, its own session, rlimits, the
+  unprivileged ``KD_PROGRAM_UID`` when the harness runs as root (then it can neither signal nor trace
+  the tester), and runs the program compiled with ``dont_inherit=True`` (no ``from __future__`` flag
+  leaks in). The harness and the testers are non-dumpable (no ptrace, no ``/proc/<pid>/mem|fd``).
+* ``functional`` jobs (HumanEval, LiveCodeBench call-based): the program is loaded as module
+  ``solution`` (not ``__main__``); ``check(candidate)`` runs in the tester and calls the entry point
+  through a pipe. Only plain data crosses (``None``, bool, int, float, complex, str, bytes, list, tuple,
+  dict, set, frozenset, Fraction, Decimal); any other object stays in the program's process and the
+  tests get an opaque handle that forwards calls, attribute reads, iteration, ``len`` and indexing but
+  equals only itself and has no truth value. So an object whose ``__eq__`` is always true, a redefined
+  ``check``, an ``atexit`` handler, an early ``os._exit(0)`` or a patched ``AssertionError`` cannot
+  make a test pass. The tests' ``random`` is seeded (0) first.
 * ``stdio`` jobs (LiveCodeBench stdin/stdout): each case runs in a fresh interpreter (fork + exec of
-  ``python -s -S -B solution.py``) with the case's input; the harness relays what the program printed,
-  and the verifier compares it with the expected output, which never enters the sandbox.
-* Programs and the harness run with ``PYTHONHASHSEED=0`` (set by the executor): a program's output
-  cannot depend on the hash seed, so neither can its verdict.
-* Every line the harness writes to its stdout is ``KDV1 <json> <hmac-sha256 hex>``, signed with the key;
-  the verifier accepts only lines whose signature checks. The program's own output goes elsewhere
-  (the run's stderr, or relayed inside the signed lines).
+  ``python -s -S -B solution.py``: exec replaces the whole address space) with the case's input; the
+  tester relays what it printed, and the verifier compares that with the expected output, which never
+  enters the sandbox.
+* Every line a tester writes to stdout is ``KDV1 <json> <hmac-sha256 hex>``, signed with the job's key;
+  the verifier accepts only lines whose signature checks. Programs never write to that stdout.
+* Under bubblewrap the harness is PID 1 of the sandbox's PID namespace: between jobs it kills every
+  other process there, reaps them and empties ``/tmp``, ``/dev/shm`` and the work directory.
 
-The job (``mode`` ``functional`` or ``stdio``): ``program`` (the candidate's code), ``prefix``
-(code that goes before it, e.g. helpers defined in a HumanEval prompt; also run in the harness for the
-tests), ``inputs`` (stdio: one stdin text per case), ``timeout_s`` (functional: the whole check; stdio:
-per case), ``memory_mb``, ``max_processes``, ``max_file_bytes``, ``max_output_bytes`` (per case),
+The public frame (``mode`` ``functional`` or ``stdio``): ``program`` (the candidate's code), ``prefix``
+(code that goes before it, e.g. helpers defined in a HumanEval prompt; functional jobs also run it
+before the tests), ``inputs`` and ``first_case`` (stdio), ``timeout_s`` (functional: the whole check;
+stdio: per case), ``memory_mb``, ``max_processes``, ``max_file_bytes``, ``max_output_bytes`` (per case),
 ``sys_path`` (directories appended to ``sys.path``, e.g. site-packages), ``stop_on_failure``.
 
 Environment set by the local executor: ``KD_START_FD`` (a pipe the harness writes one byte to as soon as
 it runs, then closes), ``KD_PROGRAM_UID`` (when the harness runs as root: the unprivileged uid every
-program process becomes before its code runs). The work directory and the script's directory are removed from
-``sys.path`` first, so a file the program writes can never be imported by the harness.
+program process becomes before its code runs), ``PYTHONHASHSEED=0``. The work directory and the
+script's directory are removed from ``sys.path`` first, so a file a program writes can never be
+imported by the harness or a tester.
 """
 
 import _signal as signal  # (the ``signal`` module would import enum: start-up time counts here)
@@ -113,6 +113,8 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_DETAIL_CHARS = 2000
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
 _HARNESS_FILE = os.path.abspath(__file__) if "__file__" in globals() else ""
 _SIGNAL_NAMES = {
     getattr(signal, n): n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_") and n[3:4] != "R"
@@ -132,6 +134,25 @@ def _prctl(option, value):
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         return _libc.prctl(option, value, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def _drop_inheritable_capabilities():
+    """Clear the inheritable and ambient capability sets (bubblewrap fills them with the capabilities it
+    leaves the harness), so no process forked from here can carry one across an exec. The effective
+    and permitted sets stay as they are."""
+    if not _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL):
+        pass  # (an old kernel without ambient capabilities)
+    try:
+        import ctypes
+
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+        data = (ctypes.c_uint32 * 6)()  # {effective, permitted, inheritable} x 2
+        if _libc.capget(header, data) != 0:
+            return False
+        data[2] = data[5] = 0
+        return _libc.capset(header, data) == 0
     except Exception:
         return False
 
@@ -968,6 +989,8 @@ def main():
         _clean_sys_path()
         _limit("RLIMIT_CORE", 0)
         _prctl(_PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem|fd for others of this uid
+        if os.getuid() == 0:
+            _drop_inheritable_capabilities()
         for name in WARM_MODULES:
             try:
                 __import__(name)

@@ -159,6 +159,25 @@ def test_normal_program_with_stdin_and_stdout(executor: BwrapExecutor) -> None:
     assert_unharmed(executor)
 
 
+def test_programs_run_unprivileged_with_limits(executor: BwrapExecutor) -> None:
+    code = """
+    import json, os, resource
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    print(json.dumps({
+        "uid": os.getuid(),
+        "caps": [int(status[k].strip(), 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")],
+        "no_new_privs": status["NoNewPrivs"].strip(),
+        "limits": {n: resource.getrlimit(getattr(resource, n))[0]
+                   for n in ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_NPROC")},
+    }))
+    """
+    result = script(executor, code, memory_mb=300)
+    seen = json.loads(result.stdout)  # type: ignore[attr-defined]
+    assert seen["uid"] != 0 and seen["caps"] == [0, 0, 0, 0] and seen["no_new_privs"] == "1", seen
+    assert seen["limits"]["RLIMIT_AS"] == 300 * 2**20 and seen["limits"]["RLIMIT_CORE"] == 0, seen
+    assert 0 < seen["limits"]["RLIMIT_NPROC"] <= 16 + 3, seen
+
+
 def test_large_stdin_and_stdout_stream_without_deadlock(executor: BwrapExecutor) -> None:
     data = "x" * 300_000 + "\n"
     result = script(executor, "import sys\nsys.stdout.write(sys.stdin.read())", stdin=data, timeout_s=10)
