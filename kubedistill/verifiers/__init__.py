@@ -8,7 +8,12 @@ tell" (no reference, unparsable gold, the sandbox could not start) and must neve
 ``metadata["reasoning_gym"]`` -> the task's own scorer; ``tests`` -> sandboxed execution; ``choices``
 -> choice letter; ``answer`` -> math-verify; nothing -> ``Verdict(None, "none", "no reference")``.
 
-Importing this package is cheap: math-verify (sympy) and reasoning-gym load on first use.
+Verdicts are deterministic (math runs in fixed-seed worker processes reset before every item, code
+with a fixed hash seed), and code verdicts come back signed by a harness the program cannot reach,
+through the executor ``SandboxConfig`` selects (docs/verifiers.md).
+
+Importing this package is cheap: math-verify (sympy) and reasoning-gym load on first use (in the math
+workers), bubblewrap sandboxes start on the first code check.
 """
 
 from __future__ import annotations

@@ -101,6 +101,7 @@ class BwrapExecutor:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._pid = os.getpid()
         _LIVE_EXECUTORS.add(self)
 
     @property
@@ -141,11 +142,15 @@ class BwrapExecutor:
         """Stop every idle sandbox (sandboxes in use are stopped when their job returns)."""
         with self._lock:
             idle, self._idle = self._idle, []
+            if os.getpid() != self._pid:
+                return  # (the parent's sandboxes: not ours to stop)
         for sandbox in idle:
             sandbox.close()
 
     def _checkout(self, code: str) -> _Sandbox:
         with self._lock:
+            if os.getpid() != self._pid:  # a forked child: the idle sandboxes are the parent's
+                self._idle, self._pid = [], os.getpid()
             for i, sandbox in enumerate(self._idle):
                 if sandbox.code == code:
                     del self._idle[i]

@@ -750,10 +750,11 @@ def _run_case(job, text, limit, env):
     deadline = started + float(job["timeout_s"])
     out, err, reason = _pump(pid, in_w, out_r, err_r, text.encode("utf-8"), deadline, limit)
     if reason is not None:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        for kill in (os.kill, os.killpg):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
     status = None
     try:
         _, status = os.waitpid(pid, 0)
@@ -763,6 +764,11 @@ def _run_case(job, text, limit, env):
         os.killpg(pid, signal.SIGKILL)  # what the case left running in its session
     except OSError:
         pass
+    if _IS_PID_1:  # and anything it started elsewhere (all but the harness and this tester)
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
     exit_code, sig = 0, None
     if status is not None:
         if os.WIFSIGNALED(status):

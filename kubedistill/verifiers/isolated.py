@@ -146,8 +146,11 @@ class _Pool:
         self._lock = threading.Lock()
         self._count = 0
         self._slots = threading.BoundedSemaphore(MAX_WORKERS)
+        self._pid = os.getpid()
 
     def acquire(self) -> _Worker:
+        if os.getpid() != self._pid:  # a forked child: the workers (and their pipes) are the parent's
+            self.__init__()  # type: ignore[misc]
         self._slots.acquire()
         while True:
             try:
@@ -171,6 +174,8 @@ class _Pool:
         self._slots.release()
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # (a forked child: those workers are the parent's, not ours to stop)
         while True:
             try:
                 worker = self._idle.get_nowait()

@@ -261,6 +261,23 @@ def test_math_works_from_worker_threads() -> None:
     assert threading.current_thread() is threading.main_thread()
 
 
+def test_math_workers_survive_a_fork() -> None:
+    """A forked child (a data-loader worker, say) gets workers of its own; the parent keeps its own."""
+    import os
+
+    assert verify_math("1", "\\boxed{1}").correct is True
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"1" if verify_math("2", "\\boxed{2}").correct is True else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert verify_math("3", "\\boxed{3}").correct is True
+
+
 def test_math_keeps_the_callers_alarm_timer() -> None:
     saved = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if any
     signal.setitimer(signal.ITIMER_REAL, 100.0)
