@@ -316,7 +316,7 @@ class _Sandbox:
                         if not once:
                             del self._err[: max(0, len(self._err) - 65536)]
             if not once:
-                end = self._out.find(_END)
+                end = _line_at(self._out, _END)
             if open_outputs == 0:
                 break
         elapsed = time.monotonic() - started
@@ -379,6 +379,14 @@ class _Sandbox:
 
 
 _END = b"KDV1-END\n"
+
+
+def _line_at(buf: bytearray, line: bytes) -> int:
+    """Where ``line`` (ending in a newline) starts a line of ``buf``; -1 if nowhere."""
+    i = buf.find(line)
+    while i > 0 and buf[i - 1] != 0x0A:
+        i = buf.find(line, i + 1)
+    return i
 
 
 # ------------------------------------------------------------------------------------- filesystem
