@@ -320,15 +320,6 @@ def _describe(exc):
     return (f"{name}: {text}" if text else name)[:MAX_DETAIL_CHARS]
 
 
-def _print_program_traceback(exc):
-    import traceback  # only when a program failed
-
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == _HARNESS_FILE:
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
-
-
 def _signal_name(sig):
     return _SIGNAL_NAMES.get(sig, f"signal {sig}")
 
@@ -568,8 +559,10 @@ def _serve_program(job, read_fd, write_fd):
     try:
         exec(compile(source, "solution.py", "exec", dont_inherit=True), module.__dict__)
     except BaseException as exc:
-        _print_program_traceback(exc)
-        reply({"loaded": False, "error": _describe(exc)})
+        error = _describe(exc)
+        exc = None  # drop the traceback and what the program allocated (a memory bomb) ...
+        module.__dict__.clear()
+        reply({"loaded": False, "error": error})  # ... so that there is memory left to say why
         return
     reply({"loaded": True})
     refs = {}

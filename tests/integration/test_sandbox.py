@@ -276,6 +276,9 @@ def test_memory_bomb(executor: BwrapExecutor, bomb: str) -> None:
     # (on a loaded machine, touching 256 MiB a megabyte at a time can outlast the time limit)
     assert verdict.correct is False and ("MemoryError" in verdict.detail or "timeout" in verdict.detail), verdict
     assert_unharmed(executor)
+    result = script(executor, bomb, memory_mb=256)
+    assert not result.ok and ("MemoryError" in result.stderr or result.killed_reason), result  # type: ignore[attr-defined]
+    assert_unharmed(executor)
 
 
 def test_output_flood(executor: BwrapExecutor) -> None:
