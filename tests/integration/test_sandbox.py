@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -28,11 +29,11 @@ from kubedistill.core.records import FunctionalTests, Problem, StdioCase, StdioT
 from kubedistill.data.benchmarks import load_benchmark
 from kubedistill.testing.sandboxfusion import SandboxFusionStub
 from kubedistill.verifiers import Verdict, verify, verify_code, verify_many
-from kubedistill.verifiers.bwrap import BwrapExecutor
+from kubedistill.verifiers.bwrap import BwrapExecutor, kernel_refused, unavailable
 from kubedistill.verifiers.executors import Job, SandboxConfig, SandboxError
 from kubedistill.verifiers.sandbox import run_functional, run_python, run_stdio
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("bwrap_sandbox")]
 
 TEST_UID_BASE = 62500  # leased uids of this module's privileged executor (the library uses 61000-61999)
 TEST_USERNS_UID = 62999  # the uid this module's unprivileged executor runs bubblewrap as
@@ -55,6 +56,9 @@ def executor(request: pytest.FixtureRequest) -> Iterator[BwrapExecutor]:
         if not os.path.exists("/usr/bin/python3"):
             pytest.skip("no /usr/bin/python3 that another uid can run")
         ex = BwrapExecutor(python="/usr/bin/python3", packages=False, run_as_uid=TEST_USERNS_UID)
+        reason = unavailable(ex)
+        if reason is not None and kernel_refused(reason):
+            pytest.skip(f"the kernel refuses unprivileged user namespaces here: {reason}")
     first = run_python("import os; print(os.getuid())", timeout_s=10, memory_mb=256, executor=ex)
     print(f"\n{request.param}: programs run as uid {first.stdout.strip()}")
     yield ex
@@ -593,6 +597,48 @@ def test_a_hostile_harness_frame_cannot_desync_the_next_job(executor: BwrapExecu
     assert functional(executor, "import os, signal\nos.killpg(0, signal.SIGKILL)\n" + GOOD_ADD).correct is False
     assert functional(executor, GOOD_ADD) == Verdict(True, "sandbox", "all tests passed")
     assert_unharmed(executor)
+
+
+PROBE = """
+import json
+from kubedistill.core.records import FunctionalTests
+from kubedistill.verifiers import verify_code
+from kubedistill.verifiers.bwrap import BwrapExecutor, kernel_refused, unavailable
+reason = unavailable()
+tests = FunctionalTests(code="def check(c):\\n    assert c(2, 3) == 5", entry_point="add")
+verdict = verify_code(tests, "```python\\ndef add(a, b):\\n    return a + b\\n```")
+print(json.dumps([reason, reason is not None and kernel_refused(reason), BwrapExecutor().privileged, verdict.correct]))
+"""
+DROP_SYS_ADMIN = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"]
+
+
+def _probe(*wrap: str) -> list[object]:
+    out = subprocess.run([*wrap, sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (os.path.exists("/usr/bin/setpriv") and os.path.exists("/usr/bin/unshare")),
+    reason="needs root, setpriv and unshare to play a container's restrictions",
+)
+def test_kernel_refusals_are_named_and_told_apart_from_a_broken_install() -> None:
+    """Root without CAP_SYS_ADMIN (a default root container), and a kernel without user namespaces
+    (``user.max_user_namespaces=0``, as root without the capability): bwrap is refused, the probe says
+    so in bwrap's words (which is what lets the tests skip there and only there), and a code verdict is
+    None, never a guess. A broken install is not taken for a refusal."""
+    reason, refused, privileged, correct = _probe(*DROP_SYS_ADMIN)
+    assert refused is True and "Creating new namespace failed: Operation not permitted" in str(reason), reason
+    assert privileged is True and correct is None
+    off = "echo 0 > /proc/sys/user/max_user_namespaces && exec " + " ".join(DROP_SYS_ADMIN) + ' "$@"'
+    reason, refused, _, correct = _probe("unshare", "--user", "--map-root-user", "sh", "-c", off, "sh")
+    assert refused is True and "Creating new namespace failed" in str(reason), reason
+    assert correct is None
+    assert unavailable() is None  # with its capabilities, the same probe builds a sandbox
+    broken = BwrapExecutor(python="/no/such/python")
+    why = unavailable(broken)
+    assert why is not None and not kernel_refused(why), why
+    broken.close()
 
 
 def test_bwrap_failure_is_a_sandbox_error_and_verdict_none(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("bwrap_sandbox")]
 
 MATH = [
     ("0", "\\boxed{4 0/0}"),
