@@ -42,3 +42,21 @@ def tiny_model(model_cache: Path) -> Path:
     from kubedistill.models import resolve_model
 
     return resolve_model("tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def bwrap_sandbox() -> None:
+    """For tests that run code in the local bubblewrap sandbox: skips them, with bwrap's own words,
+    only where the kernel or the container refuses bwrap the namespaces it needs (user namespaces off,
+    AppArmor's or a seccomp profile's refusal, root without CAP_SYS_ADMIN); any other failure to build
+    a sandbox is an error of the test run, never a skip."""
+    from kubedistill.verifiers.bwrap import kernel_refused, unavailable
+
+    reason = unavailable()
+    if reason is not None and kernel_refused(reason):
+        pytest.skip(
+            f"the kernel or container refuses bubblewrap its namespaces here ({reason}); root needs"
+            " CAP_SYS_ADMIN, any other user needs unprivileged user namespaces (docs/verifiers.md)"
+        )
+    if reason is not None:
+        pytest.fail(f"bubblewrap cannot build a sandbox here (not a kernel refusal): {reason}")

@@ -20,6 +20,7 @@ from kubedistill.chat.config import EndpointConfig
 from kubedistill.core.config import StrictModel
 from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
 from kubedistill.core.text import split_think
+from kubedistill.verifiers.executors import SandboxConfig
 
 STAGE = "verify"
 
@@ -29,7 +30,10 @@ class VerifyConfig(StrictModel):
     keep_unverifiable: bool = Field(default=False, description="keep CoTs whose correctness cannot be told")
     timeout_s: float = Field(default=10.0, gt=0, description="per program run (code problems)")
     memory_mb: int = Field(default=1024, ge=64)
-    workers: int = Field(default=2, ge=1, description="parallel sandbox runs")
+    workers: int = Field(default=2, ge=1, description="parallel checks (sandbox runs, math workers)")
+    sandbox: SandboxConfig = Field(
+        default_factory=SandboxConfig, description="where code runs: local bubblewrap, or a SandboxFusion service"
+    )
     judge_fallback: EndpointConfig | None = Field(
         default=None, description="LLM judge for problems without a reference answer or tests"
     )
@@ -65,7 +69,11 @@ def verify_samples(
         for (i, _, _), v in zip(
             todo,
             verify_many(
-                [(p, a) for _, p, a in todo], workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb
+                [(p, a) for _, p, a in todo],
+                workers=cfg.workers,
+                timeout_s=cfg.timeout_s,
+                memory_mb=cfg.memory_mb,
+                sandbox=cfg.sandbox,
             ),
             strict=True,
         ):

