@@ -61,6 +61,7 @@ class Port:
     many: bool = False
     help: str = ""
     cli_optional: bool = False  # required in the pipeline, optional on the command line
+    empty_ok: bool = False  # a records input that may have no rows (else an empty file is refused, exit 2)
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,12 @@ STAGES: tuple[Stage, ...] = (
         kind="files",
         config="kubedistill.train.dpo:DPOConfig",
         inputs=(
-            Port("pairs", records="PreferencePair", help="preference pairs (from `kubedistill pairs`)"),
+            Port(
+                "pairs",
+                records="PreferencePair",
+                help="preference pairs (from `kubedistill pairs`)",
+                empty_ok=True,  # no usable pair: `too_few_pairs` decides (skip passes the SFT student on)
+            ),
             PROBLEMS,
             Port(
                 "base_model",

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from kubedistill.core.config import StrictModel
+from kubedistill.core.config import StrictModel, reference
 from kubedistill.core.progress import make_bar
 from kubedistill.core.records import Problem, StageStats
 
@@ -50,8 +50,10 @@ class BenchmarkRef(StrictModel):
 class DecontamConfig(StrictModel):
     """n-gram overlap decontamination against evaluation sets."""
 
-    benchmarks: list[BenchmarkRef] = Field(
-        default_factory=list, description="names (strings) or {name, path, limit}; empty = no decontamination"
+    benchmarks: list[BenchmarkRef] = reference(
+        "benchmark_refs",
+        default_factory=list,
+        description="names (strings) or {name, path, limit}; empty = no decontamination",
     )
     ngram: int = Field(default=13, ge=1, description="words per n-gram (open-r1 uses 8)")
     short_items: Literal["exact", "ignore"] = Field(

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.progress import make_bar
 from kubedistill.core.records import Domain, Problem, StageStats, iter_raw_rows, validation_message
 
@@ -205,8 +205,9 @@ class HFSource(_SourceBase):
     split: str = "train"
     revision: str | None = Field(default=None, description="hub revision (commit, tag or branch) to pin")
     data_files: list[str] | None = Field(default=None, description="files inside the repo (or inside `path`)")
-    path: str | None = Field(
-        default=None,
+    path: str | None = reference(
+        "data_path",
+        None,
         description="local copy: a file or glob (json/jsonl/parquet/csv), a hub snapshot dir or a save_to_disk dir",
     )
     fields: FieldMap = Field(default_factory=FieldMap)
@@ -244,7 +245,7 @@ class FileSource(_SourceBase):
     """Local JSONL/Parquet files (a path or a glob); rows are Problems unless ``fields`` maps them."""
 
     kind: Literal["file"] = "file"
-    path: str
+    path: str = reference("files", description="a JSONL/Parquet file or a glob of them")
     fields: FieldMap | None = Field(default=None, description="None: rows are Problems (identity)")
 
     @model_validator(mode="after")
@@ -258,7 +259,7 @@ class ReasoningGymSource(_SourceBase):
     """Procedurally generated problems: ``reasoning_gym.create_dataset(task, size=N, seed=seed)``."""
 
     kind: Literal["reasoning_gym"] = "reasoning_gym"
-    tasks: dict[str, int] = Field(min_length=1, description="task name → number of problems")
+    tasks: dict[str, int] = reference("reasoning_gym_tasks", min_length=1, description="task name → number of problems")
     seed: int = 0
     domain: Domain = "math"
     task_config: dict[str, dict[str, Any]] = Field(

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kubedistill.core.config import StrictModel
+from kubedistill.core.config import StrictModel, reference
 from kubedistill.core.errors import NoTrainingDataError
 from kubedistill.core.records import Difficulty, Problem, Sample, StageStats
 from kubedistill.train.common import (
@@ -64,7 +64,7 @@ class CurriculumStage(StrictModel):
 class SFTConfig(TrainingConfig):
     """SFT hyper-parameters (defaults suit a GPU run; the CPU recipes override them)."""
 
-    base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models/)")
+    base_model: str = reference("model", "tiny-qwen3", description="model reference (see kubedistill/models/)")
     curriculum: list[CurriculumStage] = Field(
         default_factory=lambda: [
             CurriculumStage(name="medium", difficulties=["medium"]),
@@ -83,7 +83,7 @@ class SFTConfig(TrainingConfig):
         "block_mask",
     )
     lora: LoraConfig | None = None
-    prompt: str = "generate"
+    prompt: str = reference("prompt", "generate")
     unlabelled_as: Difficulty = Field(default="medium", description="difficulty assumed for unlabelled CoTs")
 
 

@@ -125,7 +125,7 @@ def test_parquet_problems_with_tests_roundtrip(tmp_path: Path) -> None:
 
 def test_sample_scores_are_bounded() -> None:
     with pytest.raises(ValueError):
-        Sample(id="x", problem_id="p", teacher="t", temperature=0.6, sample_index=0, text="", rv=10)
+        Sample(problem_id="p", teacher="t", temperature=0.6, sample_index=0, text="", rv=10)
 
 
 def test_write_is_atomic_no_partial_file_on_error(tmp_path: Path) -> None:
