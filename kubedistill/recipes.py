@@ -74,6 +74,15 @@ class _DataRecipe(StrictModel):
         "problems whose id hashes to it",
     )
 
+    @model_validator(mode="after")
+    def _tracking_on(self) -> _DataRecipe:
+        if not self.tracking.enabled:
+            raise ValueError(
+                "tracking.enabled: false, but the pipeline ends by registering its model in the MLflow registry; "
+                "leave tracking on (tracking.tracking_uri picks the store)"
+            )
+        return self
+
     def _endpoints(self, teachers: list[EndpointConfig] | None) -> list[EndpointConfig]:
         endpoints = teachers if teachers is not None else self.teacher.endpoints
         if not endpoints:

@@ -272,10 +272,15 @@ class StageStats(BaseModel):
     elapsed_s: float = 0.0
     rejects: list[Reject] = Field(default_factory=list, exclude=True)
 
-    def reject(self, reason: str, detail: str = "", record: Any = None, where: str | None = None) -> None:
-        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``)."""
+    def reject(
+        self, reason: str, detail: str = "", record: Any = None, where: str | None = None, raw_b64: str | None = None
+    ) -> None:
+        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``);
+        ``record`` is the row as it was, ``raw_b64`` its bytes when they are not UTF-8 text."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.rejects.append(Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where))
+        self.rejects.append(
+            Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where, raw_b64=raw_b64)
+        )
 
     def add_rejects(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:

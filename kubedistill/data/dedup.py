@@ -3,9 +3,11 @@
 Guarantees of :func:`dedup`:
 
 * Order is kept and the **first occurrence wins**; every dropped row is a reject naming the id it
-  duplicates: ``duplicate`` (same text and choices after NFKC, case folding and whitespace
-  collapsing), ``duplicate_id`` (a different text under an id already taken — later stages key on
-  problem ids), ``near_duplicate`` (Jaccard similarity of token n-gram sets ≥ ``threshold``).
+  duplicates: ``duplicate`` (same text and choices as tokens after NFKC, math markup
+  canonicalisation — ``$60$`` is ``\\(60\\)``, ``\\dfrac{1}{2}`` is ``1/2`` — and case folding:
+  kubedistill/data/normalize.py), ``duplicate_id`` (a different text under an id already taken — later
+  stages key on problem ids), ``near_duplicate`` (Jaccard similarity of token n-gram sets ≥
+  ``threshold``).
 * A near duplicate is only dropped after its **exact** Jaccard similarity with a kept problem has
   been computed: MinHash/LSH only proposes candidates, so a problem that merely shares many words
   with another (below the threshold) is never dropped because of an unlucky hash.
@@ -300,7 +302,7 @@ def dedup(
     n_exact = n_ids = 0
     for p in problems:
         if cfg.exact:
-            key = exact_key(p.problem, p.choices)
+            key = exact_key(p.problem, p.choices, p.domain)
             first = seen_text.get(key)
             if first is not None:
                 stats.reject("duplicate", f"duplicate of {first}", record=preview(p.model_dump(mode="json")))
@@ -323,7 +325,7 @@ def dedup(
     t1 = time.perf_counter()
     if cfg.near and len(kept) > 1:
         candidates = [i for i, p in enumerate(kept) if p.source not in near_exempt_sources]
-        flat, lengths = hash_tokens([dedup_tokens(_dedup_text(kept[i])) for i in candidates])
+        flat, lengths = hash_tokens([dedup_tokens(_dedup_text(kept[i]), kept[i].domain) for i in candidates])
         dups = find_near_duplicates(
             flat,
             lengths,
