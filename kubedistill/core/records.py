@@ -504,7 +504,7 @@ def _jsonl_rows(p: Path) -> Iterator[RawRow]:
                     )
                 lines.push(ahead)
             first = False
-            yield RawRow(where, value=value)
+            yield RawRow(where, value=value, text=None if isinstance(value, dict) else text)
     except (OSError, EOFError) as e:  # a gzip stream that ends early, a read error
         raise RecordsError(f"{p}: cannot be read to the end ({type(e).__name__}: {e})") from None
     finally:
@@ -601,7 +601,7 @@ def row_reject(row: RawRow, stage: str) -> Reject | None:
             reason="invalid_record",
             detail=f"row is {_kind_of_value(row.value)}, not a JSON object",
             where=row.where,
-            record=json.dumps(row.value, ensure_ascii=False),
+            record=row.text if row.text is not None else json.dumps(row.value, ensure_ascii=False),
         )
     return None
 

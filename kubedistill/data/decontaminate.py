@@ -218,6 +218,7 @@ def decontaminate(
     stats: StageStats,
     *,
     benchmarks: Mapping[str, Sequence[Problem]] | None = None,
+    where_of: Mapping[int, str] | None = None,
 ) -> list[Problem]:
     """Drop problems that overlap an evaluation item (see the module docstring). ``benchmarks``
     (name → items) replaces loading ``cfg.benchmarks`` (tests, or a caller that already has them)."""
@@ -249,6 +250,7 @@ def decontaminate(
             "contaminated",
             c.describe(cfg.ngram),
             record=preview(p.model_dump(mode="json")),
+            where=(where_of or {}).get(id(p)),
         )
         report["benchmarks"][c.benchmark]["removed"] += 1
         report["removed"] += 1

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -292,9 +292,12 @@ def dedup(
     stats: StageStats,
     *,
     near_exempt_sources: Collection[str] = (),
+    where_of: Mapping[int, str] | None = None,
 ) -> list[Problem]:
     """Drop exact duplicates, duplicate ids and near duplicates (see the module docstring); every
-    dropped row is a reject in ``stats`` naming the kept id. Counts go to ``stats.info["dedup"]``."""
+    dropped row is a reject in ``stats`` naming the kept id (and, with ``where_of`` — ``id(problem) ->
+    "file:line"`` —, where the dropped row came from). Counts go to ``stats.info["dedup"]``."""
+    where_of = where_of or {}
     t0 = time.perf_counter()
     kept: list[Problem] = []
     seen_text: dict[str, str] = {}
@@ -305,7 +308,12 @@ def dedup(
             key = exact_key(p.problem, p.choices, p.domain)
             first = seen_text.get(key)
             if first is not None:
-                stats.reject("duplicate", f"duplicate of {first}", record=preview(p.model_dump(mode="json")))
+                stats.reject(
+                    "duplicate",
+                    f"duplicate of {first}",
+                    record=preview(p.model_dump(mode="json")),
+                    where=where_of.get(id(p)),
+                )
                 n_exact += 1
                 continue
             seen_text[key] = p.id
@@ -314,6 +322,7 @@ def dedup(
                 "duplicate_id",
                 f"id {p.id} is already taken by a different problem",
                 record=preview(p.model_dump(mode="json")),
+                where=where_of.get(id(p)),
             )
             n_ids += 1
             continue
@@ -342,6 +351,7 @@ def dedup(
                 "near_duplicate",
                 f"near duplicate of {of.id} (jaccard {d.similarity:.3f})",
                 record=preview(p.model_dump(mode="json")),
+                where=where_of.get(id(p)),
             )
             drop.add(candidates[d.index])
         n_near = len(drop)

@@ -665,9 +665,13 @@ def load_hf_rows(
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_source(src: HFSource | FileSource | ReasoningGymSource, stats: StageStats) -> list[Problem]:
+def load_source(
+    src: HFSource | FileSource | ReasoningGymSource, stats: StageStats, where_of: dict[int, str] | None = None
+) -> list[Problem]:
     """All problems of one source; unusable rows become rejects in ``stats`` (reason per row) and the
-    per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order."""
+    per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order.
+    ``where_of``, when given, gets ``id(problem) -> "file:line"`` (or the row's place in the source) for
+    every problem, so that later steps can say where a row they drop came from."""
     counts = SourceCounts()
     checked = False  # mapped columns checked against the dataset's columns
     rows: Iterable[tuple[str, Any]]
@@ -726,6 +730,8 @@ def load_source(src: HFSource | FileSource | ReasoningGymSource, stats: StageSta
                 stats.reject(e.reason, f"source {src.label}: {e}", record=preview(record), where=where, raw_b64=raw_b64)
                 continue
             out.append(p)
+            if where_of is not None:
+                where_of[id(p)] = where
     finally:
         bar.close()
     counts.loaded = len(out)

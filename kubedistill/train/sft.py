@@ -172,6 +172,11 @@ def train_sft(
             trainer = packed_sft_trainer_class()(data_collator=collator, **common)
         else:
             trainer = trl.SFTTrainer(**common)
+        if len(trainer.train_dataset) == 0:  # TRL drops rows whose completion the truncation leaves empty
+            raise NoTrainingDataError(
+                f"sft: curriculum stage {stage.name!r}: none of its {len(stage_rows)} CoT(s) is left after "
+                f"tokenising at max_length={cfg.max_length} (the prompt alone may fill it: raise sft.max_length)"
+            )
         seqs = _sequence_stats(trainer.train_dataset, cfg.max_length, packed=cfg.packing)
         per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
         steps_per_epoch = math.ceil(len(trainer.train_dataset) / per_step)  # packed rows: fewer than CoTs
