@@ -506,3 +506,28 @@ def test_docs_table_is_the_matrix() -> None:
     if os.environ.get("KUBEDISTILL_WRITE_DOCS") == "1":
         DOC.write_text(wanted, encoding="utf-8")
     assert text == wanted, "docs/data.md's bad-input table differs from the matrix: run with KUBEDISTILL_WRITE_DOCS=1"
+
+
+def test_verify_with_a_problem_id_given_twice_judges_by_the_first_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the last duplicate of a problem won in `verify --problems` and gave wrong verdicts."""
+    problems = tmp_path / "problems.jsonl"
+    rows = [problem(0), {**problem(0), "answer": "999"}, problem(1)]
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(
+        "".join(json.dumps({k: v for k, v in sample(i).items() if k != "correct"}) + "\n" for i in (0, 1))
+    )
+    out = tmp_path / "verified.jsonl"
+    assert (
+        main(["verify", "--input", str(samples), "--problems", str(problems), "--output", str(out), "--no-tracking"])
+        == 0
+    )
+    assert [json.loads(x)["correct"] for x in out.read_text().splitlines()] == [True, True]
+    rejects = [json.loads(x) for x in (tmp_path / "verified.rejects.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["where"]) for r in rejects] == [("duplicate_id", "problems.jsonl:2")]
+    stats = json.loads((tmp_path / "verified.stats.json").read_text())
+    assert (stats["n_in"], stats["n_out"], stats["dropped"]) == (2, 2, {})  # the samples' counts only
+    assert stats["info"]["input_rejects"] == {"problems": {"duplicate_id": 1}}
+    assert "problems: 1 row(s) refused while reading" in capsys.readouterr().err
