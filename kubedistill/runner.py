@@ -271,15 +271,18 @@ def _check_outputs(spec: Stage, outputs: Mapping[str, Any], side: Sequence[Path 
     from kubedistill.core.records import RecordsError
 
     seen: dict[Path, str] = {}
-    files = [(p.name, Path(outputs[p.name]), p.records is not None) for p in spec.outputs if p.name in outputs]
-    files += [(name, path, True) for name, path in zip(("rejects", "stats"), side, strict=True) if path is not None]
-    for name, path, is_file in files:
+    kinds = {p.name: "file" if p.records is not None else "dir" if p.type == "Model" else "" for p in spec.outputs}
+    files = [(name, Path(outputs[name]), kinds[name]) for name in outputs]
+    files += [(name, path, "file") for name, path in zip(("rejects", "stats"), side, strict=True) if path is not None]
+    for name, path, kind in files:
         key = path.resolve()
         if key in seen and seen[key] != name:
             raise RecordsError(f"{spec.name}: {name} and {seen[key]} are the same file ({path})")
         seen[key] = name
-        if is_file and path.is_dir():
+        if kind == "file" and path.is_dir():
             raise RecordsError(f"{path}: is a directory; the {name} output is a file")
+        if kind == "dir" and path.is_file():
+            raise RecordsError(f"{path}: is a file; the {name} output is a model directory")
         parent = next((q for q in path.parents if q.exists()), None)
         if parent is not None and not parent.is_dir():
             raise RecordsError(f"{path}: cannot be written ({parent} is a file, not a directory)")

@@ -531,3 +531,37 @@ def test_verify_with_a_problem_id_given_twice_judges_by_the_first_and_says_so(
     assert (stats["n_in"], stats["n_out"], stats["dropped"]) == (2, 2, {})  # the samples' counts only
     assert stats["info"]["input_rejects"] == {"problems": {"duplicate_id": 1}}
     assert "problems: 1 row(s) refused while reading" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stage", "make_out", "extra", "expected"),
+    [
+        (
+            "select",
+            lambda t: (t / "outdir").mkdir() or t / "outdir",
+            [],
+            "is a directory; the selected output is a file",
+        ),
+        (
+            "sft",
+            lambda t: (t / "m").write_text("x") and t / "m",
+            [],
+            "is a file; the model output is a model directory",
+        ),
+        ("select", lambda t: t / "o.jsonl", ["--rejects", "{out}"], "are the same file"),
+        ("select", lambda t: (t / "f").write_text("x") and t / "f" / "o.jsonl", [], "is a file, not a directory"),
+    ],
+    ids=["output-is-a-directory", "model-output-is-a-file", "rejects-is-the-output", "parent-is-a-file"],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+    stage: str, make_out: Any, extra: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(sample(0)) + "\n")
+    problems = _problems_file(tmp_path / "problems.jsonl", bad_row=False)
+    out = make_out(tmp_path)
+    args = [stage, "--input", str(samples), "--output", str(out), "--no-tracking"]
+    args += ["--problems", str(problems)] if stage == "sft" else []
+    assert main(args + [a.format(out=out) for a in extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
