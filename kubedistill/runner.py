@@ -148,6 +148,7 @@ def run_stage(
         from kubedistill.preflight import check_references
 
         check_references(cfg, spec.name)
+    _check_model_params(spec, params)
 
     if relaunch and spec.role == "train":
         from kubedistill.launch import relaunch as relaunch_on_gpus
@@ -243,6 +244,8 @@ def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool) -> _I
                 raise ConfigError(f"{spec.name}: no {port.name} given")
             continue
         if port.records is None:
+            if port.type == "Model" and not port.many:
+                _check_model_input(spec, port, paths[port.name])
             out.loaded[port.name] = _port_value(port, paths[port.name])
             continue
         collector = StageStats(stage=spec.name)
@@ -262,6 +265,33 @@ def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool) -> _I
         elif collector.rejects:
             out.other_rejects[port.name] = collector.rejects
     return out
+
+
+def _check_model_params(spec: Stage, params: Mapping[str, Any]) -> None:
+    """Plain parameters that name a model (``base_model`` of grpo / evaluate) resolve: exit 2 before work."""
+    from kubedistill.core.config import ConfigError
+    from kubedistill.preflight import model_problem
+
+    for p in spec.params:
+        value = params.get(p.name)
+        if p.model_reference and isinstance(value, str) and value:
+            why = model_problem(value)
+            if why:
+                raise ConfigError(f"{spec.name}: --{p.name.replace('_', '-')}: {why}")
+
+
+def _check_model_input(spec: Stage, port: Port, value: Any) -> None:
+    """A model input (a model directory, or a reference such as an alias) that cannot be one: exit 2
+    before any work."""
+    from kubedistill.core.records import RecordsError
+    from kubedistill.preflight import model_problem
+
+    p = Path(str(value))
+    if p.is_dir():
+        return
+    why = f"{p}: is a file, not a model directory" if p.is_file() else model_problem(str(value))
+    if why:
+        raise RecordsError(f"{spec.name}: --{port.name.replace('_', '-')}: {why}")
 
 
 def _check_outputs(spec: Stage, outputs: Mapping[str, Any], side: Sequence[Path | None]) -> None:

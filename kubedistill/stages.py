@@ -73,6 +73,7 @@ class Param:
     default: Any = None
     help: str = ""
     required: bool = False
+    model_reference: bool = False  # names a model: resolved before the stage starts (kubedistill/preflight.py)
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         outputs=(MODEL_OUT, METRICS),
         params=(
-            Param("base_model", str, "", "the policy to start from (default: the config's base_model)"),
+            Param("base_model", str, "", "the policy to start from (default: config's)", model_reference=True),
             WORK_DIR,
         ),
         cli=Cli(output="model"),
@@ -417,7 +418,7 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.evaluate.stage:LocalEvalConfig",
         inputs=(PROBLEMS, Port("model", type="Model", help="the student's model directory")),
         outputs=EVAL_OUTPUTS,
-        params=(Param("base_model", str, "", "the base student, evaluated beside it (a model reference)"),),
+        params=(Param("base_model", str, "", "the base student, evaluated beside it", model_reference=True),),
         funnel=False,
     ),
     Stage(

@@ -565,3 +565,22 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(
     assert main(args + [a.format(out=out) for a in extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--reward-models", "problems.jsonl", "is a file, not a model directory"),
+        ("--reward-models", "./no-such-dir", "no such model directory"),
+        ("--base-model", "tiny-qwen", "did you mean 'tiny-qwen3'"),
+    ],
+)
+def test_a_model_input_that_is_no_model_is_refused_before_any_work(
+    flag: str, value: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    problems = _problems_file(tmp_path / "problems.jsonl", bad_row=False)
+    assert main(["grpo", "--problems", str(problems), "--output", "model", "--no-tracking", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
+    assert not (tmp_path / "model").exists()
