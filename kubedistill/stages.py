@@ -404,7 +404,13 @@ STAGES: tuple[Stage, ...] = (
         ),
         outputs=(MODEL_OUT, METRICS),
         params=(
-            Param("base_model", str, "", "the policy to start from (default: config's)", model_reference=True),
+            Param(
+                "base_model",
+                str,
+                "",
+                "the policy to start from (default: the config's base_model)",
+                model_reference=True,
+            ),
             WORK_DIR,
         ),
         cli=Cli(output="model"),
