@@ -384,8 +384,11 @@ def _run_tracked(
                     by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
                 stats.metrics[f"input_rejects.{port_name}"] = float(len(rejects))
             stats.info["input_rejects"] = counts
-        if inputs.empty:
+        if inputs.empty:  # accepted (an empty shard is normal in a pipeline), but said
             stats.info["empty_inputs"] = inputs.empty
+            import sys
+
+            print(f"{spec.name}: note: no rows in {', '.join(inputs.empty)}", file=sys.stderr)
         if run is not None:
             stats.info["mlflow_run_id"] = run.info.run_id
         try:
