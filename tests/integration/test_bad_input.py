@@ -584,3 +584,20 @@ def test_a_model_input_that_is_no_model_is_refused_before_any_work(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err, err
     assert not (tmp_path / "model").exists()
+
+
+def test_in_a_pipeline_an_empty_input_is_accepted_and_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A KFP task (run_stage's default): an empty shard is normal, so an empty records input is read as no
+    rows — and noted in the stats and on stderr, never silently."""
+    from kubedistill.runner import run_stage
+
+    (tmp_path / "samples").write_bytes(b"")  # a KFP artifact: no suffix
+    result = run_stage(
+        "select",
+        config={},
+        tracking={"enabled": False},
+        paths={"samples": tmp_path / "samples", "selected": tmp_path / "selected", "rejects": tmp_path / "rejects"},
+    )
+    assert result.stats is not None and result.stats.info["empty_inputs"] == ["samples"]
+    assert (tmp_path / "selected").read_bytes() == b""
+    assert "select: note: no rows in samples" in capsys.readouterr().err
