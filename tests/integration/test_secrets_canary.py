@@ -124,6 +124,14 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
             "--teacher-url", url, "--teacher-model", "scripted", "--teacher-api-key-env", "KD_OTHER_CRED",
             "--max-retries", "0", "--no-progress",
         )  # fmt: skip
+        # a teacher that refuses every request with a 400 quoting the (right) key it was sent (exit 3)
+        with running_server(ServerScript(api_key=KEY, echo_key_in_errors=True, bad_request=["."])) as url400:
+            cli(
+                "generate-400",
+                "generate", "--input", str(run / "problems.jsonl"), "--output", str(run / "refused" / "samples.jsonl"),
+                "--teacher-url", url400, "--teacher-model", "scripted", "--teacher-api-key-env", "KD_TEACHER_CRED",
+                "--max-retries", "0", "--no-progress",
+            )  # fmt: skip
         cli("generate", "generate", "--input", str(run / "problems.jsonl"), "--output", str(run / "samples.jsonl"),
             "--config", str(generate_cfg))  # fmt: skip
         cli("judge", "judge", "--input", str(run / "samples.jsonl"), "--problems", str(run / "problems.jsonl"),
@@ -158,6 +166,7 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
     assert codes == {
         "collect": 0,
         "generate-wrong-key": 3,
+        "generate-400": 3,
         "generate": 0,
         "judge": 0,
         "rewrite": 0,
@@ -170,6 +179,8 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
     wrong = (run / "wrong" / "samples.rejects.jsonl").read_text()
     assert "request_failed" in wrong and "Incorrect API key provided: ***" in wrong
     assert "Authorization: Bearer ***" in (run / "samples.jsonl").read_text()
+    refused = (run / "refused" / "samples.rejects.jsonl").read_text()
+    assert "request_failed" in refused and "Authorization: ***" in refused  # the 400 quoted the right key
     assert "Authorization: ***" in (run / "rewritten.stats.json").read_text()
     assert '"hf_token":"***"' in (run / "problems.jsonl").read_text()  # the collected row, token masked
     assert "Bearer ***" in (run / "problems.rejects.jsonl").read_text()  # the refused row, as it was but masked
@@ -179,6 +190,10 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
     written = [p for p in _files(tmp_path) if not p.is_relative_to(inputs)]
     assert db in written and any(p.is_relative_to(artifacts) for p in written)  # the MLflow store is searched
     assert any(p.name == "requests.sqlite" for p in written)  # and the request caches
+    uploaded = [p.read_text() for p in written if p.is_relative_to(artifacts) and p.parent.name == "rejects"]
+    # the 401 and the 400 that quoted a key went to MLflow as `rejects` artifacts, masked
+    assert any("Incorrect API key provided: ***" in t for t in uploaded), uploaded
+    assert any("request_failed" in t and "Authorization: ***" in t for t in uploaded), uploaded
     leaks = [(str(p.relative_to(tmp_path)), c) for p in written for c in CANARIES if c.encode() in p.read_bytes()]
     leaks += [("stderr", c) for c in CANARIES if c in printed.err] + [
         ("stdout", c) for c in CANARIES if c in printed.out
