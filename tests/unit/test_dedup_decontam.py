@@ -310,3 +310,19 @@ def test_canonical_math_forms() -> None:
     assert canonical_math("\\text{5 cm}").strip() == "5 cm"
     assert canonical_math("no markup at all") == "no markup at all"
     assert "/" not in canonical_math("\\frac{1}{")  # unbalanced: not guessed into a fraction
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("$60$", "\\(60\\)"),  # the pair
+        ("$60$", "60"),
+        ("\\[x^2 = 4\\]", "$$x^2 = 4$$"),
+        ("Find $\\dfrac{3}{4}$ of 8.", "Find \\(\\frac34\\) of 8."),
+        ("Is $x \\geq 2$?", "Is x ≥ 2?"),
+    ],
+)
+def test_problems_that_differ_only_in_math_markup_are_duplicates(a: str, b: str) -> None:
+    stats = StageStats(stage="t")
+    kept = dedup([_p("a", a), _p("b", b), _p("c", "$61$")], DedupConfig(near=False), stats)
+    assert [p.id for p in kept] == ["a", "c"] and stats.dropped == {"duplicate": 1}
