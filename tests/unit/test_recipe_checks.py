@@ -223,3 +223,36 @@ def test_every_yaml_front_door_is_strict(
     assert main(filled) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err and "bad.yaml" in err, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "--local", "--recipe", "{r}", "--workdir", "{w}"], ["submit", "--recipe", "{r}", "--dry-run"]],
+    ids=["run", "submit"],
+)
+def test_a_misspelt_base_model_stops_run_and_submit_before_the_first_task(
+    tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: `sft.base_model` misspelt used to pass and fail inside the sft task, after every
+    teacher-bound stage had spent its budget. Now the command stops first: one line, exit 2, in seconds."""
+    recipe = _recipe(tmp_path, _set("sft.base_model", "tiny-qwen"))
+    work = tmp_path / "work"
+    t0 = time.perf_counter()
+    assert main([a.format(r=recipe, w=work) for a in args]) == 2
+    assert time.perf_counter() - t0 < 20
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "sft.base_model: 'tiny-qwen'" in err and "did you mean 'tiny-qwen3'" in err, err
+    assert not work.exists()  # no task ran
+
+
+@pytest.mark.parametrize("args", FRONT_DOORS, ids=[a[0] for a in FRONT_DOORS])
+def test_a_directory_at_a_yaml_front_door_is_one_line(
+    tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.mkdir()
+    x = tmp_path / "x.jsonl"
+    x.write_text('{"id": "p0", "problem": "1 + 1?", "source": "t"}\n')
+    assert main([a.format(bad=bad, x=x, out=tmp_path / "out") for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "directory" in err and "bad.yaml" in err and "Traceback" not in err, err
