@@ -637,3 +637,28 @@ def test_the_issue_file_latin1_in_row_2_of_3(
             assert stats["n_out"] == 2, stats
     else:
         assert any(out.rglob("config.json"))  # the trainer trained on the rest
+
+
+SECOND_FILE_CASES = [
+    c for c in FILE_CASES if c.id in ("missing", "directory", "empty", "gzip", "utf16", "json_document")
+]
+
+
+@pytest.mark.parametrize("stage", sorted(SECOND_INPUT))
+@pytest.mark.parametrize("case", SECOND_FILE_CASES, ids=[c.id for c in SECOND_FILE_CASES])
+def test_a_bad_problems_file_is_one_line_and_exit_2_too(
+    stage: str, case: FileCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table's promise for "any other records input": a bad `--problems` file, with a good first input."""
+    kind = STAGES[stage]
+    primary = tmp_path / "input.jsonl"
+    primary.write_bytes(_good_lines(kind))
+    (tmp_path / "p").mkdir()
+    problems = case.make(tmp_path / "p", "problem")
+    out = tmp_path / "out" / ("model" if stage in TRAINERS else "out.jsonl")
+    rc = main(_args(stage, primary, out, problems, "http://127.0.0.1:9/v1", base_model="tiny-qwen3"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.count("\n") == 0 and err.startswith("kubedistill: error: "), err
+    assert case.message in err and problems.name in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
