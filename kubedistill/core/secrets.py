@@ -41,7 +41,7 @@ _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("client
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 # an HTTP credential: "Bearer <token>", and "Authorization: <scheme> <credentials>" whatever the scheme
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{8,})")
-_AUTHORIZATION = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:([A-Za-z]+)\s+)?([^\s\"',;]{4,})")
+_AUTHORIZATION = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:([A-Za-z]+)\s+)?([^\s\"',;]{3,})")
 # key=value / "key": "value" pairs whose key names a credential, e.g. api_key=sk-..., "password": "..."
 _KEY_VALUE = re.compile(
     r"""(?ix)
@@ -186,17 +186,30 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     text = redact_values(text, known_secrets() if secrets is None else secrets)
     text = URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}" if m.group(3) != MASK else m.group(0), text)
-    text = _AUTHORIZATION.sub(
-        lambda m: m.group(0) if m.group(3) == MASK else f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{MASK}",
-        text,
-    )
-    text = _KEY_VALUE.sub(
-        lambda m: (
-            m.group(0) if m.group("value") == MASK else f"{m.group('key')}{m.group('sep')}{m.group('quote')}{MASK}"
-        ),
-        text,
-    )
+    text = _AUTHORIZATION.sub(_mask_authorization, text)
+    text = _KEY_VALUE.sub(_mask_key_value, text)
     return _TOKEN_SHAPES.sub(MASK, text)
+
+
+def _mask_authorization(m: re.Match[str]) -> str:
+    """``Authorization: <scheme> <credentials>`` -> ``Authorization: <scheme> ***``. Closing brackets that
+    end the match are the surrounding text's (credentials are token68 / base64) and are kept after the
+    mask; brackets inside the value are masked with it."""
+    value = m.group(3)
+    tail = value[len(value.rstrip(")]}")) :]
+    if value.removesuffix(tail) == MASK:
+        return m.group(0)
+    if m.group(2) is None and value.removesuffix(tail) == "":
+        return m.group(0)
+    return f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{MASK}{tail}"
+
+
+def _mask_key_value(m: re.Match[str]) -> str:
+    """``api_key=<value>`` -> ``api_key=***``. An ``authorization`` key is left to :data:`_AUTHORIZATION`,
+    which has masked its credentials and kept its scheme (``Authorization: Bearer ***``)."""
+    if m.group("value") == MASK or "authorization" in m.group("key").lower():
+        return m.group(0)
+    return f"{m.group('key')}{m.group('sep')}{m.group('quote')}{MASK}"
 
 
 def _values_pattern(values: frozenset[str]) -> re.Pattern[str] | None:

@@ -180,8 +180,8 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
     assert "request_failed" in wrong and "Incorrect API key provided: ***" in wrong
     assert "Authorization: Bearer ***" in (run / "samples.jsonl").read_text()
     refused = (run / "refused" / "samples.rejects.jsonl").read_text()
-    assert "request_failed" in refused and "Authorization: ***" in refused  # the 400 quoted the right key
-    assert "Authorization: ***" in (run / "rewritten.stats.json").read_text()
+    assert "request_failed" in refused and "Authorization: Bearer ***)" in refused  # the 400 quoted the right key
+    assert "Authorization: Bearer ***" in (run / "rewritten.stats.json").read_text()
     assert '"hf_token":"***"' in (run / "problems.jsonl").read_text()  # the collected row, token masked
     assert "Bearer ***" in (run / "problems.rejects.jsonl").read_text()  # the refused row, as it was but masked
 
@@ -193,7 +193,7 @@ def test_no_canary_reaches_a_file_mlflow_or_the_terminal(
     uploaded = [p.read_text() for p in written if p.is_relative_to(artifacts) and p.parent.name == "rejects"]
     # the 401 and the 400 that quoted a key went to MLflow as `rejects` artifacts, masked
     assert any("Incorrect API key provided: ***" in t for t in uploaded), uploaded
-    assert any("request_failed" in t and "Authorization: ***" in t for t in uploaded), uploaded
+    assert any("request_failed" in t and "Authorization: Bearer ***" in t for t in uploaded), uploaded
     leaks = [(str(p.relative_to(tmp_path)), c) for p in written for c in CANARIES if c.encode() in p.read_bytes()]
     leaks += [("stderr", c) for c in CANARIES if c in printed.err] + [
         ("stdout", c) for c in CANARIES if c in printed.out

@@ -88,3 +88,22 @@ def test_json_escaped_secret_values_are_redacted_too() -> None:
     secret = 'p"a\\ss-word'
     assert redact_values('{"x": "p\\"a\\\\ss-word"}', [secret]) == '{"x": "***"}'
     assert redact_values('plain p"a\\ss-word', [secret]) == "plain ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an error body that quotes the header in brackets (the 400 of the canary test): the scheme and the
+        # closing bracket stay, the credentials go
+        ("(headers: Authorization: Bearer abcdefghij123)", "(headers: Authorization: Bearer ***)"),
+        ("[Authorization: Basic dXNlcjpwYXNz] and more", "[Authorization: Basic ***] and more"),
+        ('{"authorization": "Bearer abcdefghij123"}', '{"authorization": "Bearer ***"}'),
+        ("authorization=Token abcdef12345", "authorization=Token ***"),
+        ("Authorization: abcdefgh1234]", "Authorization: ***]"),
+        # a bracket inside the credentials is theirs: masked with them
+        ("Authorization: Bearer abc)def1234567", "Authorization: Bearer ***"),
+    ],
+)
+def test_an_authorization_value_is_masked_and_the_text_around_it_kept(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected  # idempotent
