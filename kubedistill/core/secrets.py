@@ -48,7 +48,7 @@ _KEY_VALUE = re.compile(
     (?P<key>["']?[a-z0-9_.-]*(?:api[_-]?key|access[_-]?key|secret|password|passwd|token|authorization)["']?)
     (?P<sep>\s*[:=]\s*)
     (?P<quote>["']?)
-    (?P<value>[^\s"',;&}]{4,})
+    (?P<value>(?:(?:bearer|basic|token|digest)\s+(?:\*\*\*|[^\s"',;&}]{4,}))|[^\s"',;&}]{4,})  # a scheme goes too
     """
 )
 # Token shapes hosted APIs issue: OpenAI / Anthropic (sk-...), Hugging Face (hf_...), GitHub, AWS access keys.

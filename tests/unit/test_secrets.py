@@ -102,6 +102,9 @@ def test_json_escaped_secret_values_are_redacted_too() -> None:
         ("Authorization: abcdefgh1234]", "Authorization: ***]"),
         # a bracket inside the credentials is theirs: masked with them
         ("Authorization: Bearer abc)def1234567", "Authorization: Bearer ***"),
+        # another credential key with an HTTP scheme before its value: the whole value goes
+        ("secret: Basic dXNlcjpwYXNz ok", "secret: *** ok"),
+        ('"api_key": "Bearer abcdefghij123"', '"api_key": "***"'),
     ],
 )
 def test_an_authorization_value_is_masked_and_the_text_around_it_kept(text: str, expected: str) -> None:
