@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from kubedistill.chat.config import EndpointConfig
-from kubedistill.core.config import ConfigError, StrictModel, load_config, load_yaml
+from kubedistill.core.config import ConfigError, StrictModel, load_config, load_yaml, reference
 from kubedistill.cot.generate import GenerateConfig
 from kubedistill.cot.judge import JudgeConfig
 from kubedistill.cot.pairs import PairsConfig
@@ -36,7 +36,7 @@ Backend = Literal["vllm", "transformers", "auto"]
 class LocalTeacherConfig(StrictModel):
     """A teacher served on this machine for a local run (started and stopped by `kubedistill run`)."""
 
-    model: str = Field(default="smollm2-135m-instruct", description="model reference (kubedistill/models.py)")
+    model: str = reference("model", "smollm2-135m-instruct", description="model reference (kubedistill/models/)")
     backend: Backend = "vllm"
     served_name: str = "teacher"
     max_model_len: int = 2048
@@ -74,6 +74,15 @@ class _DataRecipe(StrictModel):
         "problems whose id hashes to it",
     )
 
+    @model_validator(mode="after")
+    def _tracking_on(self) -> _DataRecipe:
+        if not self.tracking.enabled:
+            raise ValueError(
+                "tracking.enabled: false, but the pipeline ends by registering its model in the MLflow registry; "
+                "leave tracking on (tracking.tracking_uri picks the store)"
+            )
+        return self
+
     def _endpoints(self, teachers: list[EndpointConfig] | None) -> list[EndpointConfig]:
         endpoints = teachers if teachers is not None else self.teacher.endpoints
         if not endpoints:
@@ -96,6 +105,17 @@ class _Recipe(_DataRecipe):
 
     evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
+
+    @model_validator(mode="after")
+    def _something_to_evaluate(self) -> _Recipe:
+        h = self.collect.holdout
+        if h.fraction == 0 or h.max_items == 0:
+            key = "fraction" if h.fraction == 0 else "max_items"
+            raise ValueError(
+                f"collect.holdout.{key}: 0 holds out no problem, and the pipeline evaluates the student on the "
+                "held-out problems; hold some out (e.g. fraction: 0.1)"
+            )
+        return self
 
     def _common(self, endpoints: list[EndpointConfig]) -> dict[str, Any]:
         return {
@@ -220,10 +240,12 @@ class EvaluateRecipe(StrictModel):
     recipe: Literal["evaluate"] = "evaluate"
     name: str = "evaluate"
     description: str = ""
-    models: dict[str, str | EndpointConfig] = Field(
-        min_length=1, description="label -> models:/NAME@ALIAS, a directory, an alias, or an endpoint; first = baseline"
+    models: dict[str, str | EndpointConfig] = reference(
+        "models",
+        min_length=1,
+        description="label -> models:/NAME@ALIAS, a directory, an alias, or an endpoint; first = baseline",
     )
-    benchmarks: list[str] = Field(min_length=1)
+    benchmarks: list[str] = reference("benchmarks", min_length=1)
     benchmark_paths: dict[str, str] = Field(default_factory=dict, description="benchmark -> local files")
     limit: int | None = Field(default=None, ge=1, description="at most this many problems per benchmark")
     evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
@@ -269,8 +291,19 @@ RECIPES: dict[str, type[StrictModel]] = {
 }
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
-    """Load a recipe YAML; its ``recipe:`` key picks the model (default slow_thinking)."""
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, check: bool = True) -> Any:
+    """Load a recipe YAML, checked in full before anything runs; its ``recipe:`` key picks the model
+    (default slow_thinking).
+
+    Strict YAML (a key given twice is an error), every key validated (unknown keys, wrong types), then —
+    with ``check`` — every reference resolved (:func:`kubedistill.preflight.check_references`: models,
+    benchmarks, reasoning-gym tasks and their options, data files, prompts, DeepSpeed configs), so a
+    misspelt ``sft.base_model`` fails here, in seconds, not in the SFT task after the teacher-bound
+    stages spent their budget. Registry references (``models:/``) are checked for their form here and
+    looked up by :func:`kubedistill.preflight.check_registered_models` where the run's store is known.
+    Every failure is one :class:`ConfigError` line naming the file and the keys (exit 2)."""
+    from kubedistill.core.secrets import remember_config
+
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
@@ -278,4 +311,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> An
     cls = RECIPES.get(kind)
     if cls is None:
         raise ConfigError(f"{path}: recipe: unknown recipe {kind!r} (known: {', '.join(RECIPES)})")
-    return load_config(path, cls, overrides)
+    remember_config(data)
+    recipe = load_config(path, cls, overrides)
+    if check:
+        from kubedistill.preflight import check_references
+
+        check_references(recipe, str(path))
+    return recipe

@@ -277,24 +277,82 @@ def _register_model_dir(
 # ------------------------------------------------------------------------------------------ stages
 
 
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def model_dir_problem(model: str | Path) -> str | None:
+    """Why ``model`` is not a model directory transformers and vLLM can load (None when it is): it must
+    be a directory with a ``config.json`` that is a JSON object naming its ``model_type``, and weights
+    (``*.safetensors`` or ``pytorch_model*.bin``)."""
+    p = Path(model)
+    if not p.exists():
+        return f"{p}: no such directory"
+    if not p.is_dir():
+        return f"{p}: is a file, not a model directory (config.json, weights, tokenizer)"
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        return f"{p}: is not a model directory (no config.json)"
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{cfg}: is not valid JSON ({e})"
+    if not isinstance(data, dict) or not data.get("model_type"):
+        return f"{cfg}: names no model_type (not a transformers model config)"
+    if not any(any(p.glob(g)) for g in _WEIGHTS):
+        return f"{p}: holds no weights (*.safetensors or pytorch_model*.bin)"
+    return None
+
+
+def read_results(results: str | Path) -> dict[str, float]:
+    """The scores of an evaluation results directory (``results.json``: ``{label: {benchmark: {metric:
+    value}}}``) as flat metrics ``<label>.<benchmark>.<metric>``. Raises ``UserError`` (exit 2) when the
+    directory or its results.json is missing or not of that shape."""
+    from kubedistill.core.errors import UserError
+    from kubedistill.core.files import BadFileError, read_text
+
+    p = Path(results)
+    if not p.is_dir():
+        why = "no such directory" if not p.exists() else "is not a directory"
+        raise UserError(f"register: --results {p}: {why}")
+    try:
+        data = json.loads(read_text(p / "results.json", what="results.json"))
+    except BadFileError as e:
+        raise UserError(f"register: {e}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"register: {p / 'results.json'}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UserError(f"register: {p / 'results.json'}: not evaluation results ({{label: {{benchmark: scores}}}})")
+    metrics: dict[str, float] = {}
+    for label, by_bench in data.items():
+        for bench, r in by_bench.items():
+            if not isinstance(r, dict):
+                continue
+            for k, v in r.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    metrics[f"{label}.{bench}.{k}".replace("@", "_at_")] = float(v)
+    return metrics
+
+
 def register(cfg: RegisterConfig, *, model: str | Path, results: str | Path | None = None, tracking: Any = None) -> str:
     """Stage `register`: the student's model directory ``model`` as a new version of ``cfg.name``, with
     ``cfg.aliases`` and the scores in ``results/results.json`` (``<label>.<benchmark>.<metric>``) as the
-    version's metrics. Returns ``models:/NAME/VERSION``. Raises ``UserError`` (exit 2) when ``model`` is
-    not a model directory."""
+    version's metrics. Returns ``models:/NAME/VERSION``.
+
+    Everything is checked before MLflow is touched: ``UserError`` (exit 2) when ``model`` is not a model
+    directory (:func:`model_dir_problem`), when ``results`` is given but holds no readable results.json,
+    and when tracking is off (``--no-tracking``): registering *is* writing to MLflow."""
     from kubedistill.core.errors import UserError
 
-    if not (Path(model) / "config.json").is_file():
-        raise UserError(f"register: {model} is not a model directory (no config.json)")
-    tcfg = tracking or tr.TrackingConfig()
-    res_file = Path(results) / "results.json" if results else None
-    metrics: dict[str, float] = {}
-    if res_file is not None and res_file.exists():
-        for label, by_bench in json.loads(res_file.read_text()).items():
-            for bench, r in by_bench.items():
-                for k, v in r.items():
-                    if isinstance(v, int | float) and not isinstance(v, bool):
-                        metrics[f"{label}.{bench}.{k}".replace("@", "_at_")] = float(v)
+    if tracking is None:
+        raise UserError(
+            "register: tracking is off (--no-tracking), and registering a model writes to the MLflow registry; "
+            "drop --no-tracking (--tracking-uri picks the store)"
+        )
+    why = model_dir_problem(model)
+    if why:
+        raise UserError(f"register: {why}")
+    metrics = read_results(results) if results else {}
+    tcfg = tracking
     _, uri = register_student(
         model,
         cfg.name,
@@ -311,8 +369,20 @@ def register_reward_models(cfg: RewardRegisterConfig, *, models: str | Path, tra
     with its held-out MAE / Spearman; returns the ``models:/NAME/VERSION`` URIs, comma-separated. Raises
     ``ConfigError`` (exit 2) when ``models`` holds neither head."""
     from kubedistill.core.config import ConfigError
+    from kubedistill.core.errors import UserError
 
-    tcfg = tracking or tr.TrackingConfig()
+    if tracking is None:
+        raise UserError(
+            "register: tracking is off, and registering a model writes to the MLflow registry; turn tracking on"
+        )
+    tcfg = tracking
+    for head in ("rv", "cd"):
+        d = Path(models) / head
+        why = model_dir_problem(d) if d.exists() else None
+        if why:
+            raise UserError(f"register: {why}")
+        if d.is_dir() and not (d / "kubedistill_reward.json").is_file():
+            raise UserError(f"register: {d}: no kubedistill_reward.json (not a reward model from `reward-models`)")
     uris = []
     for head in ("rv", "cd"):
         d = Path(models) / head

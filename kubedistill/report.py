@@ -354,7 +354,8 @@ def write_report(
     import os
 
     from kubedistill import tracking as tr
-    from kubedistill.core.records import Sample, read_records
+    from kubedistill.core.records import Sample, read_records, write_json
+    from kubedistill.core.secrets import redact
 
     metrics_by_stage = {k.removesuffix("_metrics"): v for k, v in stage_metrics.items() if v is not None}
     res_file = Path(results) / "results.json" if results else None
@@ -371,8 +372,9 @@ def write_report(
     s.lengths = load_lengths(Path(results)) if results else {}
     if scored:
         s.scores = [(x.rv, x.cd) for x in read_records(scored, Sample) if x.rv is not None and x.cd is not None]
-    Path(report).write_text(markdown(s))
-    Path(report_html).write_text(render_html(s))
+    # everything written goes through the redaction step (a tracking URI may carry a password)
+    Path(report).write_text(redact(markdown(s)))
+    Path(report_html).write_text(redact(render_html(s)))
     metrics = {f"{r.stage}.n_out": float(r.n_out) for r in s.funnel}
     for model, benches in s.evaluation.items():
         for bench, r in benches.items():
@@ -394,7 +396,7 @@ def write_report(
                 "kubedistill.kind": "pipeline",
                 "kubedistill.run_name": run_name,
                 "kubedistill.model_uri": model_uri,
-                "mlflow.note.content": markdown(s),
+                "mlflow.note.content": redact(markdown(s)),
             },
         ) as run:
             mlflow.log_metrics({tr.metric_key(k): v for k, v in metrics.items()})
@@ -406,7 +408,7 @@ def write_report(
     if local_copy:
         Path(local_copy).mkdir(parents=True, exist_ok=True)
         target = Path(local_copy) / "report.html"
-        target.write_text(Path(report_html).read_text())
+        target.write_text(redact(Path(report_html).read_text()))
         s.report_html = str(target)
-    Path(summary).write_text(s.model_dump_json(indent=2))
+    write_json(summary, s)
     return metrics

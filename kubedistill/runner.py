@@ -3,14 +3,25 @@
 :func:`run_stage` takes a stage's name (a row of :mod:`kubedistill.stages`), its config (a dict, as a
 recipe or a KFP parameter gives it), the paths of its inputs and outputs and its plain parameters, and:
 
-1. validates the config (one-line :class:`~kubedistill.core.config.ConfigError` naming the key);
+1. validates the config (one-line :class:`~kubedistill.core.config.ConfigError` naming the key) and
+   resolves every reference in it — model, benchmark, reasoning-gym task, prompt, file
+   (:mod:`kubedistill.preflight`) — and remembers its secret values for the redaction step;
 2. for a ``train`` stage on a pod with several GPUs, starts itself once per GPU (kubedistill/launch.py);
-3. reads the record inputs (bad rows become rejects; the first input is the one that is sharded);
-4. opens the stage's MLflow run (params from the config; rank 0 only);
+3. checks that every output path can be written, then reads the record inputs: a file that cannot be
+   read at all is a one-line :class:`~kubedistill.core.records.RecordsError` (exit 2) before any work;
+   bad rows — and rows whose id was already read — become rejects with the row as it was; the first
+   input is the one that is sharded;
+4. opens the stage's MLflow run (params from the config, redacted; rank 0 only);
 5. calls the stage function (the calling convention is in :mod:`kubedistill.stages`);
 6. writes the record outputs atomically, the rejects and the stats — or, when the stage reports a fatal
    drop reason such as ``request_failed``, writes no output and raises :class:`StageFailed` (exit 3);
-7. logs counts, metrics and the rejects / stats files (and any ``log_outputs`` directories) to MLflow;
+7. logs counts, metrics and the rejects / stats files (and any ``log_outputs`` directories) to MLflow.
+
+Everything written goes through the one redaction step (:mod:`kubedistill.core.secrets`): rejects and
+stats masked in full, record outputs with known secret values removed, MLflow params redacted.
+Rows refused while reading the *first* record input count as stage input that was dropped
+(``n_in = n_out + sum(dropped)``); those of other inputs (the problems file of ``verify``) are written to
+the rejects file too, but counted apart, in ``stats.info["input_rejects"]``.
 
 and returns a :class:`StageResult`: the stats, the flat metrics a KFP Metrics artifact gets, and the
 function's value for ``task`` stages.
@@ -38,6 +49,7 @@ from kubedistill.core.records import (
     Sample,
     StageStats,
     read_records,
+    write_json,
     write_records,
     write_rejects,
 )
@@ -110,18 +122,33 @@ def run_stage(
     paths: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     relaunch: bool = True,
+    allow_empty_inputs: bool = True,
 ) -> StageResult:
     """Run stage ``name`` over files (see the module docstring).
 
     ``paths`` maps port names to paths (a list of paths for ``many`` ports, a metrics dict for a Metrics
-    input); a records stage also takes ``rejects`` and ``stats`` there (default: beside its first record
-    output). ``params`` are the stage's plain parameters. Raises ``ConfigError`` / ``RecordsError`` (exit
-    2) for bad config or unreadable files, :class:`StageFailed` (exit 3) for a fatal drop reason."""
+    input); a records or files stage also takes ``rejects`` and ``stats`` there (default: beside its
+    first output). ``params`` are the stage's plain parameters. ``allow_empty_inputs`` False (the command
+    line: the files are a person's) refuses a record input with no rows unless its port is ``empty_ok``;
+    True (a pipeline: an empty shard is normal) accepts it and notes it in ``stats.info["empty_inputs"]``.
+    Raises ``ConfigError`` / ``RecordsError`` (exit 2) for a bad config, a reference that does not
+    resolve, or a file that cannot be read or written, :class:`StageFailed` (exit 3) for a fatal drop
+    reason."""
+    from kubedistill.core.secrets import remember_config
+
     spec = stage(name)
     paths = {k: v for k, v in dict(paths or {}).items() if v not in (None, "")}
     params = {p.name: p.default for p in spec.params if not p.required} | dict(params or {})
     cfg = _config(spec, config)
     tcfg = tracking_config(tracking) if spec.tracked else None
+    remember_config({"config": cfg.model_dump(mode="json") if cfg is not None else None, "params": params})
+    if tcfg is not None:
+        remember_config(tcfg.model_dump(mode="json"))
+    if cfg is not None:
+        from kubedistill.preflight import check_references
+
+        check_references(cfg, spec.name)
+    _check_model_params(spec, params)
 
     if relaunch and spec.role == "train":
         from kubedistill.launch import relaunch as relaunch_on_gpus
@@ -140,7 +167,7 @@ def run_stage(
 
     if spec.kind == "task":
         return _run_task(spec, cfg, tcfg, paths, params)
-    return _run_tracked(spec, cfg, tcfg or TrackingConfig(enabled=False), paths, params)
+    return _run_tracked(spec, cfg, tcfg or TrackingConfig(enabled=False), paths, params, allow_empty_inputs)
 
 
 # ------------------------------------------------------------------------------------------ internals
@@ -197,50 +224,133 @@ def _run_task(
     return StageResult(metrics={k: float(v) for k, v in metrics.items()}, value=value)
 
 
-def _read_inputs(spec: Stage, paths: Mapping[str, Any]) -> tuple[dict[str, Any], list[Reject]]:
-    """Record inputs as lists (their unreadable rows as rejects), other ports as paths."""
-    loaded: dict[str, Any] = {}
-    rejects: list[Reject] = []
+@dataclass
+class _Inputs:
+    loaded: dict[str, Any]
+    primary_rejects: list[Reject]  # rows of the first record input: stage input that was dropped
+    other_rejects: dict[str, list[Reject]]  # rows of the other record inputs, by port
+    empty: list[str]
+
+
+def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool) -> _Inputs:
+    """Record inputs as lists (their unreadable rows and repeated ids as rejects), other ports as paths."""
+    from kubedistill.core.config import ConfigError
+
+    out = _Inputs({}, [], {}, [])
+    primary: str | None = None
     for port in spec.inputs:
         if port.name not in paths:
             if port.records is not None and not (port.optional or port.cli_optional):
-                from kubedistill.core.config import ConfigError
-
                 raise ConfigError(f"{spec.name}: no {port.name} given")
             continue
         if port.records is None:
-            loaded[port.name] = _port_value(port, paths[port.name])
+            if port.type == "Model" and not port.many:
+                _check_model_input(spec, port, paths[port.name])
+            out.loaded[port.name] = _port_value(port, paths[port.name])
             continue
         collector = StageStats(stage=spec.name)
-        loaded[port.name] = read_records(
-            paths[port.name], RECORD_CLASSES[port.records], stage=spec.name, stats=collector
+        records = read_records(
+            paths[port.name],
+            RECORD_CLASSES[port.records],
+            stage=spec.name,
+            stats=collector,
+            allow_empty=allow_empty or port.empty_ok,
         )
-        rejects.extend(collector.rejects)
-    return loaded, rejects
+        out.loaded[port.name] = records
+        if not records and not collector.rejects:
+            out.empty.append(port.name)
+        if primary is None:
+            primary = port.name
+            out.primary_rejects = collector.rejects
+        elif collector.rejects:
+            out.other_rejects[port.name] = collector.rejects
+    return out
+
+
+def _check_model_params(spec: Stage, params: Mapping[str, Any]) -> None:
+    """Plain parameters that name a model (``base_model`` of grpo / evaluate) resolve: exit 2 before work."""
+    from kubedistill.core.config import ConfigError
+    from kubedistill.preflight import model_problem
+
+    for p in spec.params:
+        value = params.get(p.name)
+        if p.model_reference and isinstance(value, str) and value:
+            why = model_problem(value)
+            if why:
+                raise ConfigError(f"{spec.name}: --{p.name.replace('_', '-')}: {why}")
+
+
+def _check_model_input(spec: Stage, port: Port, value: Any) -> None:
+    """A model input (a model directory, or a reference such as an alias) that cannot be one: exit 2
+    before any work."""
+    from kubedistill.core.records import RecordsError
+    from kubedistill.preflight import model_problem
+
+    p = Path(str(value))
+    if p.is_dir():
+        return
+    why = f"{p}: is a file, not a model directory" if p.is_file() else model_problem(str(value))
+    if why:
+        raise RecordsError(f"{spec.name}: --{port.name.replace('_', '-')}: {why}")
+
+
+def _check_outputs(spec: Stage, outputs: Mapping[str, Any], side: Sequence[Path | None]) -> None:
+    """Refuse, before any work, an output that cannot be written: a records file whose path is a
+    directory, a model directory whose path is a file, a parent that is a file, or two outputs (rejects,
+    stats) at one path."""
+    from kubedistill.core.records import RecordsError
+
+    seen: dict[Path, str] = {}
+    kinds = {p.name: "file" if p.records is not None else "dir" if p.type == "Model" else "" for p in spec.outputs}
+    files = [(name, Path(outputs[name]), kinds[name]) for name in outputs]
+    files += [(name, path, "file") for name, path in zip(("rejects", "stats"), side, strict=True) if path is not None]
+    for name, path, kind in files:
+        key = path.resolve()
+        if key in seen and seen[key] != name:
+            raise RecordsError(f"{spec.name}: {name} and {seen[key]} are the same file ({path})")
+        seen[key] = name
+        if kind == "file" and path.is_dir():
+            raise RecordsError(f"{path}: is a directory; the {name} output is a file")
+        if kind == "dir" and path.is_file():
+            raise RecordsError(f"{path}: is a file; the {name} output is a model directory")
+        parent = next((q for q in path.parents if q.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise RecordsError(f"{path}: cannot be written ({parent} is a file, not a directory)")
+        if parent is not None and not os.access(parent, os.W_OK):
+            raise RecordsError(f"{path}: cannot be written (no write permission in {parent})")
 
 
 def _run_tracked(
-    spec: Stage, cfg: BaseModel | None, tcfg: TrackingConfig, paths: Mapping[str, Any], params: dict[str, Any]
+    spec: Stage,
+    cfg: BaseModel | None,
+    tcfg: TrackingConfig,
+    paths: Mapping[str, Any],
+    params: dict[str, Any],
+    allow_empty: bool = True,
 ) -> StageResult:
     from kubedistill import tracking as tr
     from kubedistill.core.paths import request_cache_dir
     from kubedistill.core.sharding import select
 
+    outputs = {p.name: paths[p.name] for p in spec.outputs if p.name in paths and p.name != "metrics"}
+    rejects_path, stats_path = _side_files(spec, paths)
+    _check_outputs(spec, outputs, (rejects_path, stats_path))
+    inputs = _read_inputs(spec, paths, allow_empty)
+    loaded = inputs.loaded
+    read_rejects = inputs.primary_rejects
+    other_rejects = inputs.other_rejects
     fn = spec.load_fn()
-    loaded, read_rejects = _read_inputs(spec, paths)
     shard = (int(params.get("shard_index", 0)), int(params.get("shard_count", 1)))
     record_inputs = [p.name for p in spec.inputs if p.records is not None and p.name in loaded]
     primary = record_inputs[0] if record_inputs else None
     if primary is not None and spec.shardable:
         loaded[primary] = select(loaded[primary], *shard)
         if shard[0] != 0:
-            read_rejects = []  # unreadable rows have no problem id: shard 0 reports them, once
+            read_rejects, other_rejects = [], {}  # unreadable rows have no problem id: shard 0 reports them, once
     client = getattr(cfg, "client", None)
     if client is not None and shard[1] > 1:
         client.cache_dir = request_cache_dir(client.cache_dir, shard=shard)
 
-    outputs = {p.name: paths[p.name] for p in spec.outputs if p.name in paths and p.name != "metrics"}
-    rejects_path, stats_path = _side_files(spec, paths)
     kwargs: dict[str, Any] = {k: v for k, v in loaded.items() if k != primary}
     if spec.kind == "files":
         kwargs.update({k: str(v) for k, v in outputs.items()})
@@ -265,21 +375,41 @@ def _run_tracked(
         if read_rejects:  # rows refused while reading count as stage input that was dropped
             stats.n_in += len(read_rejects)
             stats.add_rejects(read_rejects)
+        if other_rejects:  # rows of the other inputs are not the stage's records: kept, counted apart
+            counts: dict[str, dict[str, int]] = {}
+            for port_name, rejects in other_rejects.items():
+                stats.rejects.extend(rejects)
+                by_reason = counts.setdefault(port_name, {})
+                for r in rejects:
+                    by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+                stats.metrics[f"input_rejects.{port_name}"] = float(len(rejects))
+            stats.info["input_rejects"] = counts
+        if inputs.empty:  # accepted (an empty shard is normal in a pipeline), but said
+            stats.info["empty_inputs"] = inputs.empty
+            import sys
+
+            print(f"{spec.name}: note: no rows in {', '.join(inputs.empty)}", file=sys.stderr)
         if run is not None:
             stats.info["mlflow_run_id"] = run.info.run_id
         try:
             if spec.kind == "records":
                 _save(spec, result, stats, outputs, rejects_path, stats_path)
-            elif stats_path is not None:
-                stats_path.parent.mkdir(parents=True, exist_ok=True)
-                stats_path.write_text(stats.model_dump_json(indent=2))
+            else:
+                if rejects_path is not None and (stats.rejects or "rejects" in paths):
+                    write_rejects(rejects_path, stats.rejects)
+                if stats_path is not None:
+                    write_json(stats_path, stats)
         finally:
             if run is not None:
-                artifacts = {"rejects": rejects_path} if rejects_path is not None else {}
+                artifacts = {"rejects": rejects_path} if rejects_path is not None and rejects_path.exists() else {}
                 tr.log_stage_stats(stats, artifacts=artifacts)
                 _log_outputs(spec, outputs)
     return StageResult(
-        metrics=stage_metrics(stats), stats=stats, value=result, rejects=rejects_path, stats_path=stats_path
+        metrics=stage_metrics(stats),
+        stats=stats,
+        value=result,
+        rejects=rejects_path if rejects_path is not None and rejects_path.exists() else None,
+        stats_path=stats_path,
     )
 
 
@@ -289,7 +419,8 @@ def _scalar_params(spec: Stage, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _side_files(spec: Stage, paths: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
-    """Where the rejects (records stages) and the stats go: given, else beside the first output."""
+    """Where the rejects and the stats go: given, else beside the first output (a records stage always
+    writes both; a files stage — a trainer — writes its rejects when it refused rows)."""
     first = next((p.name for p in spec.outputs if p.name in paths and p.name not in ("rejects", "metrics")), None)
     rejects = paths.get("rejects")
     stats = paths.get("stats")
@@ -300,6 +431,8 @@ def _side_files(spec: Stage, paths: Mapping[str, Any]) -> tuple[Path | None, Pat
             stats = (
                 Path(str(paths[first]) + ".stats.json") if "rejects" in paths else beside(paths[first], ".stats.json")
             )
+    elif spec.kind == "files" and rejects is None and first is not None and any(p.records for p in spec.inputs):
+        rejects = beside(paths[first], ".rejects.jsonl")
     return (Path(rejects) if rejects else None), (Path(stats) if stats else None)
 
 
@@ -314,8 +447,7 @@ def _save(
     if rejects is not None:
         write_rejects(rejects, stats.rejects)
     if stats_path is not None:
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        stats_path.write_text(stats.model_dump_json(indent=2))
+        write_json(stats_path, stats)
     _raise_if_fatal(spec.fatal, stats, rejects)
     by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
     for port in spec.record_outputs:

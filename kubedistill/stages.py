@@ -61,6 +61,7 @@ class Port:
     many: bool = False
     help: str = ""
     cli_optional: bool = False  # required in the pipeline, optional on the command line
+    empty_ok: bool = False  # a records input that may have no rows (else an empty file is refused, exit 2)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Param:
     default: Any = None
     help: str = ""
     required: bool = False
+    model_reference: bool = False  # names a model: resolved before the stage starts (kubedistill/preflight.py)
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,12 @@ STAGES: tuple[Stage, ...] = (
         kind="files",
         config="kubedistill.train.dpo:DPOConfig",
         inputs=(
-            Port("pairs", records="PreferencePair", help="preference pairs (from `kubedistill pairs`)"),
+            Port(
+                "pairs",
+                records="PreferencePair",
+                help="preference pairs (from `kubedistill pairs`)",
+                empty_ok=True,  # no usable pair: `too_few_pairs` decides (skip passes the SFT student on)
+            ),
             PROBLEMS,
             Port(
                 "base_model",
@@ -397,7 +404,13 @@ STAGES: tuple[Stage, ...] = (
         ),
         outputs=(MODEL_OUT, METRICS),
         params=(
-            Param("base_model", str, "", "the policy to start from (default: the config's base_model)"),
+            Param(
+                "base_model",
+                str,
+                "",
+                "the policy to start from (default: the config's base_model)",
+                model_reference=True,
+            ),
             WORK_DIR,
         ),
         cli=Cli(output="model"),
@@ -411,7 +424,7 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.evaluate.stage:LocalEvalConfig",
         inputs=(PROBLEMS, Port("model", type="Model", help="the student's model directory")),
         outputs=EVAL_OUTPUTS,
-        params=(Param("base_model", str, "", "the base student, evaluated beside it (a model reference)"),),
+        params=(Param("base_model", str, "", "the base student, evaluated beside it", model_reference=True),),
         funnel=False,
     ),
     Stage(

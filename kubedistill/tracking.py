@@ -4,8 +4,10 @@ The tracking URI comes from ``MLFLOW_TRACKING_URI`` (on the cluster: the trackin
 from a Kubernetes Secret); otherwise from the config; otherwise a local SQLite store
 ``./mlflow.db`` with artifacts beside it in ``./mlartifacts`` — MLflow's own local convention.
 
-Secrets never reach MLflow: params are passed through :func:`safe_params`, which drops keys that look
-like credentials and any value equal to a secret found in the environment.
+Secrets never reach MLflow: params go through :func:`safe_params` (keys that look like credentials are
+left out; every value is redacted: known secret values, credentials in URLs, bearer tokens), and the
+stats and rejects logged as artifacts are the files the runner wrote through the same redaction step
+(kubedistill/core/secrets.py).
 """
 
 from __future__ import annotations
@@ -82,10 +84,12 @@ def _slug(s: str) -> str:
 
 
 def safe_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten ``params`` to ``a.b.c: str`` for MLflow, dropping anything that may be a credential."""
-    from kubedistill.core.secrets import is_secret_name, secret_values
+    """Flatten ``params`` to ``a.b.c: str`` for MLflow: keys that look like credentials are left out and
+    every value is redacted (:func:`kubedistill.core.secrets.redact`: ``http://u:p@h/v1`` is logged as
+    ``http://***@h/v1``)."""
+    from kubedistill.core.secrets import is_secret_name, known_secrets, redact
 
-    secrets = secret_values()
+    secrets = known_secrets()
     out: dict[str, str] = {}
 
     def walk(obj: Any, key: str) -> None:
@@ -100,9 +104,7 @@ def safe_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
                 walk(x, f"{key}.{i}")
             return
         text = json.dumps(obj, default=str) if not isinstance(obj, str) else obj
-        if any(s in text for s in secrets):
-            return
-        out[key] = text[:6000]  # MLflow caps param values
+        out[redact(key, secrets)] = redact(text, secrets)[:6000]  # MLflow caps param values
 
     walk(params, prefix)
     return out
@@ -125,7 +127,9 @@ def stage_run(
     import mlflow
 
     setup(experiment, tracking_uri)
-    all_tags = {"kubedistill.stage": stage, **(tags or {})}
+    from kubedistill.core.secrets import redact
+
+    all_tags = {"kubedistill.stage": stage, **{k: redact(str(v)) for k, v in (tags or {}).items()}}
     if os.environ.get("KFP_RUN_ID"):
         all_tags["kfp.run_id"] = os.environ["KFP_RUN_ID"]
     with mlflow.start_run(run_name=stage, tags=all_tags) as run:
@@ -147,9 +151,11 @@ def log_stage_stats(stats: StageStats, artifacts: Mapping[str, Path] | None = No
     metrics.update(stats.metrics)
     metrics["elapsed_s"] = stats.elapsed_s
     mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+    from kubedistill.core.records import write_json
+
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "stats.json"
-        p.write_text(stats.model_dump_json(indent=2))
+        write_json(p, stats)  # masked, as every stats file
         mlflow.log_artifact(str(p))
     for name, path in (artifacts or {}).items():
         if path and Path(path).exists():
@@ -161,12 +167,15 @@ def metric_key(k: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k)
 
 
-def resolve_registered(uri: str) -> tuple[str, str, str]:
-    """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` → (name, version, artifact source URI)."""
+def resolve_registered(uri: str, tracking_uri: str | None = None) -> tuple[str, str, str]:
+    """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` → (name, version, artifact source URI), from the
+    registry at ``tracking_uri`` (default: :func:`resolve_tracking_uri`). Raises ``UserError`` (exit 2)
+    when the registry does not hold it."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(resolve_tracking_uri())
+    store = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(store)
     client = mlflow.MlflowClient()
     body = uri.removeprefix("models:/")
     try:
@@ -178,6 +187,8 @@ def resolve_registered(uri: str) -> tuple[str, str, str]:
             mv = client.get_model_version(name, version)
     except Exception as e:
         from kubedistill.core.errors import UserError
+        from kubedistill.core.secrets import mask_url
 
-        raise UserError(f"{uri}: not found in the MLflow registry at {resolve_tracking_uri()} ({e})") from None
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"{uri}: not found in the MLflow registry at {mask_url(store)} ({why})") from None
     return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}"

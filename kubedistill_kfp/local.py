@@ -54,6 +54,9 @@ def run_local(
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
     tracking_uri = resolve_tracking_uri()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from kubedistill.preflight import check_registered_models
+
+    check_registered_models(recipe, str(recipe_path), tracking_uri)  # models:/ references, before any task
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     teacher = getattr(recipe, "teacher", None)  # recipes that only evaluate have none
@@ -88,7 +91,9 @@ def run_local(
             )
             url = server.start()
             print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
-            endpoints = [EndpointConfig(url=url, model=lt.served_name, name=lt.model)]
+            # its port changes every run: the request cache knows it by what it serves
+            local = EndpointConfig(url=url, model=lt.served_name, name=lt.model, cache_identity=f"local:{lt.model}")
+            endpoints = [local]
         # Preflight: every teacher answers before any stage starts (a bad endpoint fails in seconds).
         preflight = endpoints + [m for m in getattr(recipe, "models", {}).values() if isinstance(m, EndpointConfig)]
         if preflight:

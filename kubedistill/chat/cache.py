@@ -1,9 +1,12 @@
 """Durable request cache: a killed run, started again, repeats no finished request and loses none.
 
 One SQLite file (WAL journal) per cache directory. A response is committed the moment it arrives
-(~50 µs), so a ``kill -9`` loses at most the requests that were in flight. Keys are content hashes of the request
-(model, messages, sampling parameters, sample index) — see :meth:`ChatRequest.cache_key` — so the
-same cache serves any run, any shard and any endpoint URL that serves the same model.
+(~50 µs), so a ``kill -9`` loses at most the requests that were in flight. Keys are content hashes of who
+answers and what was asked (the endpoint's label and URL — or its ``cache_identity`` —, model, extra
+body, messages, sampling parameters, sample index): see :meth:`ChatRequest.cache_key`. The same cache
+serves any run and any shard; two teachers never share an answer; replicas of one teacher share its
+answers when they are one URL (a Service in front of the replicas) or name one ``cache_identity``.
+Responses are stored with known secret values removed (kubedistill/core/secrets.py).
 
 On a shared network filesystem give each concurrent writer (e.g. each ParallelFor shard) its own
 cache directory; SQLite locking over NFS is not reliable.
@@ -57,9 +60,11 @@ class RequestCache:
         return found
 
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
+        from kubedistill.core.secrets import mask_values
+
         self._db.execute(
             "INSERT OR REPLACE INTO responses (key, model, response, created) VALUES (?, ?, ?, ?)",
-            (key, model, json.dumps(response, ensure_ascii=False), time.time()),
+            (key, model, json.dumps(mask_values(response), ensure_ascii=False), time.time()),
         )
 
     def __len__(self) -> int:

@@ -36,9 +36,11 @@ from kubedistill.chat.cache import RequestCache
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.errors import BadInputError
 from kubedistill.core.progress import RequestProgress
+from kubedistill.core.records import COMPLETE_FINISH_REASONS
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+CACHE_KEY_VERSION = 2  # 2: keys hold the endpoint's identity (label + URL) and extra_body
 MAX_RETRY_AFTER_S = 600.0
 
 
@@ -66,10 +68,20 @@ class ChatRequest:
     sample_index: int = 0
     tag: Any = None
 
-    def cache_key(self, model: str) -> str:
-        """Content hash of (model, messages, sampling params, sample index)."""
+    def cache_key(self, endpoint: EndpointConfig) -> str:
+        """Content hash of who answers and what was asked: the endpoint's identity (label and URL or
+        ``cache_identity``: :attr:`EndpointConfig.identity`), its model name and ``extra_body``, the
+        messages, the sampling parameters and the sample index. Two teachers never share a key."""
         payload = json.dumps(
-            {"model": model, "messages": self.messages, "params": self.params, "i": self.sample_index},
+            {
+                "v": CACHE_KEY_VERSION,
+                "endpoint": endpoint.identity,
+                "model": endpoint.model,
+                "extra_body": endpoint.extra_body,
+                "messages": self.messages,
+                "params": self.params,
+                "i": self.sample_index,
+            },
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -93,6 +105,31 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def complete(self) -> bool:
+        """A finished answer: the request succeeded, the content is not blank, and the server says the
+        model stopped by itself (``finish_reason`` ``stop`` or a synonym). A truncated answer
+        (``length``), a filtered one (``content_filter``), one without a finish reason and an empty or
+        whitespace-only content are not complete."""
+        return (
+            self.ok
+            and bool((self.content or "").strip())
+            and self.finish_reason is not None
+            and self.finish_reason in COMPLETE_FINISH_REASONS
+        )
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        """Why an answer that succeeded is not complete (None when it is): ``empty answer``,
+        ``finish_reason=content_filter``, ``no finish_reason``, ``finish_reason=length``."""
+        if not self.ok or self.complete:
+            return None
+        if not (self.content or "").strip():
+            return "empty answer" + (f" (finish_reason={self.finish_reason})" if self.finish_reason else "")
+        if self.finish_reason is None:
+            return "no finish_reason"
+        return f"finish_reason={self.finish_reason}"
 
     def to_cache(self) -> dict[str, Any]:
         return {
@@ -236,9 +273,9 @@ class ChatClient:
         self._headers = {}
         for label, t in self.endpoints.items():
             h = {"Content-Type": "application/json"}
-            key = t.api_key()
-            if key:
-                h["Authorization"] = f"Bearer {key}"
+            auth = t.authorization()
+            if auth:
+                h["Authorization"] = auth
             self._headers[label] = h
         self.cache = RequestCache(self.cfg.cache_dir) if self.cfg.cache_dir else None
         self.stats = ClientStats()
@@ -258,7 +295,7 @@ class ChatClient:
             t = self.endpoints.get(r.endpoint)
             if t is None:
                 raise ValueError(f"request names unknown endpoint {r.endpoint!r} (known: {list(self.endpoints)})")
-            keys.append(r.cache_key(t.model))
+            keys.append(r.cache_key(t))
         found = self.cache.get_many(keys) if self.cache else {}
         pending: dict[str, list[int]] = {}
         for i, (req, key) in enumerate(zip(requests, keys, strict=True)):
@@ -301,21 +338,21 @@ class ChatClient:
         for attempt in range(attempts):
             try:
                 async with session.get(
-                    f"{t.url}/models",
+                    f"{t.request_url}/models",
                     headers=self._headers[t.label],
                     timeout=aiohttp.ClientTimeout(total=timeout_s),
                 ) as resp:
                     body = await resp.read()
                     if resp.status in (401, 403):
                         raise EndpointError(
-                            f"endpoint {t.label!r} at {t.url} refused the key (HTTP {resp.status}); "
+                            f"endpoint {t.label!r} at {t.display_url} refused the key (HTTP {resp.status}); "
                             f"check {t.api_key_env or 'api_key_env'}"
                         )
                     if resp.status == 200:
                         served = _served_models(body)
                         if served and t.model not in served:
                             raise EndpointError(
-                                f"endpoint {t.label!r} at {t.url} does not serve model {t.model!r} "
+                                f"endpoint {t.label!r} at {t.display_url} does not serve model {t.model!r} "
                                 f"(it serves: {', '.join(sorted(served))})"
                             )
                         return
@@ -328,7 +365,7 @@ class ChatClient:
                 last = f"{type(e).__name__}: {e}".strip()
             if attempt + 1 < attempts:
                 await asyncio.sleep(1.0 * (attempt + 1))
-        raise EndpointError(f"endpoint {t.label!r} at {t.url} is unreachable after {attempts} tries: {last}")
+        raise EndpointError(f"endpoint {t.label!r} at {t.display_url} is unreachable after {attempts} tries: {last}")
 
     async def _run_pending(
         self,
@@ -356,7 +393,7 @@ class ChatClient:
                             res = await self._call(session, req)
                     else:
                         res = await self._call(session, req)
-                    if res.ok and self.cache is not None:
+                    if self.cache is not None and res.ok and _cacheable(res):
                         self.cache.put(key, self.endpoints[req.endpoint].model, res.to_cache())
                     for i in idxs:
                         r = res if i == idxs[0] else _copy_for(res, requests[i])
@@ -371,7 +408,7 @@ class ChatClient:
         t = self.endpoints[req.endpoint]
         body = {"model": t.model, "messages": req.messages, **req.params, **t.extra_body}
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        url = f"{t.url}/chat/completions"
+        url = f"{t.request_url}/chat/completions"
         timeout = aiohttp.ClientTimeout(
             total=self.cfg.attempt_timeout(req.params.get("max_tokens")), sock_connect=self.cfg.connect_timeout_s
         )
@@ -459,6 +496,13 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def _cacheable(res: ChatResult) -> bool:
+    """Whether an answer is worth keeping: complete, or ended by a property of the request (``length``:
+    max_tokens; ``content_filter``: the content). An empty answer or one without a finish reason is a
+    server's glitch: the next run asks again."""
+    return res.complete or (bool((res.content or "").strip()) and res.finish_reason in ("length", "content_filter"))
 
 
 def _copy_for(res: ChatResult, req: ChatRequest) -> ChatResult:

@@ -24,6 +24,12 @@ class EndpointConfig(StrictModel):
     api_key_env: str | None = None
     max_concurrency: int | None = Field(default=None, ge=1, description="per-endpoint cap (None: global)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra JSON fields for every request")
+    cache_identity: str | None = Field(
+        default=None,
+        description="what this endpoint serves, for the request cache, in place of its URL: a teacher that "
+        "moves (a new port or host) or replicas at several URLs keep sharing their answers under one label "
+        "when they name the same identity (e.g. the checkpoint); default: the URL",
+    )
 
     @field_validator("url")
     @classmethod
@@ -42,7 +48,35 @@ class EndpointConfig(StrictModel):
     def label(self) -> str:
         return self.name or self.model
 
+    @property
+    def identity(self) -> str:
+        """Who answers, for the request cache and the in-batch dedup: the label and the endpoint —
+        ``cache_identity`` when set, else the URL without credentials, query or fragment. Two endpoints
+        with different labels or different URLs never share an answer."""
+        from kubedistill.core.secrets import strip_url
+
+        return f"{self.label}@{self.cache_identity or strip_url(self.url)}"
+
+    @property
+    def request_url(self) -> str:
+        """The URL requests go to: without user info (that is sent as an ``Authorization`` header)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+    @property
+    def display_url(self) -> str:
+        """The URL as messages show it (credentials masked)."""
+        from kubedistill.core.secrets import mask_url
+
+        return mask_url(self.url) or self.url
+
     def api_key(self) -> str | None:
+        """The API key from the variable ``api_key_env`` names (remembered, so that no redaction step
+        ever writes it); None without ``api_key_env``. Raises ``ConfigError`` when the variable is unset."""
         if not self.api_key_env:
             return None
         key = os.environ.get(self.api_key_env)
@@ -50,7 +84,29 @@ class EndpointConfig(StrictModel):
             raise ConfigError(
                 f"teacher {self.label!r}: environment variable {self.api_key_env} (api_key_env) is not set"
             )
+        from kubedistill.core.secrets import remember
+
+        remember(key)
         return key
+
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header: ``Bearer <key>`` with an API key, else HTTP Basic from credentials
+        in the URL (``https://user:pass@host/v1``), else None."""
+        key = self.api_key()
+        if key:
+            return f"Bearer {key}"
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.username is None:
+            return None
+        import base64
+
+        from kubedistill.core.secrets import remember, url_secrets
+
+        remember(*url_secrets(self.url))
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 class ClientConfig(StrictModel):

@@ -44,8 +44,9 @@ def config_file(path: Path | str | None) -> dict[str, Any]:
 
 
 def run_handler(handler: Handler, ns: argparse.Namespace) -> int:
-    """Run a subcommand; errors a user can act on become one line on stderr and their exit code
-    (kubedistill/core/errors.py), Ctrl-C exit 130, anything else a traceback."""
+    """Run a subcommand; errors a user can act on become one line on stderr (redacted: an error may quote
+    an endpoint's reply) and their exit code (kubedistill/core/errors.py), Ctrl-C exit 130, anything else
+    a traceback."""
     from kubedistill.core.errors import EXIT_INTERRUPTED, exit_code_for
 
     try:
@@ -57,6 +58,8 @@ def run_handler(handler: Handler, ns: argparse.Namespace) -> int:
         code = exit_code_for(e)
         if code is None:
             raise
+        from kubedistill.core.secrets import redact
+
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"kubedistill: error: {msg}", file=sys.stderr)
+        print(f"kubedistill: error: {redact(msg)}", file=sys.stderr)
         return code

@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser, spec: Stage) -> None:
     if spec.kind == "records":
         p.add_argument("--rejects", default=None, help="rejects file (default: <output>.rejects.jsonl)")
         p.add_argument("--stats", default=None, help="stats file (default: <output>.stats.json)")
+    elif spec.kind == "files" and any(port.records for port in spec.inputs):
+        p.add_argument(
+            "--rejects",
+            default=None,
+            help="rejects file, written when rows are refused (default: <output>.rejects.jsonl)",
+        )
     if spec.config:
         p.add_argument(
             "--config",
@@ -192,6 +198,8 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
         if spec.kind == "records":
             paths["rejects"] = ns.rejects or str(beside(primary, ".rejects.jsonl"))
             paths["stats"] = ns.stats or str(beside(primary, ".stats.json"))
+        elif getattr(ns, "rejects", None):
+            paths["rejects"] = ns.rejects
     params = {p.name: getattr(ns, f"param_{p.name}") for p in spec.params if getattr(ns, f"param_{p.name}") is not None}
     params.update({k: v for k, v in args.items() if k in {p.name for p in spec.params}})
     paths.update({k: v for k, v in args.items() if k not in params})
@@ -201,6 +209,7 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
         tracking=tracking(ns) if spec.tracked else None,
         paths=paths,
         params=params,
+        allow_empty_inputs=False,  # the files are a person's: an empty one is a mistake, said in one line
     )
     if spec.kind == "task":
         if result.value is not None:
@@ -217,11 +226,17 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
         for port in spec.record_outputs:
             if port.name != cli.output:
                 print(f"{port.name}: {paths[port.name]}", file=sys.stderr)
-        if m.get("n_dropped"):
-            print(f"rejects ({int(m['n_dropped'])}) in {paths['rejects']}", file=sys.stderr)
+        others = {k.removeprefix("input_rejects."): int(v) for k, v in m.items() if k.startswith("input_rejects.")}
+        for port_name, n in others.items():
+            print(f"{port_name}: {n} row(s) refused while reading (not counted in `in`)", file=sys.stderr)
+        if m.get("n_dropped") or others:
+            n_rejects = int(m.get("n_dropped", 0)) + sum(others.values())
+            print(f"rejects ({n_rejects}) in {paths['rejects']}", file=sys.stderr)
     else:
         print(f"{spec.command}: {json.dumps(m)}", file=sys.stderr)
         print(f"{cli.output} written to {primary}", file=sys.stderr)
+        if result.rejects is not None:
+            print(f"rejects in {result.rejects}", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,6 +28,10 @@ from kubedistill.core.errors import BadInputError
 SCHEMA_VERSION = 1
 
 Domain = Literal["math", "code", "science", "general"]
+#: Finish reasons that mean "the model ended its answer itself" (OpenAI / vLLM: ``stop``; TGI's
+#: ``eos_token`` and ``stop_sequence``). Anything else — ``length``, ``content_filter``, ``tool_calls``,
+#: ``abort`` — is not a complete answer.
+COMPLETE_FINISH_REASONS = frozenset({"stop", "eos_token", "stop_sequence"})
 Difficulty = Literal["easy", "medium", "hard"]
 
 
@@ -156,7 +161,7 @@ class Sample(_Record):
     never counts as complete.
     """
 
-    id: str = Field(min_length=1)
+    id: str = Field(default="", description="derived from the key fields when absent or empty")
     problem_id: str = Field(min_length=1)
     teacher: str = Field(min_length=1)
     temperature: float = Field(ge=0.0)
@@ -173,12 +178,40 @@ class Sample(_Record):
     rewritten_from: str | None = None
     judgements: dict[str, Judgement] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _id_from_key(self) -> Sample:
+        expected = self.expected_id()
+        if not self.id:
+            self.id = expected
+        elif self.id != expected:
+            form = "<rewritten_from>::rw" if self.rewritten_from else "problem_id::teacher::t<temperature>::<index>"
+            raise ValueError(
+                f"id {self.id!r} does not match its key fields: expected {expected!r} ({form}); "
+                "leave the id out to have it derived"
+            )
+        return self
+
+    def expected_id(self) -> str:
+        """The id the key fields define: ``problem_id::teacher::t<temperature>::<sample_index>``, or
+        ``<rewritten_from>::rw`` for a rewrite."""
+        if self.rewritten_from:
+            return f"{self.rewritten_from}::rw"
+        return self.make_id(self.problem_id, self.teacher, self.temperature, self.sample_index)
+
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
 
+    @property
+    def complete(self) -> bool:
+        """Whether this CoT is a finished answer: some text, and a finish reason that says the model
+        stopped by itself (``stop`` and its synonyms; ``None`` = not recorded, as in imported datasets).
+        ``length`` (truncated), ``content_filter`` and the like are not complete."""
+        return bool(self.text.strip()) and (self.finish_reason is None or self.finish_reason in COMPLETE_FINISH_REASONS)
+
     @staticmethod
     def make_id(problem_id: str, teacher: str, temperature: float, sample_index: int) -> str:
+        """``problem_id::teacher::t<temperature>::<sample_index>`` (temperature as ``%g``: ``t0.6``, ``t1``)."""
         return f"{problem_id}::{teacher}::t{temperature:g}::{sample_index}"
 
 
@@ -216,6 +249,14 @@ class Reject(BaseModel):
     detail: str = ""
     where: str | None = None
     record: Any = None
+    raw_b64: str | None = None  # the row's exact bytes (base64) when they are not UTF-8 text
+
+    def to_json(self) -> dict[str, Any]:
+        """The reject as written to a rejects file (``raw_b64`` only when there is one)."""
+        data = self.model_dump(mode="json")
+        if data.get("raw_b64") is None:
+            data.pop("raw_b64", None)
+        return data
 
 
 class StageStats(BaseModel):
@@ -231,10 +272,15 @@ class StageStats(BaseModel):
     elapsed_s: float = 0.0
     rejects: list[Reject] = Field(default_factory=list, exclude=True)
 
-    def reject(self, reason: str, detail: str = "", record: Any = None, where: str | None = None) -> None:
-        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``)."""
+    def reject(
+        self, reason: str, detail: str = "", record: Any = None, where: str | None = None, raw_b64: str | None = None
+    ) -> None:
+        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``);
+        ``record`` is the row as it was, ``raw_b64`` its bytes when they are not UTF-8 text."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.rejects.append(Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where))
+        self.rejects.append(
+            Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where, raw_b64=raw_b64)
+        )
 
     def add_rejects(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:
@@ -267,87 +313,364 @@ class Timer:
 R = TypeVar("R", bound=BaseModel)
 
 _JSON_COLUMNS_KEY = b"kubedistill.json_columns"
+_MAX_DOCUMENT_PROBE = 64 * 1024 * 1024  # a pretty-printed JSON file up to this size is recognised as one
 
 
 class RecordsError(BadInputError):
-    """A records file cannot be read at all (missing, unknown format). Bad *rows* become rejects instead."""
+    """A records file cannot be read at all (missing, a directory, empty, another format, not UTF-8 text,
+    one JSON document instead of JSON Lines). Bad *rows* become rejects instead."""
 
 
 def _format(path: Path) -> Literal["jsonl", "parquet"]:
     name = path.name.lower()
-    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".ndjson")):
+    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")):
         return "jsonl"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
     if "." not in name:
         return "jsonl"  # KFP artifact paths have no suffix: our artifacts are JSONL
-    raise RecordsError(f"{path}: unknown records format (use .jsonl or .parquet)")
+    raise RecordsError(f"{path}: unknown records format (use .jsonl, .jsonl.gz or .parquet)")
 
 
 def validation_message(err: ValidationError) -> str:
     """A one-line summary of a pydantic error: ``field 'x': message; field 'y': message``."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "record"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{loc}': {msg}")
+        parts.append(f"field '{loc}': {msg}" if loc else msg)
     return "; ".join(parts)
 
 
-def iter_raw_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any, str | None]]:
-    """Yield ``(where, row, error)`` for every row of a JSONL or Parquet file.
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One row of a records file as it was read.
 
-    ``row`` is the parsed object (``None`` when the line is not JSON, then ``error`` says why)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecordsError(f"{p}: no such file")
+    ``value`` is the parsed JSON value when the row parsed (an object, or a list / number / string /
+    null that a records reader refuses); ``reason`` and ``error`` say why a row cannot be used
+    (``invalid_encoding``: not UTF-8; ``invalid_json``: not JSON), and then ``text`` holds the line as
+    text (undecodable bytes as ``\\xNN``) and ``raw_b64`` its exact bytes (for ``invalid_encoding``), so
+    that the row can be fixed and fed again."""
+
+    where: str
+    value: Any = None
+    reason: str | None = None
+    error: str | None = None
+    text: str | None = None
+    raw_b64: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _kind_of_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
+
+
+def iter_rows(path: str | os.PathLike[str], *, allow_empty: bool = True) -> Iterator[RawRow]:
+    """Every row of a JSONL (optionally gzipped) or Parquet file, streamed (memory does not grow with the
+    file), as :class:`RawRow`.
+
+    A row that is not UTF-8 or not JSON comes back with its ``reason`` and its raw text; the rest of the
+    file is read on. A UTF-8 byte-order mark at the start is dropped; blank lines are skipped. The file
+    as a whole is checked first, and :class:`RecordsError` (one line, exit 2) is raised for a missing
+    path, a directory, another kind of file under the name (gzip, zip, Parquet, UTF-16, binary), one
+    JSON document (a pretty-printed array or object, or an array of objects on one line) where JSON Lines
+    are expected, a corrupt Parquet or gzip file, and — unless ``allow_empty`` — a file with no rows."""
+    from kubedistill.core.files import check_file
+
+    p = check_file(path, what="records file", error=RecordsError)
     fmt = _format(p)
-    if fmt == "jsonl":
-        import gzip
+    n = 0
+    rows = _jsonl_rows(p) if fmt == "jsonl" else _parquet_rows(p)
+    for row in rows:
+        n += 1
+        yield row
+    if n == 0 and not allow_empty:
+        raise RecordsError(f"{p}: the file is empty (no rows)")
 
-        opener = gzip.open if p.name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{p.name}:{lineno}"
-                try:
-                    yield where, json.loads(line), None
-                except json.JSONDecodeError as e:
-                    yield where, line.rstrip("\n")[:2000], f"invalid JSON: {e.msg} at column {e.colno}"
+
+def _open_jsonl(p: Path) -> Any:
+    import gzip
+
+    from kubedistill.core.files import sniff
+
+    with open(p, "rb") as f:
+        head = f.read(4096)
+    kind = sniff(head)
+    gz = p.name.lower().endswith(".gz")
+    if gz:
+        if kind != "a gzip file":
+            raise RecordsError(f"{p}: is not a gzip file (name it without .gz)" if kind is None else f"{p}: is {kind}")
+        try:
+            f = gzip.open(p, "rb")  # noqa: SIM115 - closed by the caller
+            inner = sniff(f.peek(4096)[:4096] if hasattr(f, "peek") else b"")
+        except (OSError, EOFError) as e:
+            raise RecordsError(f"{p}: a corrupt gzip file ({e})") from None
+        if inner is not None:
+            f.close()
+            raise RecordsError(f"{p}: holds {inner}, not JSON Lines")
+        return f
+    if kind == "a gzip file":
+        raise RecordsError(f"{p}: is a gzip file: name it .jsonl.gz")
+    if kind == "a Parquet file":
+        raise RecordsError(f"{p}: is a Parquet file: name it .parquet")
+    if kind is not None:
+        raise RecordsError(f"{p}: is {kind}, not JSON Lines (UTF-8 text, one JSON object per line)")
+    return open(p, "rb")
+
+
+class _Lines:
+    """The lines of a binary file with their numbers, and a push-back (for looking ahead)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.n = 0
+        self.back: list[bytes] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.back.pop() if self.back else next(self.f)
+        self.n += 1
+        return line
+
+    def push(self, *lines: bytes) -> None:
+        self.back.extend(reversed(lines))
+        self.n -= len(lines)
+
+
+def _jsonl_rows(p: Path) -> Iterator[RawRow]:
+    import base64
+
+    from kubedistill.core.files import UTF8_BOM, utf8_error_message
+
+    f = _open_jsonl(p)
+    lines = _Lines(f)
+    first = True  # no row read yet
+    try:
+        for raw in lines:
+            lineno = lines.n
+            if lineno == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            where = f"{p.name}:{lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                first = False
+                yield RawRow(
+                    where,
+                    reason="invalid_encoding",
+                    error=utf8_error_message(raw, e, line=lineno),
+                    text=raw.decode("utf-8", "backslashreplace"),
+                    raw_b64=base64.b64encode(raw).decode("ascii"),
+                )
+                continue
+            try:
+                value = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as e:
+                if first and text.lstrip()[:1] in ("[", "{"):
+                    rest = f.read(_MAX_DOCUMENT_PROBE + 1)
+                    if len(rest) > _MAX_DOCUMENT_PROBE:
+                        rest += f.readline()  # finish the line we stopped in
+                    else:
+                        _refuse_json_document(p, raw, rest)
+                    lines.push(*rest.splitlines(keepends=True))
+                    lines.n = lineno
+                first = False
+                yield _json_reject(where, text, e)
+                continue
+            if first and isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+                ahead = _next_nonblank(lines)
+                if ahead is None:
+                    raise RecordsError(
+                        f"{p}: holds one JSON array of {len(value)} objects, not JSON Lines "
+                        f"(write one object per line, e.g. jq -c '.[]' {p.name})"
+                    )
+                lines.push(ahead)
+            first = False
+            yield RawRow(where, value=value, text=None if isinstance(value, dict) else text)
+    except (OSError, EOFError) as e:  # a gzip stream that ends early, a read error
+        raise RecordsError(f"{p}: cannot be read to the end ({type(e).__name__}: {e})") from None
+    finally:
+        f.close()
+
+
+def _next_nonblank(lines: _Lines) -> bytes | None:
+    for raw in lines:
+        if raw.strip():
+            return raw
+    return None
+
+
+def _json_reject(where: str, text: str, e: Exception) -> RawRow:
+    if isinstance(e, json.JSONDecodeError):
+        why = f"invalid JSON: {e.msg} at column {e.colno}"
+    else:
+        why = "invalid JSON: nested too deeply"
+    return RawRow(where, reason="invalid_json", error=why, text=text)
+
+
+def _refuse_json_document(p: Path, first: bytes, rest: bytes) -> None:
+    """Raise :class:`RecordsError` when ``first + rest`` is one JSON document (a pretty-printed file)."""
+    if len(rest) > _MAX_DOCUMENT_PROBE:
         return
+    try:
+        doc = json.loads((first + b"\n" + rest).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return
+    what = f"an array of {len(doc)} items" if isinstance(doc, list) else "an object"
+    raise RecordsError(
+        f"{p}: is one JSON document ({what}, spread over several lines), not JSON Lines "
+        f"(write one object per line, e.g. jq -c '.[]' {p.name})"
+    )
+
+
+def _parquet_rows(p: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(p)
-    meta = table.schema.metadata or {}
-    json_cols = set(json.loads(meta[_JSON_COLUMNS_KEY])) if _JSON_COLUMNS_KEY in meta else set()
-    for i, row in enumerate(table.to_pylist()):
-        for c in json_cols:
-            if isinstance(row.get(c), str):
-                row[c] = json.loads(row[c])
-        yield f"{p.name}:row{i}", row, None
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise RecordsError(f"{p}: is not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
+    meta = pf.schema_arrow.metadata or {}
+    try:
+        json_cols = set(json.loads(meta[_JSON_COLUMNS_KEY])) if _JSON_COLUMNS_KEY in meta else set()
+    except (json.JSONDecodeError, TypeError):
+        json_cols = set()
+    i = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                where = f"{p.name}:row{i}"
+                i += 1
+                bad = None
+                for c in json_cols:
+                    if isinstance(row.get(c), str):
+                        try:
+                            row[c] = json.loads(row[c])
+                        except json.JSONDecodeError as e:
+                            bad = f"invalid JSON in column {c!r}: {e.msg} at column {e.colno}"
+                            break
+                if bad is not None:
+                    yield RawRow(where, reason="invalid_json", error=bad, text=json.dumps(row, default=str))
+                else:
+                    yield RawRow(where, value=row)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise RecordsError(f"{p}: a corrupt Parquet file ({str(e).splitlines()[0][:200]})") from None
+
+
+def iter_raw_rows(path: str | os.PathLike[str], *, allow_empty: bool = True) -> Iterator[tuple[str, Any, str | None]]:
+    """``(where, row, error)`` for every row (see :func:`iter_rows`): ``row`` is the parsed value, or the
+    line's text when it could not be read (then ``error`` says why)."""
+    for r in iter_rows(path, allow_empty=allow_empty):
+        yield r.where, (r.value if r.ok else r.text), r.error
+
+
+def row_reject(row: RawRow, stage: str) -> Reject | None:
+    """The reject of a row that is not a JSON object (or could not be read at all), keeping the row as
+    it was; None for an object row."""
+    if not row.ok:
+        return Reject(
+            stage=stage,
+            reason=row.reason or "invalid_json",
+            detail=row.error or "",
+            where=row.where,
+            record=row.text,
+            raw_b64=row.raw_b64,
+        )
+    if not isinstance(row.value, dict):
+        return Reject(
+            stage=stage,
+            reason="invalid_record",
+            detail=f"row is {_kind_of_value(row.value)}, not a JSON object",
+            where=row.where,
+            record=row.text if row.text is not None else json.dumps(row.value, ensure_ascii=False),
+        )
+    return None
+
+
+def iter_records(
+    path: str | os.PathLike[str],
+    cls: type[R],
+    *,
+    stage: str = "read",
+    allow_empty: bool = True,
+    unique_ids: bool = True,
+) -> Iterator[R | Reject]:
+    """The rows of a records file as ``cls`` records, streamed; every row that cannot be one comes back as
+    a :class:`Reject` in its place, with the row as it was (``invalid_encoding``, ``invalid_json``,
+    ``invalid_record`` — not an object, a missing or wrong field, a Sample id that contradicts its key
+    fields — and, with ``unique_ids``, ``duplicate_id``: an id already read from this file; the first
+    one is kept). Raises :class:`RecordsError` for a file that cannot be read at all (see :func:`iter_rows`)."""
+    import hashlib
+
+    first_seen: dict[str, tuple[str, bytes]] = {}
+    for row in iter_rows(path, allow_empty=allow_empty):
+        bad = row_reject(row, stage)
+        if bad is not None:
+            yield bad
+            continue
+        try:
+            rec = cls.model_validate(row.value)
+        except ValidationError as e:
+            yield Reject(
+                stage=stage, reason="invalid_record", detail=validation_message(e), where=row.where, record=row.value
+            )
+            continue
+        rid = getattr(rec, "id", None)
+        if unique_ids and isinstance(rid, str):
+            digest = hashlib.blake2b(rec.model_dump_json().encode("utf-8"), digest_size=8).digest()
+            seen = first_seen.get(rid)
+            if seen is not None:
+                same = "the same record" if seen[1] == digest else "a different record; the first one is kept"
+                yield Reject(
+                    stage=stage,
+                    reason="duplicate_id",
+                    detail=f"id {rid!r} was already read at {seen[0]} ({same})",
+                    where=row.where,
+                    record=row.value,
+                )
+                continue
+            first_seen[rid] = (row.where, digest)
+        yield rec
 
 
 def read_records(
-    path: str | os.PathLike[str], cls: type[R], *, stage: str = "read", stats: StageStats | None = None
+    path: str | os.PathLike[str],
+    cls: type[R],
+    *,
+    stage: str = "read",
+    stats: StageStats | None = None,
+    allow_empty: bool = True,
+    unique_ids: bool = True,
 ) -> list[R]:
-    """Read a JSONL/Parquet file of ``cls`` records. Invalid rows go to ``stats`` as rejects (or raise
-    :class:`RecordsError` listing the first problems when no ``stats`` is given)."""
+    """Read a JSONL/Parquet file of ``cls`` records (:func:`iter_records`). Rows that cannot be records go
+    to ``stats`` as rejects (or raise :class:`RecordsError` listing the first problems when no ``stats``
+    is given)."""
     out: list[R] = []
     rejects: list[Reject] = []
-    for where, row, err in iter_raw_rows(path):
-        if err is not None:
-            rejects.append(Reject(stage=stage, reason="invalid_json", detail=err, where=where, record=row))
-            continue
-        if not isinstance(row, dict):
-            rejects.append(Reject(stage=stage, reason="invalid_record", detail="row is not a JSON object", where=where))
-            continue
-        try:
-            out.append(cls.model_validate(row))
-        except ValidationError as e:
-            rejects.append(
-                Reject(stage=stage, reason="invalid_record", detail=validation_message(e), where=where, record=row)
-            )
+    for item in iter_records(path, cls, stage=stage, allow_empty=allow_empty, unique_ids=unique_ids):
+        if isinstance(item, Reject):
+            rejects.append(item)
+        else:
+            out.append(item)
     if stats is not None:
         stats.add_rejects(rejects)
     elif rejects:
@@ -361,32 +684,60 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> int:
-    """Write rows (pydantic models or JSON-able objects) as JSONL, atomically. Returns the row count."""
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any], *, diagnostics: bool = False) -> int:
+    """Write rows (pydantic models or JSON-able objects) as JSONL, atomically. Returns the row count.
+
+    Every line goes through the redaction step (kubedistill/core/secrets.py): known secret values are
+    replaced in data rows; ``diagnostics`` rows (rejects) are masked in full (credential keys, bearer
+    tokens, API-key shapes, URL credentials too)."""
+    from kubedistill.core.secrets import known_secrets, mask, redact_values
+
+    secrets = known_secrets()
     p = Path(path)
     tmp = _atomic_path(p)
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
-            if isinstance(r, BaseModel):
-                f.write(r.model_dump_json())
+            if diagnostics:
+                obj = r.to_json() if isinstance(r, Reject) else r
+                obj = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+                line = json.dumps(mask(obj, secrets), ensure_ascii=False, default=str)
+            elif isinstance(r, BaseModel):
+                line = r.model_dump_json()
             else:
-                f.write(json.dumps(r, ensure_ascii=False, default=str))
+                line = json.dumps(r, ensure_ascii=False, default=str)
+            f.write(redact_values(line, secrets) if secrets else line)
             f.write("\n")
             n += 1
     os.replace(tmp, p)
     return n
 
 
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write a JSON document for people to read (stats, summaries), atomically and masked in full
+    (:func:`kubedistill.core.secrets.mask`)."""
+    from kubedistill.core.secrets import mask
+
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    p = Path(path)
+    tmp = _atomic_path(p)
+    tmp.write_text(json.dumps(mask(obj), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
 def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> int:
-    """Write records as JSONL or Parquet (by suffix), atomically: a reader never sees half a file."""
+    """Write records as JSONL or Parquet (by suffix), atomically: a reader never sees half a file. Known
+    secret values are redacted (see :func:`write_jsonl`)."""
     p = Path(path)
     if _format(p) == "jsonl":
         return write_jsonl(p, records)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [r.model_dump(mode="json") for r in records]
+    from kubedistill.core.secrets import mask_values
+
+    rows = [mask_values(r.model_dump(mode="json")) for r in records]
     json_cols = sorted({k for row in rows for k, v in row.items() if isinstance(v, dict | list)})
     for row in rows:
         for c in json_cols:
@@ -401,4 +752,5 @@ def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) ->
 
 
 def write_rejects(path: str | os.PathLike[str], rejects: Iterable[Reject]) -> int:
-    return write_jsonl(path, rejects)
+    """Write rejects as JSONL, masked in full (a rejected row or an error body may carry a key)."""
+    return write_jsonl(path, rejects, diagnostics=True)

@@ -1,8 +1,12 @@
 """Stage `generate`: several CoTs per problem — teachers × temperatures × num_generations.
 
-Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), each exactly once.
-Requests that still fail after every retry become rejects with reason ``request_failed`` (the caller
-decides what a failure means: the CLI and the KFP component exit non-zero and write no output).
+Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), each exactly once — or one
+reject in its place. Requests that still fail after every retry become rejects with reason
+``request_failed`` (the caller decides what a failure means: the CLI and the KFP component exit non-zero
+and write no output). An answer that is not a complete CoT — empty or whitespace-only content, a
+``content_filter`` or any other finish reason that is not ``stop``, or none at all — is an
+``incomplete`` reject with the answer as it came; a truncated one (``finish_reason=length``) is kept
+and marked (``verify`` never counts it correct).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kubedistill.chat import ChatClient, ChatRequest, ChatResult, derived_seed
 from kubedistill.chat.config import ClientConfig, EndpointConfig
-from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.records import Problem, Sample, StageStats, Timer, Usage
 from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
 from kubedistill.prompts import problem_messages
@@ -32,7 +36,7 @@ class GenerateConfig(StrictModel):
     max_tokens: int = Field(default=4096, ge=1)
     top_p: float = Field(default=0.95, gt=0, le=1)
     seed: int | None = Field(default=None, description="base seed; each sample gets its own derived seed")
-    prompt: str = Field(default="generate", description="prompt template in kubedistill/prompts")
+    prompt: str = reference("prompt", "generate", description="prompt template in kubedistill/prompts")
     client: ClientConfig = Field(default_factory=ClientConfig)
 
     @field_validator("temperatures")
@@ -98,7 +102,8 @@ def generate(
 
     Input: problems. Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), in
     request order; a request that still fails after every retry is a ``request_failed`` reject (fatal for
-    the stage). ``client`` is for tests and callers that hold one; by default one is made from
+    the stage); an answer that is not a complete CoT is an ``incomplete`` reject (not fatal). ``client``
+    is for tests and callers that hold one; by default one is made from
     ``cfg.teachers`` and ``cfg.client``. Raises ``ConfigError`` without teachers, ``EndpointError`` for
     an endpoint that refuses the key. Metrics: the client's request / token / retry counts."""
     if client is None and not cfg.teachers:
@@ -114,8 +119,23 @@ def generate(
                 client.close()
     samples: list[Sample] = []
     for res in results:
-        if res.ok:
-            samples.append(result_to_sample(res))
+        if res.ok and (res.complete or res.finish_reason == "length"):
+            samples.append(result_to_sample(res))  # a truncated CoT is kept, marked (finish_reason=length)
+        elif res.ok:
+            problem_id, temp = res.request.tag
+            stats.reject(
+                "incomplete",
+                detail=f"the teacher's answer is not a complete CoT: {res.incomplete_reason}",
+                record={
+                    "problem_id": problem_id,
+                    "teacher": res.request.endpoint,
+                    "temperature": temp,
+                    "sample_index": res.request.sample_index,
+                    "finish_reason": res.finish_reason,
+                    "content": res.content,
+                    "reasoning": res.reasoning,
+                },
+            )
         else:
             problem_id, temp = res.request.tag
             stats.reject(

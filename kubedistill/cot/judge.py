@@ -6,7 +6,8 @@ strictly: the label must appear exactly as ``<difficulty>medium</difficulty>``, 
 ``<verdict>1</verdict>`` (the last one in the reply counts); anything else is re-asked, at most
 ``max_reasks`` times, with the prompt's re-ask message after the bad reply. Every label records which
 judge model and prompt version produced it, the raw reply and the number of attempts
-(``Sample.judgements``). A CoT the judge never labelled keeps its field unset and is counted
+(``Sample.judgements``). A reply that is not a finished answer (empty, ``content_filter``, no finish
+reason) counts as unparsable. A CoT the judge never labelled keeps its field unset and is counted
 (``unparsable``) — never silently dropped or given a made-up label.
 """
 
@@ -129,7 +130,10 @@ def run_judge(
                 continue
             reply = res.content or ""
             out.raw = reply if not out.raw else f"{out.raw}\n\n--- re-ask {round_} ---\n\n{reply}"
-            value = spec.parse(reply)
+            # a reply the server did not finish (content_filter, no finish_reason) gives no label; one cut at
+            # max_tokens still does when its tag is complete (the tag comes first, the rambling after it)
+            finished = res.complete or (res.finish_reason == "length" and bool(reply.strip()))
+            value = spec.parse(reply) if finished else None
             if value is not None:
                 out.value = value
             elif prompt.reask:

@@ -97,9 +97,9 @@ def rewrite(
         if res.reasoning:
             text = f"<think>\n{res.reasoning}\n</think>\n\n{text}"
         split = split_think(text)
-        if not res.ok or res.finish_reason == "length" or THINK_CLOSE not in text or not split.answer_part:
+        if not res.complete or THINK_CLOSE not in text or not split.answer_part:
             counts["rewrite_failed"] += 1
-            why = res.error if not res.ok else ("cut off" if res.finish_reason == "length" else "no <think> format")
+            why = res.error if not res.ok else (res.incomplete_reason or "no <think> format")
             stats.info.setdefault("failed", []).append({"sample_id": orig.id, "why": (why or "")[:200]})
             continue
         counts[mode] += 1

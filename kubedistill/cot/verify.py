@@ -2,10 +2,11 @@
 
 Math answers are checked with math-verify, code by running the program against the problem's tests in
 the sandbox, multiple choice by the letter, reasoning-gym problems by their task's own scorer (see
-kubedistill/verifiers). A truncated CoT (finish_reason=length) is never correct. Where a problem has no
+kubedistill/verifiers). A truncated CoT (finish_reason=length) is never correct, nor is an incomplete one
+(empty text, or a finish reason such as ``content_filter``: :attr:`Sample.complete`). Where a problem has no
 reference, an LLM judge can decide (``judge_fallback``), and the label says so.
 
-Dropped CoTs are rejects with the reason (``incorrect``, ``truncated``, ``unverifiable``) and the
+Dropped CoTs are rejects with the reason (``incorrect``, ``truncated``, ``incomplete``, ``unverifiable``) and the
 verifier's detail; ``keep_all`` keeps them with ``correct`` set instead.
 """
 
@@ -65,6 +66,10 @@ def verify_samples(
             if s.truncated or not split.closed:
                 verdicts[i] = Verdict(False, "truncated", "the CoT was cut off (finish_reason=length)")
                 continue
+            if not s.complete:
+                why = "empty text" if not s.text.strip() else f"finish_reason={s.finish_reason}"
+                verdicts[i] = Verdict(False, "incomplete", f"not a complete CoT ({why})")
+                continue
             todo.append((i, p, split.answer_part))
         for (i, _, _), v in zip(
             todo,
@@ -103,7 +108,7 @@ def verify_samples(
             reason = "unverifiable"
             keep = cfg.keep_all or cfg.keep_unverifiable
         else:
-            reason = "truncated" if v.method == "truncated" else "incorrect"
+            reason = v.method if v.method in ("truncated", "incomplete") else "incorrect"
             keep = cfg.keep_all
         if keep:
             out.append(s)

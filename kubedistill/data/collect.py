@@ -97,9 +97,10 @@ def collect(records: Sequence[Problem], cfg: CollectConfig) -> tuple[list[Proble
 
     t = time.perf_counter()
     problems: list[Problem] = []
+    where_of: dict[int, str] = {}  # id(problem object) -> its row ("file:line"), for the rejects of later steps
     labels: list[str] = []  # the config source of each loaded problem (Problem.source may differ)
     for src in cfg.sources:
-        loaded = load_source(src, stats)
+        loaded = load_source(src, stats, where_of)
         problems.extend(loaded)
         labels.extend([src.label] * len(loaded))
     per_source: dict[str, dict[str, Any]] = stats.info.setdefault("sources", {})
@@ -117,21 +118,28 @@ def collect(records: Sequence[Problem], cfg: CollectConfig) -> tuple[list[Proble
         try:
             q = normalize_problem(p, cfg.normalize)
         except ValueError as e:
-            stats.reject("too_short", f"source {label}: {p.id}: {e}", record=preview(p.model_dump(mode="json")))
+            stats.reject(
+                "too_short",
+                f"source {label}: {p.id}: {e}",
+                record=preview(p.model_dump(mode="json")),
+                where=where_of.get(id(p)),
+            )
             rejected = per_source[label].setdefault("rejected", {})
             rejected["too_short"] = rejected.get("too_short", 0) + 1
             continue
         normalised.append(q)
         label_of[id(q)] = label
+        if id(p) in where_of:
+            where_of[id(q)] = where_of[id(p)]
     timings["normalize_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     exempt = {s.label for s in cfg.sources if not s.near_dedup}
-    kept = dedup(normalised, cfg.dedup, stats, near_exempt_sources=exempt)
+    kept = dedup(normalised, cfg.dedup, stats, near_exempt_sources=exempt, where_of=where_of)
     timings["dedup_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    kept = decontaminate(kept, cfg.decontaminate, stats)
+    kept = decontaminate(kept, cfg.decontaminate, stats, where_of=where_of)
     timings["decontaminate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -1,11 +1,13 @@
 """Decontamination: drop training problems that share a word n-gram with an evaluation item.
 
-Texts are compared as words (``\\w+`` runs after NFKC and case folding; punctuation and LaTeX markup
-are ignored, so ``$x^2$`` and ``\\(x^2\\)`` match). A training problem is contaminated when any
-``ngram`` consecutive words of it (default 13, as in the GPT-3 and Tülu decontamination; open-r1 uses
-8) also occur consecutively in an item of a configured benchmark. A benchmark item shorter than
-``ngram`` words has no n-gram; with ``short_items: exact`` (default) a training problem whose whole
-text equals such an item (as words and punctuation, so ``1 + 5`` is not ``1 - 5``) is contaminated too.
+Texts are compared as words (``\\w+`` runs after NFKC, math markup canonicalisation and case folding;
+punctuation and LaTeX markup are ignored, so ``$x^2$`` and ``\\(x^2\\)`` match, and so do
+``\\dfrac{1}{2}``, ``\\frac{1}{2}`` and ``1/2``: kubedistill/data/normalize.py). A training problem is
+contaminated when any ``ngram`` consecutive words of it (default 13, as in the GPT-3 and Tülu
+decontamination; open-r1 uses 8) also occur consecutively in an item of a configured benchmark. A
+benchmark item shorter than ``ngram`` words has no n-gram; with ``short_items: exact`` (default) a
+training problem whose whole text equals such an item (as words and punctuation, so ``1 + 5`` is not
+``1 - 5``, after the same canonicalisation) is contaminated too.
 
 Guarantees of :func:`decontaminate`:
 
@@ -29,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from kubedistill.core.config import StrictModel
+from kubedistill.core.config import StrictModel, reference
 from kubedistill.core.progress import make_bar
 from kubedistill.core.records import Problem, StageStats
 
@@ -50,8 +52,10 @@ class BenchmarkRef(StrictModel):
 class DecontamConfig(StrictModel):
     """n-gram overlap decontamination against evaluation sets."""
 
-    benchmarks: list[BenchmarkRef] = Field(
-        default_factory=list, description="names (strings) or {name, path, limit}; empty = no decontamination"
+    benchmarks: list[BenchmarkRef] = reference(
+        "benchmark_refs",
+        default_factory=list,
+        description="names (strings) or {name, path, limit}; empty = no decontamination",
     )
     ngram: int = Field(default=13, ge=1, description="words per n-gram (open-r1 uses 8)")
     short_items: Literal["exact", "ignore"] = Field(
@@ -109,7 +113,7 @@ class ContaminationIndex:
         word_lists: list[list[str]] = []
         for bench, problems in benchmarks.items():
             for p in problems:
-                words = match_words(item_text(p))
+                words = match_words(item_text(p), p.domain)
                 idx = len(self.items)
                 self.items.append((bench, p.id, words))
                 if len(words) >= ngram:
@@ -118,7 +122,7 @@ class ContaminationIndex:
                     word_lists.append([])
                     if short_items == "exact" and words:
                         # whole-text match keeps punctuation and operators: "1 + 5" is not "1 - 5"
-                        self.short.setdefault(_short_key(item_text(p)), idx)
+                        self.short.setdefault(_short_key(item_text(p), p.domain), idx)
         flat, lengths = hash_tokens(word_lists)
         hashes, item_of, pos_of = _windows(flat, lengths, ngram)
         order = np.argsort(hashes, kind="stable")  # stable: earlier benchmark/item first for equal hashes
@@ -141,18 +145,26 @@ class ContaminationIndex:
                 return Contamination(bench, item_id, " ".join(gram))
         return None
 
-    def scan(self, texts: Sequence[str], chunk: int = 2000, progress: str | None = None) -> list[Contamination | None]:
-        """For each text: the first overlap with an indexed item (in text order), or None."""
+    def scan(
+        self,
+        texts: Sequence[str],
+        chunk: int = 2000,
+        progress: str | None = None,
+        domains: Sequence[str | None] | None = None,
+    ) -> list[Contamination | None]:
+        """For each text (of ``domains[i]``, for the math canonicalisation: not for ``code``): the first
+        overlap with an indexed item (in text order), or None."""
         out: list[Contamination | None] = [None] * len(texts)
+        doms: Sequence[str | None] = domains if domains is not None else [None] * len(texts)
         bar = make_bar(len(texts), desc=progress or "decontaminate", unit="doc", enabled=progress is not None)
         try:
             for lo in range(0, len(texts), chunk):
-                batch = [match_words(t) for t in texts[lo : lo + chunk]]
+                batch = [match_words(t, d) for t, d in zip(texts[lo : lo + chunk], doms[lo : lo + chunk], strict=True)]
                 if self.short:
                     for k, words in enumerate(batch):
                         if len(words) >= self.n:
                             continue
-                        hit = self.short.get(_short_key(texts[lo + k]))
+                        hit = self.short.get(_short_key(texts[lo + k], doms[lo + k]))
                         if hit is not None:
                             bench, item_id, item_words = self.items[hit]
                             out[lo + k] = Contamination(bench, item_id, " ".join(item_words), whole_item=True)
@@ -175,8 +187,8 @@ class ContaminationIndex:
         return out
 
 
-def _short_key(text: str) -> str:
-    return " ".join(dedup_tokens(text))
+def _short_key(text: str, domain: str | None = None) -> str:
+    return " ".join(dedup_tokens(text, domain))
 
 
 def _windows(flat: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,6 +218,7 @@ def decontaminate(
     stats: StageStats,
     *,
     benchmarks: Mapping[str, Sequence[Problem]] | None = None,
+    where_of: Mapping[int, str] | None = None,
 ) -> list[Problem]:
     """Drop problems that overlap an evaluation item (see the module docstring). ``benchmarks``
     (name → items) replaces loading ``cfg.benchmarks`` (tests, or a caller that already has them)."""
@@ -227,7 +240,7 @@ def decontaminate(
     t_load = time.perf_counter() - t0
     index = ContaminationIndex(benchmarks, cfg.ngram, cfg.short_items)
     report["indexed_ngrams"] = index.n_ngrams
-    found = index.scan([p.problem for p in problems], progress="decontaminate")
+    found = index.scan([p.problem for p in problems], progress="decontaminate", domains=[p.domain for p in problems])
     kept: list[Problem] = []
     for p, c in zip(problems, found, strict=True):
         if c is None:
@@ -237,6 +250,7 @@ def decontaminate(
             "contaminated",
             c.describe(cfg.ngram),
             record=preview(p.model_dump(mode="json")),
+            where=(where_of or {}).get(id(p)),
         )
         report["benchmarks"][c.benchmark]["removed"] += 1
         report["removed"] += 1

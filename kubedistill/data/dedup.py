@@ -3,9 +3,11 @@
 Guarantees of :func:`dedup`:
 
 * Order is kept and the **first occurrence wins**; every dropped row is a reject naming the id it
-  duplicates: ``duplicate`` (same text and choices after NFKC, case folding and whitespace
-  collapsing), ``duplicate_id`` (a different text under an id already taken — later stages key on
-  problem ids), ``near_duplicate`` (Jaccard similarity of token n-gram sets ≥ ``threshold``).
+  duplicates: ``duplicate`` (same text and choices as tokens after NFKC, math markup
+  canonicalisation — ``$60$`` is ``\\(60\\)``, ``\\dfrac{1}{2}`` is ``1/2`` — and case folding:
+  kubedistill/data/normalize.py), ``duplicate_id`` (a different text under an id already taken — later
+  stages key on problem ids), ``near_duplicate`` (Jaccard similarity of token n-gram sets ≥
+  ``threshold``).
 * A near duplicate is only dropped after its **exact** Jaccard similarity with a kept problem has
   been computed: MinHash/LSH only proposes candidates, so a problem that merely shares many words
   with another (below the threshold) is never dropped because of an unlucky hash.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,9 +292,12 @@ def dedup(
     stats: StageStats,
     *,
     near_exempt_sources: Collection[str] = (),
+    where_of: Mapping[int, str] | None = None,
 ) -> list[Problem]:
     """Drop exact duplicates, duplicate ids and near duplicates (see the module docstring); every
-    dropped row is a reject in ``stats`` naming the kept id. Counts go to ``stats.info["dedup"]``."""
+    dropped row is a reject in ``stats`` naming the kept id (and, with ``where_of`` — ``id(problem) ->
+    "file:line"`` —, where the dropped row came from). Counts go to ``stats.info["dedup"]``."""
+    where_of = where_of or {}
     t0 = time.perf_counter()
     kept: list[Problem] = []
     seen_text: dict[str, str] = {}
@@ -300,10 +305,15 @@ def dedup(
     n_exact = n_ids = 0
     for p in problems:
         if cfg.exact:
-            key = exact_key(p.problem, p.choices)
+            key = exact_key(p.problem, p.choices, p.domain)
             first = seen_text.get(key)
             if first is not None:
-                stats.reject("duplicate", f"duplicate of {first}", record=preview(p.model_dump(mode="json")))
+                stats.reject(
+                    "duplicate",
+                    f"duplicate of {first}",
+                    record=preview(p.model_dump(mode="json")),
+                    where=where_of.get(id(p)),
+                )
                 n_exact += 1
                 continue
             seen_text[key] = p.id
@@ -312,6 +322,7 @@ def dedup(
                 "duplicate_id",
                 f"id {p.id} is already taken by a different problem",
                 record=preview(p.model_dump(mode="json")),
+                where=where_of.get(id(p)),
             )
             n_ids += 1
             continue
@@ -323,7 +334,7 @@ def dedup(
     t1 = time.perf_counter()
     if cfg.near and len(kept) > 1:
         candidates = [i for i, p in enumerate(kept) if p.source not in near_exempt_sources]
-        flat, lengths = hash_tokens([dedup_tokens(_dedup_text(kept[i])) for i in candidates])
+        flat, lengths = hash_tokens([dedup_tokens(_dedup_text(kept[i]), kept[i].domain) for i in candidates])
         dups = find_near_duplicates(
             flat,
             lengths,
@@ -340,6 +351,7 @@ def dedup(
                 "near_duplicate",
                 f"near duplicate of {of.id} (jaccard {d.similarity:.3f})",
                 record=preview(p.model_dump(mode="json")),
+                where=where_of.get(id(p)),
             )
             drop.add(candidates[d.index])
         n_near = len(drop)

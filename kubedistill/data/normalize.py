@@ -9,8 +9,18 @@ Two kinds of normalisation live here and must not be confused:
   characters are removed; leading and trailing whitespace is stripped. Line breaks and indentation
   inside the text are kept (code problems and sample inputs depend on them).
 * **Matching keys** (:func:`exact_key`, :func:`dedup_tokens`, :func:`match_words`): aggressive forms
-  used only to compare texts (full NFKC, case folding, whitespace collapsed or split into words).
-  They are never stored as problem text.
+  used only to compare texts (full NFKC, math markup canonicalised, case folding, whitespace collapsed
+  or split into words). They are never stored as problem text.
+
+Math markup is canonicalised for matching (:func:`canonical_math`, every domain but ``code``), so that
+texts that differ only in how the same mathematics is typeset match: math delimiters (``$…$``,
+``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) are dropped; ``\\dfrac`` / ``\\tfrac`` / ``\\cfrac{a}{b}``,
+``\\frac ab`` and ``a/b`` all become ``a/b`` (``(x+1)/2`` for longer parts); ``\\dbinom`` / ``\\tbinom`` /
+``\\binom{n}{k}`` and ``{n \\choose k}`` become ``binom(n,k)``; ``\\left`` / ``\\right`` and spacing
+commands go; ``\\le`` / ``\\leq`` / ``≤``, ``\\cdot`` / ``\\times`` / ``×``, ``−`` / ``-`` and the like are one
+form each; ``\\text{…}`` / ``\\mathrm{…}`` keep their content; grouping braces go. So ``\\dfrac{1}{2}``,
+``\\frac{1}{2}`` and ``1/2`` match, as do ``$\\dbinom{10}{3}$`` and ``\\(\\binom{10}{3}\\)``, and ``$60$``,
+``\\(60\\)`` and ``60``.
 """
 
 from __future__ import annotations
@@ -94,25 +104,154 @@ def _match_form(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
-def exact_key(text: str, choices: list[str] | None = None) -> str:
-    """A hash that two problems share iff their texts (and choices) are equal after NFKC, case folding
-    and collapsing whitespace runs to one space."""
-    parts = [" ".join(_match_form(text).split())]
+# ------------------------------------------------------------------------------------------ math markup
+
+_SAME_COMMANDS = {
+    "dfrac": "frac",
+    "tfrac": "frac",
+    "cfrac": "frac",
+    "dbinom": "binom",
+    "tbinom": "binom",
+    "leq": "le",
+    "leqslant": "le",
+    "geq": "ge",
+    "geqslant": "ge",
+    "neq": "ne",
+}
+_SYMBOLS = {"le": " <= ", "ge": " >= ", "ne": " != ", "cdot": " * ", "times": " * ", "div": " / ", "pm": " ± "}
+_DROP_COMMANDS = {
+    "left", "right", "bigl", "bigr", "Bigl", "Bigr", "big", "Big", "biggl", "biggr", "displaystyle", "textstyle",
+    "limits", "nolimits", "quad", "qquad",
+}  # fmt: skip
+_TEXT_COMMANDS = {
+    "text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mathsf", "mathtt", "operatorname", "mbox",
+    "boldsymbol", "bm",
+}  # fmt: skip
+_UNICODE_MATH = str.maketrans(
+    {"≤": " <= ", "≥": " >= ", "≠": " != ", "×": " * ", "·": " * ", "÷": " / ", "−": "-", "⁄": "/", "√": "\\sqrt "}
+)
+_COMMAND_RE = re.compile(r"\\([A-Za-z]+)\s*")
+
+
+def _group(text: str, i: int) -> tuple[str, int] | None:
+    """The argument of a LaTeX command at ``text[i:]``: a balanced ``{...}`` group or one character
+    (spaces before it skipped). Returns (its content, the index after it), or None."""
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i >= len(text):
+        return None
+    if text[i] != "{":
+        if text[i] in "}\\":
+            return None
+        return text[i], i + 1
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j], j + 1
+    return None  # unbalanced: leave it as it is
+
+
+def _atom(s: str) -> str:
+    s = s.strip()
+    return s if re.fullmatch(r"[\w.]+", s) else f"({s})"
+
+
+def _rewrite_commands(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        m = _COMMAND_RE.match(text, i) if text[i] == "\\" else None
+        if m is None:
+            out.append(text[i])
+            i += 1
+            continue
+        name = _SAME_COMMANDS.get(m.group(1), m.group(1))
+        end = m.end()
+        if name in ("frac", "binom"):
+            a = _group(text, end)
+            b = _group(text, a[1]) if a else None
+            if a and b:
+                x, y = _rewrite_commands(a[0]), _rewrite_commands(b[0])
+                out.append(f"{_atom(x)}/{_atom(y)}" if name == "frac" else f"binom({x.strip()},{y.strip()})")
+                i = b[1]
+                continue
+        elif name == "sqrt":
+            a = _group(text, end)
+            if a:
+                out.append(f"sqrt({_rewrite_commands(a[0]).strip()})")
+                i = a[1]
+                continue
+        elif name in _TEXT_COMMANDS:
+            a = _group(text, end)
+            if a:
+                out.append(f" {_rewrite_commands(a[0])} ")
+                i = a[1]
+                continue
+        elif name in _SYMBOLS:
+            out.append(_SYMBOLS[name])
+            i = end
+            continue
+        elif name in _DROP_COMMANDS:
+            out.append(" ")
+            i = end
+            continue
+        out.append(f"\\{name} ")
+        i = end
+    return "".join(out)
+
+
+_CHOOSE_RE = re.compile(r"\{\s*([^{}]+?)\s*\\choose\s*([^{}]+?)\s*\}")
+
+
+def canonical_math(text: str) -> str:
+    """``text`` with math markup in one canonical form, for matching only (see the module docstring):
+    delimiters dropped, fraction and binomial commands as ``a/b`` and ``binom(n,k)``, spacing and sizing
+    commands gone, relation and operator symbols in one form, grouping braces dropped."""
+    if "\\" not in text and "$" not in text and "{" not in text and text.isascii():
+        return text
+    text = text.translate(_UNICODE_MATH)
+    text = text.replace("\\$", " ").replace("\\%", "%").replace("\\\\", " ")
+    text = re.sub(r"\\[()\[\]]", " ", text)  # \( \) \[ \]
+    text = text.replace("$", " ")
+    text = re.sub(r"\\[,;:! ]", " ", text)  # thin / medium / thick / negative spaces
+    text = _CHOOSE_RE.sub(lambda m: f"\\binom{{{m.group(1)}}}{{{m.group(2)}}}", text)
+    text = _rewrite_commands(text)
+    text = text.replace("{", " ").replace("}", " ").replace("~", " ")
+    return text
+
+
+def _matchable(text: str, domain: str | None) -> str:
+    """The matching form of a text: NFKC, math markup canonicalised (not for code), case-folded."""
+    if domain != "code":
+        text = canonical_math(text)
+    return _match_form(text)
+
+
+def exact_key(text: str, choices: list[str] | None = None, domain: str | None = None) -> str:
+    """A hash that two problems share iff their texts (and choices) are equal as tokens (words and single
+    punctuation or operator characters) after NFKC, math canonicalisation (:func:`canonical_math`; not
+    for ``code``) and case folding — so whitespace and math markup do not tell them apart."""
+    parts = [" ".join(_TOKEN_RE.findall(_matchable(text, domain)))]
     for c in choices or ():
-        parts.append(" ".join(_match_form(c).split()))
+        parts.append(" ".join(_TOKEN_RE.findall(_matchable(c, domain))))
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def dedup_tokens(text: str) -> list[str]:
+def dedup_tokens(text: str, domain: str | None = None) -> list[str]:
     """Tokens for near-duplicate detection: words and single punctuation/operator characters
-    (``4 + 1`` and ``4 - 1`` differ), after NFKC and case folding."""
-    return _TOKEN_RE.findall(_match_form(text))
+    (``4 + 1`` and ``4 - 1`` differ), after NFKC, math canonicalisation (not for ``code``) and case folding."""
+    return _TOKEN_RE.findall(_matchable(text, domain))
 
 
-def match_words(text: str) -> list[str]:
-    """Words for contamination n-grams: ``\\w+`` runs after NFKC and case folding; punctuation and
-    LaTeX markup are dropped so formatting differences do not hide an overlap."""
-    return _WORD_RE.findall(_match_form(text))
+def match_words(text: str, domain: str | None = None) -> list[str]:
+    """Words for contamination n-grams: ``\\w+`` runs after NFKC, math canonicalisation (not for ``code``)
+    and case folding; punctuation and LaTeX markup are dropped so formatting differences do not hide an
+    overlap."""
+    return _WORD_RE.findall(_matchable(text, domain))
 
 
 def stable_id(source: str, text: str) -> str:

@@ -39,11 +39,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.progress import make_bar
-from kubedistill.core.records import Domain, Problem, StageStats, iter_raw_rows, validation_message
+from kubedistill.core.records import Domain, Problem, StageStats, iter_rows, validation_message
 
 from .normalize import resolve_domain, stable_id
+
+STAGE_OF_SOURCES = "collect"
 
 
 class SourceError(ConfigError):
@@ -205,8 +207,9 @@ class HFSource(_SourceBase):
     split: str = "train"
     revision: str | None = Field(default=None, description="hub revision (commit, tag or branch) to pin")
     data_files: list[str] | None = Field(default=None, description="files inside the repo (or inside `path`)")
-    path: str | None = Field(
-        default=None,
+    path: str | None = reference(
+        "data_path",
+        None,
         description="local copy: a file or glob (json/jsonl/parquet/csv), a hub snapshot dir or a save_to_disk dir",
     )
     fields: FieldMap = Field(default_factory=FieldMap)
@@ -244,7 +247,7 @@ class FileSource(_SourceBase):
     """Local JSONL/Parquet files (a path or a glob); rows are Problems unless ``fields`` maps them."""
 
     kind: Literal["file"] = "file"
-    path: str
+    path: str = reference("files", description="a JSONL/Parquet file or a glob of them")
     fields: FieldMap | None = Field(default=None, description="None: rows are Problems (identity)")
 
     @model_validator(mode="after")
@@ -258,7 +261,7 @@ class ReasoningGymSource(_SourceBase):
     """Procedurally generated problems: ``reasoning_gym.create_dataset(task, size=N, seed=seed)``."""
 
     kind: Literal["reasoning_gym"] = "reasoning_gym"
-    tasks: dict[str, int] = Field(min_length=1, description="task name → number of problems")
+    tasks: dict[str, int] = reference("reasoning_gym_tasks", min_length=1, description="task name → number of problems")
     seed: int = 0
     domain: Domain = "math"
     task_config: dict[str, dict[str, Any]] = Field(
@@ -358,14 +361,17 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def preview(row: Any, max_chars: int = 2000) -> Any:
-    """A copy of a rejected row for the rejects file, long strings cut (reference CoTs can be huge)."""
+def preview(row: Any, max_chars: int | None = None) -> Any:
+    """A JSON-safe copy of a rejected row for the rejects file: whole by default (a rejected row is kept
+    so that it can be fixed and fed again); with ``max_chars``, long strings cut and lists shortened."""
     if isinstance(row, str):
-        return row if len(row) <= max_chars else row[:max_chars] + f"…[{len(row) - max_chars} more chars]"
+        if max_chars is None or len(row) <= max_chars:
+            return row
+        return row[:max_chars] + f"…[{len(row) - max_chars} more chars]"
     if isinstance(row, Mapping):
         return {str(k): preview(v, max_chars) for k, v in row.items()}
     if isinstance(row, list | tuple):
-        return [preview(v, max_chars) for v in row[:50]]
+        return [preview(v, max_chars) for v in (row if max_chars is None else row[:50])]
     return json_safe(row)
 
 
@@ -659,9 +665,13 @@ def load_hf_rows(
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_source(src: HFSource | FileSource | ReasoningGymSource, stats: StageStats) -> list[Problem]:
+def load_source(
+    src: HFSource | FileSource | ReasoningGymSource, stats: StageStats, where_of: dict[int, str] | None = None
+) -> list[Problem]:
     """All problems of one source; unusable rows become rejects in ``stats`` (reason per row) and the
-    per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order."""
+    per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order.
+    ``where_of``, when given, gets ``id(problem) -> "file:line"`` (or the row's place in the source) for
+    every problem, so that later steps can say where a row they drop came from."""
     counts = SourceCounts()
     checked = False  # mapped columns checked against the dataset's columns
     rows: Iterable[tuple[str, Any]]
@@ -716,9 +726,12 @@ def load_source(src: HFSource | FileSource | ReasoningGymSource, stats: StageSta
             except RowError as e:
                 counts.rejected[e.reason] = counts.rejected.get(e.reason, 0) + 1
                 record = row.raw if isinstance(row, BadRow) else row
-                stats.reject(e.reason, f"source {src.label}: {e}", record=preview(record), where=where)
+                raw_b64 = row.raw_b64 if isinstance(row, BadRow) else None
+                stats.reject(e.reason, f"source {src.label}: {e}", record=preview(record), where=where, raw_b64=raw_b64)
                 continue
             out.append(p)
+            if where_of is not None:
+                where_of[id(p)] = where
     finally:
         bar.close()
     counts.loaded = len(out)
@@ -733,20 +746,28 @@ class BadRow:
     reason: str
     detail: str
     raw: Any
+    raw_b64: str | None = None
 
 
 def _file_rows(src: FileSource) -> Iterator[tuple[str, Any]]:
-    files = sorted(globlib.glob(src.path, recursive=True))
-    if not files:
+    """The rows of a file source's files, in order. A file that cannot be read at all — none matches,
+    a directory, an empty file, another format, not UTF-8 text — is a :class:`SourceError` (exit 2); a
+    row that cannot be read is a :class:`BadRow` with its reason and its raw text (and bytes)."""
+    from kubedistill.core.records import RecordsError, row_reject
+
+    files = sorted(globlib.glob(src.path, recursive=True)) if globlib.has_magic(src.path) else [src.path]
+    if not files or (not globlib.has_magic(src.path) and not Path(src.path).exists()):
         raise SourceError(f"source {src.label!r}: {src.path}: no such file(s)")
     for f in files:
-        for where, row, err in iter_raw_rows(f):
-            if err is not None:
-                yield where, BadRow("invalid_json", err, row)
-            elif not isinstance(row, Mapping):
-                yield where, BadRow("invalid_record", "row is not a JSON object", row)
-            else:
-                yield where, row
+        try:
+            for row in iter_rows(f, allow_empty=False):
+                bad = row_reject(row, STAGE_OF_SOURCES)
+                if bad is not None:
+                    yield row.where, BadRow(bad.reason, bad.detail, bad.record, bad.raw_b64)
+                else:
+                    yield row.where, row.value
+        except RecordsError as e:
+            raise SourceError(f"source {src.label!r}: {e}") from None
 
 
 def _task_id_part(src: ReasoningGymSource, task: str) -> str:

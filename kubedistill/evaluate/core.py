@@ -34,7 +34,7 @@ from kubedistill import __version__
 from kubedistill.chat import ChatClient, ChatRequest, ChatResult
 from kubedistill.chat.client import derived_seed
 from kubedistill.chat.config import ClientConfig
-from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.records import Problem
 from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
 from kubedistill.prompts import problem_messages
@@ -58,7 +58,7 @@ class EvalConfig(StrictModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=4096, ge=1)
     seed: int | None = 0
-    prompt: str = "generate"
+    prompt: str = reference("prompt", "generate")
     timeout_s: float = Field(default=10.0, gt=0, description="per program run (code benchmarks)")
     memory_mb: int = 1024
     workers: int = Field(default=2, ge=1, description="parallel checks (sandbox runs, math workers)")

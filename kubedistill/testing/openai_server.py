@@ -50,8 +50,17 @@ class ServerScript(BaseModel):
     # otherwise the echo answer. Content may use {n} for the request's sample seed.
     answers: list[tuple[str, str]] = Field(default_factory=list)
     finish_reason: str = "stop"
+    # (pattern, finish_reason) pairs: the first whose regex matches the last user message sets the answer's
+    # finish_reason (None: null, as servers that do not report one)
+    finish_reasons: list[tuple[str, str | None]] = Field(default_factory=list)
     reasoning_field: bool = False  # put the thinking in message.reasoning, like vLLM reasoning parsers
     api_key: str | None = None
+    # Servers that quote what they were sent: a 401 names the key given (as OpenAI's "Incorrect API key
+    # provided: ..."), a 400 for a prompt matching `bad_request` quotes the Authorization header
+    echo_key_in_errors: bool = False
+    bad_request: list[str] = Field(default_factory=list)
+    # prompts matching these get the request's Authorization header inside the answer's content
+    echo_auth_in_content: list[str] = Field(default_factory=list)
     log_path: str | None = None
 
 
@@ -98,27 +107,51 @@ class ScriptedServer:
                 return content.replace("{n}", str(body.get("seed", 0)))
         return echo_answer(prompt, body)
 
+    def _unauthorised(self, request: Any) -> Any | None:
+        from aiohttp import web
+
+        given = request.headers.get("Authorization", "")
+        if not self.s.api_key or given == f"Bearer {self.s.api_key}":
+            return None
+        msg = "Incorrect API key provided"
+        if self.s.echo_key_in_errors:
+            msg += f": {given.removeprefix('Bearer ')}. You can find your API key at https://example.invalid/keys."
+        return _error(web, 401, msg, "invalid_request_error", code="invalid_api_key")
+
     async def handle_chat(self, request: Any) -> Any:
         from aiohttp import web
 
-        if self.s.api_key and request.headers.get("Authorization") != f"Bearer {self.s.api_key}":
-            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        denied = self._unauthorised(request)
+        if denied is not None:
+            return denied
         raw = await request.read()
         try:
             body = json.loads(raw)
-        except json.JSONDecodeError:
-            return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(web, 400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        problem = validate_chat_body(body)
+        if problem is not None:
+            return _error(web, 400, problem, "invalid_request_error")
         if body.get("model") not in self.s.models:
-            return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
+            return _error(web, 404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         key = request_key(body)
         self.attempts[key] += 1
         attempt = self.attempts[key]
         messages = body.get("messages") or []
         prompt = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        if any(re.search(p, prompt) for p in self.s.bad_request):
+            msg = "This request is not allowed"
+            if self.s.echo_key_in_errors:
+                msg += f" (headers: Authorization: {request.headers.get('Authorization', '')})"
+            self.log(key=key, attempt=attempt, outcome="http_400", t=time.time(), prompt=prompt[:200])
+            return _error(web, 400, msg, "invalid_request_error")
         fault = self.fault_for(key, attempt, prompt)
         await asyncio.sleep(self.s.latency_s)
         if fault is None:
             content = self.content_for(prompt, body)
+            if any(re.search(p, prompt) for p in self.s.echo_auth_in_content):
+                content += f"\n(I was called with Authorization: {request.headers.get('Authorization', '')})"
+            finish = next((f for pat, f in self.s.finish_reasons if re.search(pat, prompt, re.S)), self.s.finish_reason)
             n_tokens = max(1, len(content.split()))
             if self.s.latency_per_token_s:
                 await asyncio.sleep(self.s.latency_per_token_s * n_tokens)
@@ -135,7 +168,7 @@ class ScriptedServer:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": self.s.finish_reason}],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
                 "usage": {
                     "prompt_tokens": max(1, len(prompt.split())),
                     "completion_tokens": n_tokens,
@@ -148,7 +181,11 @@ class ScriptedServer:
         if fault.startswith("http_"):
             status = int(fault.removeprefix("http_"))
             headers = {"Retry-After": f"{self.s.retry_after_s:g}"} if status in (429, 503) else {}
-            return web.json_response({"error": {"message": f"injected {status}"}}, status=status, headers=headers)
+            return web.json_response(
+                {"error": {"message": f"injected {status}", "type": "server_error", "param": None, "code": None}},
+                status=status,
+                headers=headers,
+            )
         if fault == "empty_choices":
             return web.json_response({"id": "x", "choices": []})
         if fault == "malformed":
@@ -171,8 +208,9 @@ class ScriptedServer:
     async def handle_models(self, request: Any) -> Any:
         from aiohttp import web
 
-        if self.s.api_key and request.headers.get("Authorization") != f"Bearer {self.s.api_key}":
-            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        denied = self._unauthorised(request)
+        if denied is not None:
+            return denied
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.s.models]})
 
     def app(self) -> Any:
@@ -183,6 +221,47 @@ class ScriptedServer:
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/health", lambda r: web.Response(text="ok"))
         return app
+
+
+_ROLES = ("system", "user", "assistant", "developer", "tool")
+
+
+def validate_chat_body(body: Any) -> str | None:
+    """What the OpenAI / vLLM chat-completions endpoint would refuse with HTTP 400 in ``body``, or None:
+    the body must be an object with a model name and a non-empty list of messages, each an object with a
+    known ``role`` and string ``content``; sampling parameters must have their types and ranges
+    (``temperature`` 0-2, ``top_p`` (0, 1], ``max_tokens`` >= 1, ``n`` >= 1, ``seed`` an integer)."""
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty array"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            return f"messages[{i}]: 'role' must be one of {', '.join(_ROLES)}"
+        if not isinstance(m.get("content"), str):
+            return f"messages[{i}]: 'content' must be a string"
+    checks: dict[str, tuple[type | tuple[type, ...], float, float]] = {
+        "temperature": ((int, float), 0.0, 2.0),
+        "top_p": ((int, float), 1e-12, 1.0),
+        "max_tokens": (int, 1, float("inf")),
+        "n": (int, 1, 128),
+        "seed": (int, -(2**63), 2**63 - 1),
+    }
+    for name, (types, lo, hi) in checks.items():
+        if name not in body or body[name] is None:
+            continue
+        v = body[name]
+        if isinstance(v, bool) or not isinstance(v, types) or not lo <= v <= hi:
+            return f"'{name}': {v!r} is not valid"
+    return None
+
+
+def _error(web: Any, status: int, message: str, kind: str, code: str | None = None) -> Any:
+    """An error response shaped as OpenAI's: ``{"error": {"message", "type", "param", "code"}}``."""
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
 
 
 def free_port() -> int:

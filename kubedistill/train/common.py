@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kubedistill.core.config import StrictModel
+from kubedistill.core.config import StrictModel, reference
 
 
 class LoraConfig(StrictModel):
@@ -44,8 +44,9 @@ class TrainingConfig(StrictModel):
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     gradient_checkpointing: bool = False
     bf16: bool | None = Field(default=None, description="None: on when a GPU supports it")
-    deepspeed: str | None = Field(
-        default=None,
+    deepspeed: str | None = reference(
+        "deepspeed",
+        None,
         description="DeepSpeed ZeRO config: zero2, zero3, zero3_offload (shipped) or a JSON path; GPU runs only",
     )
     attn_implementation: str | None = Field(

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kubedistill.core.config import reference
 from kubedistill.core.errors import NoTrainingDataError
 from kubedistill.core.records import PreferencePair, Problem, StageStats
 from kubedistill.train.common import (
@@ -61,8 +62,8 @@ LossType = Literal["sigmoid", "hinge", "ipo", "robust", "sigmoid_norm"]
 class DPOConfig(TrainingConfig):
     """DPO hyper-parameters (defaults suit a GPU run after SFT; tests and CPU recipes override them)."""
 
-    base_model: str = Field(
-        default="tiny-qwen3", description="the SFT student (a model directory or reference); train_dpo can override"
+    base_model: str = reference(
+        "model", "tiny-qwen3", description="the SFT student (a model directory or reference); train_dpo can override"
     )
     beta: float = Field(default=0.1, gt=0, description="DPO beta for pairs without their own")
     loss_type: LossType = "sigmoid"
@@ -78,7 +79,7 @@ class DPOConfig(TrainingConfig):
         default=False, description="score the reference once before training (no reference model in memory)"
     )
     lora: LoraConfig | None = None
-    prompt: str = "generate"
+    prompt: str = reference("prompt", "generate")
     min_pairs: int = Field(default=1, ge=1, description="fewest usable pairs worth a DPO run")
     too_few_pairs: Literal["fail", "skip"] = Field(
         default="fail",

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.errors import NoTrainingDataError
 from kubedistill.core.records import Problem, StageStats
 from kubedistill.train.common import (
@@ -71,8 +71,8 @@ class IntervalConfig(StrictModel):
 class GRPOConfig(TrainingConfig):
     """GRPO hyper-parameters (defaults suit a GPU run; tests and CPU recipes override them)."""
 
-    base_model: str = Field(default="tiny-qwen3", description="the student to improve (SFT or DPO output)")
-    prompt: str = "generate"
+    base_model: str = reference("model", "tiny-qwen3", description="the student to improve (SFT or DPO output)")
+    prompt: str = reference("prompt", "generate")
     learning_rate: float = Field(default=1e-6, gt=0)
     lr_scheduler_type: str = "constant"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)

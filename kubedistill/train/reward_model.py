@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from kubedistill.core.config import reference
 from kubedistill.core.errors import NoTrainingDataError
 from kubedistill.core.records import Problem, Sample, StageStats
 from kubedistill.train.common import (
@@ -68,7 +69,7 @@ DESCRIPTIONS = {
 class RewardModelConfig(TrainingConfig):
     """Regressor hyper-parameters (defaults suit a GPU run; tests and CPU recipes override them)."""
 
-    base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models.py)")
+    base_model: str = reference("model", "tiny-qwen3", description="model reference (see kubedistill/models/)")
     heads: list[Head] = Field(default_factory=lambda: ["rv", "cd"], min_length=1)
     weight_decay: float = 0.0
     epochs: float = Field(default=2.0, gt=0)

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kubedistill.core.config import StrictModel
+from kubedistill.core.config import StrictModel, reference
 from kubedistill.core.errors import NoTrainingDataError
 from kubedistill.core.records import Difficulty, Problem, Sample, StageStats
 from kubedistill.train.common import (
@@ -64,7 +64,7 @@ class CurriculumStage(StrictModel):
 class SFTConfig(TrainingConfig):
     """SFT hyper-parameters (defaults suit a GPU run; the CPU recipes override them)."""
 
-    base_model: str = Field(default="tiny-qwen3", description="model reference (see kubedistill/models/)")
+    base_model: str = reference("model", "tiny-qwen3", description="model reference (see kubedistill/models/)")
     curriculum: list[CurriculumStage] = Field(
         default_factory=lambda: [
             CurriculumStage(name="medium", difficulties=["medium"]),
@@ -83,7 +83,7 @@ class SFTConfig(TrainingConfig):
         "block_mask",
     )
     lora: LoraConfig | None = None
-    prompt: str = "generate"
+    prompt: str = reference("prompt", "generate")
     unlabelled_as: Difficulty = Field(default="medium", description="difficulty assumed for unlabelled CoTs")
 
 
@@ -172,6 +172,11 @@ def train_sft(
             trainer = packed_sft_trainer_class()(data_collator=collator, **common)
         else:
             trainer = trl.SFTTrainer(**common)
+        if len(trainer.train_dataset) == 0:  # TRL drops rows whose completion the truncation leaves empty
+            raise NoTrainingDataError(
+                f"sft: curriculum stage {stage.name!r}: none of its {len(stage_rows)} CoT(s) is left after "
+                f"tokenising at max_length={cfg.max_length} (the prompt alone may fill it: raise sft.max_length)"
+            )
         seqs = _sequence_stats(trainer.train_dataset, cfg.max_length, packed=cfg.packing)
         per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
         steps_per_epoch = math.ceil(len(trainer.train_dataset) / per_step)  # packed rows: fewer than CoTs

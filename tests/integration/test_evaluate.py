@@ -172,14 +172,15 @@ def test_failed_requests_exit_3_and_a_rerun_asks_only_for_them(tmp_path: Path) -
     log = tmp_path / "server.jsonl"
     flaky = ServerScript(always_fail=["What is 10 + 23?"], log_path=str(log))  # problem t3
     fast = ["--max-retries", "1"]
-    with running_server(flaky) as url:
+    port = free_port()  # the endpoint is restarted at the same URL: its cached answers are still its own
+    with running_server(flaky, port=port) as url:
         proc = subprocess.run(_eval_cmd(url, problems, out, *fast), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr
     assert "2 request(s) to scripted failed after every retry" in proc.stderr
     res = json.loads((out / "results.json").read_text())["toy"]
     assert res["n_failed"] == 2 and res["n_unscorable"] == 2
     assert json.loads((out / "run.json").read_text())["complete"] is False
-    with running_server(ServerScript(log_path=str(tmp_path / "healthy.jsonl"))) as url:
+    with running_server(ServerScript(log_path=str(tmp_path / "healthy.jsonl")), port=port) as url:
         proc = subprocess.run(_eval_cmd(url, problems, out, *fast), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(read_log(tmp_path / "healthy.jsonl")) == 2  # only the two that had failed

@@ -36,7 +36,6 @@ class DigitShare:
 def _reward_model(tiny_model: Path, tmp_path: Path, problems: list[Problem]) -> Path:
     samples = [
         Sample(
-            id=f"s{i}",
             problem_id=p.id,
             teacher="t",
             temperature=0.6,

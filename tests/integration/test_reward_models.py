@@ -39,7 +39,6 @@ def _data(n: int = 48) -> tuple[list[Problem], list[Sample]]:
         body = ("slowly " * 12 if verbose else "") + ("hard " * 6 if hard else "") + f"{i} + 1 = {i + 1}"
         samples.append(
             Sample(
-                id=f"s{i}",
                 problem_id=f"p{i}",
                 teacher="t",
                 temperature=0.6,

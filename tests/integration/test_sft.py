@@ -17,7 +17,6 @@ def _data(n: int = 32) -> tuple[list[Problem], list[Sample]]:
     problems = [Problem(id=f"p{i}", problem=f"What is {i} + {i}?", answer=str(2 * i), source="t") for i in range(n)]
     samples = [
         Sample(
-            id=f"s{i}",
             problem_id=f"p{i}",
             teacher="t",
             temperature=0.6,
@@ -29,7 +28,6 @@ def _data(n: int = 32) -> tuple[list[Problem], list[Sample]]:
     ]
     samples.append(
         Sample(
-            id="cut",
             problem_id="p0",
             teacher="t",
             temperature=0.6,

@@ -139,7 +139,6 @@ def _data(n: int = 24) -> tuple[list[Problem], list[Sample]]:
         steps = " ".join(f"{i} + {k} = {i + k}." for k in range(1 + (i * 7) % 11))  # varied lengths
         samples.append(
             Sample(
-                id=f"s{i}",
                 problem_id=f"p{i}",
                 teacher="t",
                 temperature=0.6,

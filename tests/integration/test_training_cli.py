@@ -23,7 +23,6 @@ def _write_data(root: Path, n: int = 24) -> dict[str, Path]:
     problems = [Problem(id=f"p{i}", problem=f"What is {i} + {i}?", answer=str(2 * i), source="t") for i in range(n)]
     samples = [
         Sample(
-            id=f"s{i}",
             problem_id=f"p{i}",
             teacher="t",
             temperature=0.6,
@@ -39,7 +38,7 @@ def _write_data(root: Path, n: int = 24) -> dict[str, Path]:
         PreferencePair(
             id=f"pair{i}",
             problem_id=f"p{i}",
-            chosen_sample_id=f"s{i}",
+            chosen_sample_id=samples[i].id,
             chosen=samples[i].text,
             rejected=samples[i].text.replace(str(2 * i), str(2 * i + 7)),
             corruption="number",

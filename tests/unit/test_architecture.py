@@ -150,7 +150,6 @@ def test_a_new_row_is_a_new_cli_subcommand_and_component(monkeypatch: pytest.Mon
     monkeypatch.setitem(stages.BY_NAME, row.name, row)
     samples = [
         Sample(
-            id=f"s{i}",
             problem_id=f"p{i}",
             teacher="t",
             temperature=0.6,
@@ -176,7 +175,7 @@ def test_a_new_row_is_a_new_cli_subcommand_and_component(monkeypatch: pytest.Mon
         )
         == 0
     )
-    assert [s.id for s in read_records(tmp_path / "out.jsonl", Sample)] == ["s0", "s1"]
+    assert [s.id for s in read_records(tmp_path / "out.jsonl", Sample)] == ["p0::t::t0.6::0", "p1::t::t0.6::0"]
     assert (tmp_path / "out.rejects.jsonl").read_text().count("not_correct") == 1
 
     source = component_source(row)

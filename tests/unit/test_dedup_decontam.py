@@ -99,7 +99,7 @@ def test_operators_count_short_templated_problems_survive() -> None:
     stats = StageStats(stage="t")
     kept = dedup(ps, DedupConfig(), stats)
     assert [p.id for p in kept] == ["0", "1", "2"]  # the last one is the same tokens as the first
-    assert stats.dropped == {"near_duplicate": 1}
+    assert stats.dropped == {"duplicate": 1}  # whitespace alone does not make another problem
 
 
 def test_near_dedup_exempt_sources_and_determinism() -> None:
@@ -251,3 +251,78 @@ def test_index_verifies_words_not_only_hashes() -> None:
     assert index._verify(["q"] * 5, 0, index.hashes[0]) is None
     hits = index.scan(["x t3 t4 t5 t6 t7 y", "t3 t4 t5 t6"])
     assert hits[0] is not None and hits[0].ngram == "t3 t4 t5 t6 t7" and hits[1] is None
+
+
+# ----------------------------------------------------------------------------- math markup, matching
+
+
+MATH25 = (
+    "A fair coin is tossed until it lands heads twice in a row. Given that the probability of heads on "
+    "each toss is {half}, find the expected number of tosses needed in total."
+)
+
+
+@pytest.mark.parametrize("half", ["\\frac{1}{2}", "1/2", "$\\frac12$", "\\(\\tfrac{1}{2}\\)"])
+def test_decontamination_sees_through_fraction_markup(half: str) -> None:
+    item = _p("b1", MATH25.format(half="$\\dfrac{1}{2}$"))
+    train = [_p("t1", MATH25.format(half=half)), _p("t2", "An unrelated question about primes below 100.")]
+    stats = StageStats(stage="t")
+    kept = decontaminate(train, DecontamConfig(ngram=13), stats, benchmarks={"math500": [item]})
+    assert [p.id for p in kept] == ["t2"] and stats.dropped == {"contaminated": 1}
+
+
+@pytest.mark.parametrize(
+    "variant", ["Compute \\(\\dbinom{10}{3}\\).", "Compute $\\binom{10}{3}$.", "Compute ${10 \\choose 3}$."]
+)
+def test_a_short_item_matches_whatever_the_binomial_markup(variant: str) -> None:
+    item = _p("b1", "Compute $\\dbinom{10}{3}$.")
+    stats = StageStats(stage="t")
+    kept = decontaminate([_p("t1", variant)], DecontamConfig(), stats, benchmarks={"math500": [item]})
+    assert kept == [] and "whole item" in stats.rejects[0].detail
+    other = decontaminate([_p("t2", "Compute $\\dbinom{10}{4}$.")], DecontamConfig(), StageStats(stage="t"),
+                          benchmarks={"math500": [item]})  # fmt: skip
+    assert [p.id for p in other] == ["t2"]  # another number is another problem
+
+
+def test_dedup_sees_through_math_delimiters_but_not_in_code() -> None:
+    ps = [
+        _p("a", "What is $60$ divided by $\\dfrac{1}{2}$?"),
+        _p("b", "What is \\(60\\) divided by \\(\\frac{1}{2}\\)?"),
+        _p("c", "What is 60 divided by 1/2?"),
+        _p("d", "What is 61 divided by 1/2?"),
+        _p("e", "Print $HOME", domain="code"),
+        _p("f", "Print HOME", domain="code"),
+    ]
+    stats = StageStats(stage="t")
+    kept = dedup(ps, DedupConfig(near=False), stats)
+    assert [p.id for p in kept] == ["a", "d", "e", "f"]
+    assert stats.dropped == {"duplicate": 2} and [r.detail for r in stats.rejects] == ["duplicate of a"] * 2
+
+
+def test_canonical_math_forms() -> None:
+    from kubedistill.data.normalize import canonical_math, match_words
+
+    assert match_words("\\dfrac{1}{2}") == match_words("\\frac{1}{2}") == match_words("1/2") == ["1", "2"]
+    assert canonical_math("\\frac{x+1}{2}") == "(x+1)/2"
+    assert canonical_math("\\frac{\\frac{1}{2}}{3}") == "(1/2)/3"
+    assert "binom(10,3)" in canonical_math("$\\tbinom{10}{3}$")
+    assert canonical_math("x \\leq 3").split() == canonical_math("x ≤ 3").split() == ["x", "<=", "3"]
+    assert canonical_math("\\text{5 cm}").strip() == "5 cm"
+    assert canonical_math("no markup at all") == "no markup at all"
+    assert "/" not in canonical_math("\\frac{1}{")  # unbalanced: not guessed into a fraction
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("$60$", "\\(60\\)"),  # the pair
+        ("$60$", "60"),
+        ("\\[x^2 = 4\\]", "$$x^2 = 4$$"),
+        ("Find $\\dfrac{3}{4}$ of 8.", "Find \\(\\frac34\\) of 8."),
+        ("Is $x \\geq 2$?", "Is x ≥ 2?"),
+    ],
+)
+def test_problems_that_differ_only_in_math_markup_are_duplicates(a: str, b: str) -> None:
+    stats = StageStats(stage="t")
+    kept = dedup([_p("a", a), _p("b", b), _p("c", "$61$")], DedupConfig(near=False), stats)
+    assert [p.id for p in kept] == ["a", "c"] and stats.dropped == {"duplicate": 1}

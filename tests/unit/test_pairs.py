@@ -13,7 +13,6 @@ COT = (
 
 def _sample(i: int = 0, difficulty: str | None = "medium", correct: bool | None = True) -> Sample:
     return Sample(
-        id=f"s{i}",
         problem_id="p",
         teacher="t",
         temperature=0.6,
@@ -54,7 +53,8 @@ def test_make_pairs_records_kind_magnitude_and_checks_wrong_answers() -> None:
     cfg = PairsConfig(pairs_per_sample=3, per_pair_beta=True, seed=0)
     pairs, stats = make_pairs(samples, cfg, problems=[PROBLEM])
     assert stats.dropped == {"not_in_difficulties": 1, "not_correct": 1}
-    assert {p.chosen_sample_id for p in pairs} == {"s0", "s3"}  # s3 is unlabelled: counted as medium
+    # sample 3 is unlabelled: counted as medium
+    assert {p.chosen_sample_id for p in pairs} == {"p::t::t0.6::0", "p::t::t0.6::3"}
     assert len(pairs) == 6 and len({p.id for p in pairs}) == 6
     for p in pairs:
         assert p.chosen.startswith("<think>") and p.rejected != p.chosen

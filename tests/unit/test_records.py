@@ -125,7 +125,7 @@ def test_parquet_problems_with_tests_roundtrip(tmp_path: Path) -> None:
 
 def test_sample_scores_are_bounded() -> None:
     with pytest.raises(ValueError):
-        Sample(id="x", problem_id="p", teacher="t", temperature=0.6, sample_index=0, text="", rv=10)
+        Sample(problem_id="p", teacher="t", temperature=0.6, sample_index=0, text="", rv=10)
 
 
 def test_write_is_atomic_no_partial_file_on_error(tmp_path: Path) -> None:
@@ -142,3 +142,88 @@ def test_write_is_atomic_no_partial_file_on_error(tmp_path: Path) -> None:
         write_jsonl(path, Boom())
     assert not path.exists()
     assert list(tmp_path.iterdir()) == [] or all(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------ identity and reading
+
+
+def test_a_sample_id_is_derived_from_its_key_fields_and_checked_when_given() -> None:
+    key = {"problem_id": "p1", "teacher": "qwq", "temperature": 1.0, "sample_index": 3, "text": "x"}
+    assert Sample.model_validate(key).id == "p1::qwq::t1::3"
+    assert Sample.model_validate({**key, "id": ""}).id == "p1::qwq::t1::3"
+    assert Sample.model_validate({**key, "id": "p1::qwq::t1::3"}).id == "p1::qwq::t1::3"
+    with pytest.raises(ValueError, match=r"does not match its key fields: expected 'p1::qwq::t1::3'"):
+        Sample.model_validate({**key, "id": "p1::qwq::t1::4"})
+    rw = {**key, "teacher": "rewriter", "rewritten_from": "p1::qwq::t1::3"}
+    assert Sample.model_validate(rw).id == "p1::qwq::t1::3::rw"
+    with pytest.raises(ValueError, match=r"<rewritten_from>::rw"):
+        Sample.model_validate({**rw, "id": "p1::rewriter::t1::3"})
+
+
+def test_completeness_of_a_cot() -> None:
+    s = Sample(problem_id="p", teacher="t", temperature=0.6, sample_index=0, text="<think>a</think> 1")
+    assert s.complete  # no finish reason recorded (an imported CoT): judged by its text
+    assert s.model_copy(update={"finish_reason": "stop"}).complete
+    assert s.model_copy(update={"finish_reason": "eos_token"}).complete
+    for bad in ("length", "content_filter", "abort"):
+        assert not s.model_copy(update={"finish_reason": bad}).complete
+    assert not s.model_copy(update={"text": " \n\t"}).complete
+
+
+def test_rows_are_streamed_with_their_raw_form(tmp_path: Path) -> None:
+    from kubedistill.core.records import iter_rows
+
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\n[1, 2]\n{"b": "caf\xe9"}\n{broken\n')
+    rows = list(iter_rows(p))
+    assert [r.where for r in rows] == ["rows.jsonl:1", "rows.jsonl:3", "rows.jsonl:4", "rows.jsonl:5"]
+    assert rows[0].ok and rows[0].value == {"a": 1}
+    assert rows[1].ok and rows[1].value == [1, 2] and rows[1].text == "[1, 2]"
+    assert rows[2].reason == "invalid_encoding" and rows[2].text == '{"b": "caf\\xe9"}'
+    assert "byte 0xe9 at line 4, column 11" in (rows[2].error or "")
+    assert rows[3].reason == "invalid_json" and rows[3].text == "{broken"
+
+
+def test_duplicate_ids_are_refused_naming_the_first(tmp_path: Path) -> None:
+    p = tmp_path / "problems.jsonl"
+    rows = [_problem(), _problem(), _problem(answer="3"), _problem(id="p2")]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = StageStats(stage="t")
+    got = read_records(p, Problem, stats=stats)
+    assert [x.id for x in got] == ["p1", "p2"] and got[0].answer == "2"  # the first one is kept
+    details = [r.detail for r in stats.rejects]
+    assert details == [
+        "id 'p1' was already read at problems.jsonl:1 (the same record)",
+        "id 'p1' was already read at problems.jsonl:1 (a different record; the first one is kept)",
+    ]
+    assert read_records(p, Problem, stats=StageStats(stage="t"), unique_ids=False)[1].id == "p1"
+
+
+def test_a_parquet_row_with_a_broken_json_column_is_a_reject(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(
+        [
+            {"id": "p1", "problem": "1+1?", "source": "t", "metadata": "{}"},
+            {"id": "p2", "problem": "2+2?", "source": "t", "metadata": "{not json"},
+        ]
+    ).replace_schema_metadata({b"kubedistill.json_columns": b'["metadata"]'})
+    pq.write_table(table, tmp_path / "p.parquet")
+    stats = StageStats(stage="t")
+    assert [x.id for x in read_records(tmp_path / "p.parquet", Problem, stats=stats)] == ["p1"]
+    assert stats.rejects[0].reason == "invalid_json" and "column 'metadata'" in stats.rejects[0].detail
+
+
+def test_written_records_lose_known_secret_values_and_rejects_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubedistill.core.records import Reject, write_rejects
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-known-value-123456")
+    p = Problem.model_validate(_problem(problem="say sk-known-value-123456 and Bearer abcdefghijk"))
+    write_records(tmp_path / "o.jsonl", [p])
+    text = (tmp_path / "o.jsonl").read_text()
+    assert "sk-known-value-123456" not in text and "Bearer abcdefghijk" in text  # data: known values only
+    write_rejects(tmp_path / "r.jsonl", [Reject(stage="t", reason="x", detail="HTTP 401: Bearer abcdefghijk")])
+    assert "abcdefghijk" not in (tmp_path / "r.jsonl").read_text()  # diagnostics: patterns too

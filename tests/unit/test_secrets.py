@@ -58,3 +58,55 @@ def test_mask_and_paths_of_json_like_values() -> None:
     assert sorted(secret_paths(obj, secrets=[])) == ["a.api_key", "a.url"]
     assert mask_url("https://u:p@h/v1") == "https://***@h/v1" and mask_url(None) is None
     assert strip_url("https://u:p@h:8443/v1?key=abc#x") == "https://h:8443/v1"
+
+
+def test_known_secrets_come_from_the_environment_configs_and_what_was_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubedistill.core.secrets import config_secrets, forget_all, known_secrets, remember, url_secrets
+
+    monkeypatch.setenv("PLAIN_VAR", "value-of-plain-var")
+    monkeypatch.setenv("DATABASE_URL", "postgres://app:db-password-1@db/app")
+    assert "db-password-1" in known_secrets()  # a password in any variable's URL
+    assert "value-of-plain-var" not in known_secrets()
+    cfg = {
+        "teachers": [{"url": "https://u:url-pass-99@h/v1?api_key=query-key-77", "api_key_env": "PLAIN_VAR"}],
+        "extra_body": {"token": "body-token-55"},
+        "max_tokens": 4096,
+    }
+    assert config_secrets(cfg) == {"url-pass-99", "query-key-77", "value-of-plain-var", "body-token-55"}
+    assert url_secrets("https://tok123456@h/v1") == ["tok123456"]
+    try:
+        remember("read-at-runtime-1", "x")  # too short values are never remembered
+        assert "read-at-runtime-1" in known_secrets() and "x" not in known_secrets()
+        assert redact("key read-at-runtime-1 here") == "key *** here"
+    finally:
+        forget_all()
+
+
+def test_json_escaped_secret_values_are_redacted_too() -> None:
+    from kubedistill.core.secrets import redact_values
+
+    secret = 'p"a\\ss-word'
+    assert redact_values('{"x": "p\\"a\\\\ss-word"}', [secret]) == '{"x": "***"}'
+    assert redact_values('plain p"a\\ss-word', [secret]) == "plain ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an error body that quotes the header in brackets (the 400 of the canary test): the scheme and the
+        # closing bracket stay, the credentials go
+        ("(headers: Authorization: Bearer abcdefghij123)", "(headers: Authorization: Bearer ***)"),
+        ("[Authorization: Basic dXNlcjpwYXNz] and more", "[Authorization: Basic ***] and more"),
+        ('{"authorization": "Bearer abcdefghij123"}', '{"authorization": "Bearer ***"}'),
+        ("authorization=Token abcdef12345", "authorization=Token ***"),
+        ("Authorization: abcdefgh1234]", "Authorization: ***]"),
+        # a bracket inside the credentials is theirs: masked with them
+        ("Authorization: Bearer abc)def1234567", "Authorization: Bearer ***"),
+        # another credential key with an HTTP scheme before its value: the whole value goes
+        ("secret: Basic dXNlcjpwYXNz ok", "secret: *** ok"),
+        ('"api_key": "Bearer abcdefghij123"', '"api_key": "***"'),
+    ],
+)
+def test_an_authorization_value_is_masked_and_the_text_around_it_kept(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected  # idempotent

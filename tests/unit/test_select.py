@@ -8,7 +8,6 @@ from kubedistill.cot.select import SelectConfig, Window, select
 
 def _s(pid: str, i: int, rv: int | None, cd: int | None, correct: bool | None = True) -> Sample:
     return Sample(
-        id=f"{pid}-{i}",
         problem_id=pid,
         teacher="t",
         temperature=0.6,
@@ -31,7 +30,7 @@ def test_windows_inclusive_at_both_ends_and_reasons_recorded() -> None:
     ]
     cfg = SelectConfig(rv=Window(low=2, high=4), cd=Window(low=2, high=5), profile=None, per_problem=5)
     out, stats = select(samples, cfg)
-    assert {s.id for s in out} == {"a-0", "a-1"}  # 2..4 and 2..5 inclusive
+    assert {s.id for s in out} == {"a::t::t0.6::0", "a::t::t0.6::1"}  # 2..4 and 2..5 inclusive
     assert stats.dropped == {"rv_out_of_window": 1, "cd_out_of_window": 1, "unscored": 1, "not_correct": 1}
     assert stats.n_in == stats.n_out + stats.n_dropped
 
@@ -40,7 +39,7 @@ def test_per_problem_keeps_the_best_fitting() -> None:
     # small profile: rv 0-4 (centre 2), cd 0-5 (centre 2.5)
     samples = [_s("a", 0, 4, 5), _s("a", 1, 2, 2), _s("a", 2, 2, 3), _s("a", 3, 0, 0)]
     out, stats = select(samples, SelectConfig(per_problem=2))
-    assert [s.id for s in out] == ["a-1", "a-2"]
+    assert [s.id for s in out] == ["a::t::t0.6::1", "a::t::t0.6::2"]
     assert stats.dropped == {"over_per_problem": 2}
 
 

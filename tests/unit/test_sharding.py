@@ -26,7 +26,7 @@ def test_shards_partition_the_problems_and_keep_a_problems_samples_together() ->
     assert sorted(ids) == sorted(p.id for p in problems) and len(ids) == len(set(ids))  # each exactly once
     assert all(30 <= len(part) <= 70 for part in parts)  # roughly even
     samples = [
-        Sample(id=f"s{i}-{k}", problem_id=f"p{i}", teacher="t", temperature=0.6, sample_index=k, text="x")
+        Sample(problem_id=f"p{i}", teacher="t", temperature=0.6, sample_index=k, text="x")
         for i in range(200)
         for k in range(2)
     ]
