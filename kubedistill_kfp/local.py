@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kubedistill.core.errors import UserError
-from kubedistill_kfp.storage import STORAGE_ENV
+from kubedistill_kfp.storage import STORAGE_ENV, read_ref
 
 
 @dataclass
@@ -193,7 +193,12 @@ def _run_kfp_local(pipeline: str, args: dict[str, Any], work: Path) -> dict[str,
             ) from None
         finally:
             del subprocess_task_handler.print  # type: ignore[attr-defined]
-    return dict(task.outputs) if getattr(task, "outputs", None) else {}
+    outputs = dict(task.outputs) if getattr(task, "outputs", None) else {}
+    for value in outputs.values():  # an output kept on storage: hand out the stored file, not the reference
+        ref = read_ref(value.path) if hasattr(value, "path") else None
+        if ref is not None:
+            value.path = ref.path
+    return outputs
 
 
 class _QuietTaskOutput:
