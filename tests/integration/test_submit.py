@@ -339,22 +339,49 @@ def test_submit_plan_is_returned_by_a_dry_run(packages: Path) -> None:
     assert "score_config" in plan.arguments
 
 
-def test_the_ci_example_calls_submit_with_flags_it_accepts() -> None:
+def _run_lines(step: dict) -> list[str]:
+    return [line.strip() for line in step.get("run", "").replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_the_ci_example_builds_every_image_by_digest_and_compiles_and_submits_with_flags_that_exist() -> None:
     import shlex
 
     from kubedistill.cli import build_parser
+    from kubedistill.recipes import load_recipe
 
     workflow = yaml.safe_load((ROOT / "examples/ci/github-actions.yaml").read_text())
-    steps = workflow["jobs"]["submit"]["steps"]
-    commands = [
-        line
-        for step in steps
-        for line in step.get("run", "").replace("\\\n", " ").splitlines()
-        if line.strip().startswith("kubedistill submit")
-    ]
-    assert len(commands) == 2
+    images = sorted(p.parent.name for p in (ROOT / "images").glob("*/Dockerfile"))
+    # every image the repository has is built and pushed, and its digest is an output of the job
+    builds = {
+        s["id"]: s["with"] for s in workflow["jobs"]["images"]["steps"] if "build-push-action" in s.get("uses", "")
+    }
+    assert sorted(builds) == images
+    for name, build in builds.items():
+        assert build["file"] == f"images/{name}/Dockerfile" and build["push"] is True
+        assert workflow["jobs"]["images"]["outputs"][name] == f"${{{{ steps.{name}.outputs.digest }}}}"
+    submit_job = workflow["jobs"]["submit"]
     parser = build_parser()
+    lines = [line for step in submit_job["steps"] for line in _run_lines(step)]
+    compiles = [shlex.split(line) for line in lines if line.startswith("kubedistill compile")]
+    assert len(compiles) == 2
+    pinned = parser.parse_args(compiles[0][1:])  # the pipelines run on exactly the digests just pushed
+    assert sorted(ref.split("=")[0] for ref in pinned.image) == images
+    for ref in pinned.image:
+        name = ref.split("=")[0]
+        assert ref.endswith(f"kubedistill-{name}@${name.upper()}_DIGEST")
+        assert submit_job["env"][f"{name.upper()}_DIGEST"] == f"${{{{ needs.images.outputs.{name} }}}}"
+    assert all(str(parser.parse_args(c[1:]).cluster_config) == "examples/cluster.yaml" for c in compiles)
+    # the manifests are pinned to the same base image, in their one setting
+    edits = [shlex.split(line) for line in lines if line.startswith("kustomize edit set image")]
+    assert [e[4] for e in edits] == ["kubedistill-base=$REGISTRY/kubedistill-base@$BASE_DIGEST"]
+    assert any("cd manifests/images" in line for line in lines)
+    # submit: flags it accepts, and a recipe that exists and names cluster teachers
+    commands = [line for line in lines if line.startswith("kubedistill submit")]
+    assert len(commands) == 2
     for cmd in commands:
-        argv = shlex.split(cmd.split("|")[0].replace("$WAIT", "--wait"))[1:]
-        ns = parser.parse_args(argv)
-        assert ns.recipe and ns.teacher_url and ns.teacher_model
+        ns = parser.parse_args(shlex.split(cmd.split("|")[0].replace("$WAIT", "--wait"))[1:])
+        assert ns.recipe and ns.namespace
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads `on` as true
+    recipe = triggers["workflow_dispatch"]["inputs"]["recipe"]["default"]
+    assert recipe in workflow["env"]["RECIPE"]
+    assert load_recipe(ROOT / recipe).teacher.endpoints  # a cluster recipe, not the 2-core quickstart
