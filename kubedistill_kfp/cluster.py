@@ -1,9 +1,10 @@
 """Cluster settings for the compiled pipelines: resources, GPUs, node placement, storage, secrets.
 
 A :class:`ClusterConfig` (YAML, unknown keys are errors; see ``examples/cluster.yaml``) is fixed at
-COMPILE time: Kubernetes secret names cannot be pipeline parameters (kubeflow/pipelines#10914), and
-the pod settings travel in the compiled YAML's Kubernetes platform spec. Each task of a pipeline has a
-*role*:
+COMPILE time: the pod settings travel in the compiled YAML's Kubernetes platform spec, so one file
+describes a cluster (kfp-kubernetes 2.17 would also take a Secret's or a PVC's name as a pipeline
+parameter, and any GPU count; the config keeps them fixed so that a run cannot point a task elsewhere).
+Each task of a pipeline has a *role*:
 
 ``cpu``            collect, verify, select, pairs, register, report, deploy: plain CPU pods
 ``teacher_bound``  generate, judge, rewrite, score: CPU pods that wait on teachers (teacher API keys)
