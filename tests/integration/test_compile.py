@@ -47,6 +47,36 @@ def test_compile_writes_one_yaml_per_pipeline_on_the_configured_images(tmp_path:
             " ".join(e["container"].get("command", [])) for e in spec["deploymentSpec"]["executors"].values()
         )
         assert "pip install" not in commands
+    assert "without --cluster-config" in proc.stderr  # a plain compile says what it leaves out
+
+
+def test_compile_pins_images_by_digest(tmp_path: Path) -> None:
+    from kubedistill_kfp.submit import SPEC_NAME
+
+    digest = "sha256:" + "0f" * 32
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path)),
+            *("--pipeline", "slow_thinking", "--image-registry", "registry.example.com/ml", "--image-tag", "1.2.3"),
+            *("--image", f"train=registry.example.com/ml/kubedistill-train@{digest}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load((tmp_path / "slow_thinking.yaml").read_text())
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-sft-op"] == images["exec-dpo-op"] == f"registry.example.com/ml/kubedistill-train@{digest}"
+    assert images["exec-collect-op"] == "registry.example.com/ml/kubedistill-base:1.2.3"
+    assert SPEC_NAME.match(spec["pipelineInfo"]["name"])  # a name the KFP server accepts
+    bad = subprocess.run(
+        [sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path), "--image", "gpu=x@y"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "the images are base, train, serve" in bad.stderr
 
 
 def test_pipeline_shapes(tmp_path: Path) -> None:
