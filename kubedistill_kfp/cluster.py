@@ -704,7 +704,7 @@ def storage_init_job(cfg: ClusterConfig, namespace: str | None = None) -> dict[s
             "checkov.io/skip1": "CKV_K8S_40=chown of the volume needs root: this Job runs once, before any task",
             "checkov.io/skip2": "CKV_K8S_23=chown of the volume needs root: this Job runs once, before any task",
             "checkov.io/skip3": "CKV_K8S_43=a pinned busybox tag; pin a digest in your overlay (images/digest)",
-            "checkov.io/skip4": "CKV_K8S_37=chown needs CAP_CHOWN and CAP_FOWNER, the only capabilities kept",
+            "checkov.io/skip4": "CKV_K8S_25=chown needs CAP_CHOWN and CAP_FOWNER, the only capabilities it keeps",
         },
     }
     if namespace:
