@@ -160,3 +160,22 @@ def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: st
     assert set(args) <= set(params), set(args) - set(params)
     # every parameter without a real default comes from the recipe
     assert {k for k in params if k.endswith("_config")} <= set(args)
+
+
+def test_a_cluster_compile_refuses_a_pod_local_tracking_store_in_one_line(tmp_path: Path) -> None:
+    data = yaml.safe_load(Path("examples/cluster.yaml").read_text())
+    data["tracking"] = {"uri": "sqlite:///mlflow.db"}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path / "dist")),
+            *("--cluster-config", str(tmp_path / "cluster.yaml")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert "tracking.uri: 'sqlite:///mlflow.db' is pod-local" in line
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
