@@ -182,7 +182,11 @@ def test_grpo_recipe_distils_reward_models_and_trains_the_policy(
     assert funnel["grpo"].n_in == funnel["collect"].n_out - 3
     assert summary.training["grpo"]["steps"] == 2 and "rv.mae" in summary.training["reward_models"]
     root = tmp_path / "out" / "grpo" / "pipeline_root"
-    models = next(root.rglob("reward-models-op/models"))
+    from kubedistill_kfp.storage import read_ref
+
+    ref = read_ref(next(root.rglob("reward-models-op/models")))  # the reward models went by path
+    assert ref is not None
+    models = Path(ref.path)
     assert (models / "rv" / "config.json").exists() and (models / "cd" / "config.json").exists()
 
     import mlflow
