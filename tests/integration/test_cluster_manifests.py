@@ -216,6 +216,39 @@ def test_every_kubedistill_image_comes_from_the_one_kustomize_setting(built, tmp
     assert set(moved) == {f"registry.example.com/ml/kubedistill-base@{digest}"} and len(moved) == len(ours)
 
 
+def _make_images(**variables: str) -> list[tuple[str, str]]:
+    """What ``make images`` builds and pushes, with ``docker`` replaced by ``echo``: ``[(verb, image)]``."""
+    args = ["make", "-s", "--no-print-directory", "images", "DOCKER=echo", *(f"{k}={v}" for k, v in variables.items())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_", "MAKE"))}
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True, env=env).stdout
+    words = [line.split() for line in out.splitlines()]
+    return [(w[0], w[-2] if w[0] == "build" else w[-1]) for w in words]  # build ... -t IMAGE . / push IMAGE
+
+
+def _default_compile_images() -> set[str]:
+    """The images ``kubedistill compile`` names when not told otherwise (no KUBEDISTILL_IMAGE_* set)."""
+    code = "from components import images; print(images.BASE_IMAGE, images.TRAIN_IMAGE, images.SERVE_IMAGE)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEDISTILL_IMAGE")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+    return set(out.stdout.split())
+
+
+def test_every_default_image_name_is_one_the_repository_builds_and_pushes() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    steps = _make_images()
+    images = sorted(p.parent.name for p in (ROOT / "images").glob("*/Dockerfile"))
+    built = {image for verb, image in steps if verb == "build"}
+    assert {image for verb, image in steps if verb == "push"} == built and len(built) == len(images)
+    # the pipelines' defaults and the manifests' one setting are among the names `make images` pushes
+    assert _default_compile_images() <= built
+    [setting] = yaml.safe_load((ROOT / "manifests/images/kustomization.yaml").read_text())["images"]
+    assert f"{setting['newName']}:{setting['newTag']}" in built
+    # and a registry of your own moves every name (the docs then retarget compile and the manifests to it)
+    moved = {image for verb, image in _make_images(IMAGE_REGISTRY="registry.example.com/ml", IMAGE_TAG="t1")}
+    assert moved == {f"registry.example.com/ml/kubedistill-{name}:t1" for name in images}
+
+
 def _env_file(path: Path) -> dict[str, str]:
     lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     return dict(line.split("=", 1) for line in lines)
