@@ -27,7 +27,8 @@ What it takes from the real server (kubeflow/pipelines ``backend/src/apiserver``
   ``PlatformSpec``, with kfp's own protobuf classes (an unknown field is HTTP 400). Schema version 2.1.0;
   the spec's name must match ``^[a-z0-9][a-z0-9-]{0,127}$`` (``common.ValidatePipelineName``); names are
   capped at 128 characters (a version's at 127).
-* **Runs**: parameters must be declared by the pipeline, and a required one must be given (HTTP 400).
+* **Runs**: parameters must be declared by the pipeline, a required one must be given, and each value must
+  have the JSON kind of its declared type (a STRUCT parameter takes an object, not a JSON string; HTTP 400).
   Like the server's driver when a task starts, each task's Kubernetes settings are parsed as a
   ``KubernetesExecutorConfig``: a field the emulated ``server_version`` does not know (``securityContext``
   before 2.16) makes the run FAILED with the driver's error. Without an error a run reads back as
@@ -269,6 +270,35 @@ def _declared_parameters(spec: dict[str, Any]) -> dict[str, Any]:
     return dict(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
 
 
+# ``validatePipelineJobInputs``: the JSON kind a run's value must have for each declared parameter type.
+_PARAMETER_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "NUMBER_DOUBLE": ("double or integer", (int, float)),
+    "NUMBER_INTEGER": ("double or integer", (int, float)),
+    "STRING": ("string", (str,)),
+    "BOOLEAN": ("bool", (bool,)),
+    "LIST": ("list", (list,)),
+    "STRUCT": ("struct", (dict,)),
+}
+
+
+def _check_parameter_type(name: str, declared: str | None, value: Any) -> None:
+    """HTTP 400 unless ``value`` (a run's runtime parameter, as JSON) has the kind its declared type needs, as
+    the server's ``validatePipelineJobInputs`` checks before it compiles the run (a JSON ``true`` is no number)."""
+    if not declared or declared == "PARAMETER_TYPE_ENUM_UNSPECIFIED":
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} has unspecified type")
+    if declared == "TASK_FINAL_STATUS":
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} requires type TASK_FINAL_STATUS")
+    if declared not in _PARAMETER_KINDS:
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} requires type unknown")
+    kind, types = _PARAMETER_KINDS[declared]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise _Fail(
+            400,
+            f"invalid pipeline job inputs: input parameter {name} requires type {kind}, but the parameter value "
+            f"is not of {kind} value type",
+        )
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: KfpApiStub
     protocol_version = "HTTP/1.1"
@@ -484,6 +514,8 @@ class _Handler(BaseHTTPRequestHandler):
             for name, spec in declared.items():
                 if name not in params and not spec.get("isOptional") and "defaultValue" not in spec:
                     raise _Fail(400, f"parameter {name} is not optional, yet has neither default value nor user value")
+                if name in params:
+                    _check_parameter_type(name, spec.get("parameterType"), params[name])
             error = self.owner.driver_error(docs)
             rid = self.owner.new_id()
             run = {

@@ -108,6 +108,30 @@ def test_the_stub_refuses_what_a_kfp_server_refuses(cluster_packages: Path, tmp_
             exp.experiment_id, "r", pipeline_id=ok.pipeline_id, version_id=version.pipeline_version_id
         )
         assert client.get_run(run.run_id).state == "FAILED"  # the driver refuses the task's settings
+        # a run's values must have the JSON kind of their declared types (validatePipelineJobInputs)
+        good = client.upload_pipeline(variant("good.yaml", spec), pipeline_name="good", namespace="team-ml")
+        [good_version] = client.list_pipeline_versions(good.pipeline_id).pipeline_versions
+        declared = spec["root"]["inputDefinitions"]["parameters"]
+
+        def of_type(kind: str) -> str:
+            return next(n for n, d in declared.items() if d["parameterType"] == kind)
+
+        ids = {"pipeline_id": good.pipeline_id, "version_id": good_version.pipeline_version_id}
+        for name, value, kind in (
+            (of_type("STRUCT"), json.dumps({"max_problems": 8}), "struct"),  # a JSON string is not an object
+            (of_type("STRUCT"), [], "struct"),
+            (of_type("BOOLEAN"), "true", "bool"),
+            (of_type("NUMBER_INTEGER"), True, "double or integer"),  # a JSON true is no number
+            (of_type("NUMBER_INTEGER"), "4", "double or integer"),
+            (of_type("STRING"), 7, "string"),
+        ):
+            with pytest.raises(Exception) as e:
+                client.run_pipeline(exp.experiment_id, f"typed-{name}", params={name: value}, **ids)
+            assert getattr(e.value, "status", None) == 400, (name, value)
+            assert f"input parameter {name} requires type {kind}" in str(getattr(e.value, "body", ""))
+        typed = {of_type("STRUCT"): {"max_problems": 8}, of_type("BOOLEAN"): False, of_type("NUMBER_INTEGER"): 4}
+        run = client.run_pipeline(exp.experiment_id, "typed", params={**typed, of_type("STRING"): "x"}, **ids)
+        assert client.get_run(run.run_id).state == "SUCCEEDED"
         import urllib.error
         import urllib.request
 
