@@ -134,3 +134,24 @@ def test_a_component_resolves_stored_inputs_and_stores_large_outputs(
     merged = [json.loads(line) for line in Path(ref.path).read_text().splitlines()]
     assert [r["id"] for r in merged] == ["p0", "p1"]
     assert read_ref(out["metrics"].path) is None  # metrics always travel through KFP
+
+
+@pytest.mark.parametrize("stage", ["register", "sft", "merge_shards"])
+def test_a_tracked_component_on_a_cluster_without_a_tracking_server_stops_before_it_runs(
+    stage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubedistill.stages import stage as stage_spec
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("KUBEDISTILL_ON_CLUSTER", raising=False)
+    monkeypatch.setenv("KFP_POD_NAME", "slow-thinking-abc-register")  # what KFP's launcher sets in a task
+    monkeypatch.setenv("KUBEDISTILL_STORAGE", str(tmp_path / "storage"))
+    args = {"tracking": {"experiment": "e"}}  # nothing else: a guard that let the stage start would fail otherwise
+    if stage_spec(stage).tracked:
+        with pytest.raises(UserError, match="MLFLOW_TRACKING_URI is not set in this pod"):
+            run_component(stage, args)
+        assert not (tmp_path / "storage").exists()  # stopped before anything was staged
+    else:  # an untracked stage has no MLflow state to lose: the guard lets it through (it fails on its inputs)
+        with pytest.raises(Exception) as e:
+            run_component(stage, args)
+        assert not isinstance(e.value, UserError) or "MLFLOW_TRACKING_URI" not in str(e.value)
