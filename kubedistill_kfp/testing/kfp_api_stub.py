@@ -7,7 +7,9 @@ experiment and start and read a run::
     GET  /apis/v2beta1/healthz
     GET  /apis/v2beta1/pipelines                      (namespace, filter on display_name)
     POST /apis/v2beta1/pipelines/upload               (multipart ``uploadfile``; name, namespace; also version 1)
-    POST /apis/v2beta1/pipelines/upload_version       (``name``, ``pipelineid``)
+    POST /apis/v2beta1/pipelines/upload_version       (``pipelineid``; name)
+
+(A name not given as ``name`` or ``display_name`` is the uploaded file's name, as ``buildPipelineName`` has it.)
     GET  /apis/v2beta1/pipelines/{id}/versions        (filter on display_name)
     GET  /apis/v2beta1/experiments                    (namespace, filter on display_name)
     POST /apis/v2beta1/experiments
@@ -266,6 +268,14 @@ def _matches(item: dict[str, Any], filter_json: str | None) -> bool:
     return True
 
 
+def _build_name(q: dict[str, str], filename: str) -> str:
+    """``buildPipelineName``: the ``name`` query parameter, else ``display_name``, else the uploaded file's name."""
+    name = q.get("name") or q.get("display_name") or filename
+    if not name:
+        raise _Fail(400, "Invalid input error: pipeline's name cannot be empty")
+    return name
+
+
 def _declared_parameters(spec: dict[str, Any]) -> dict[str, Any]:
     return dict(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
 
@@ -398,7 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
             ]
         return 200, self._page(items, "pipelines")
 
-    def _uploaded_file(self, body: bytes) -> bytes:
+    def _uploaded_file(self, body: bytes) -> tuple[bytes, str]:
+        """The multipart ``uploadfile`` part: its bytes and its file name."""
         ctype = self.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
             raise _Fail(400, "Failed to read pipeline from file")
@@ -407,28 +418,27 @@ class _Handler(BaseHTTPRequestHandler):
         )
         for part in msg.iter_parts():
             if part.get_param("name", header="content-disposition") == "uploadfile":
-                return part.get_payload(decode=True) or b""
+                return part.get_payload(decode=True) or b"", part.get_filename() or ""
         raise _Fail(400, "Failed to read pipeline from file")
 
     def _upload(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        raw = self._uploaded_file(body)
+        raw, filename = self._uploaded_file(body)
         ns = q.get("namespace") or ""
         if len(ns) > MAX_NAMESPACE:
             raise _Fail(400, "Pipeline.Namespace is too long")
         ns = self.owner.namespace(ns)
         docs = self.owner.parse_package(raw)
-        name = q.get("name") or q.get("display_name") or docs[0]["pipelineInfo"]["name"]
+        name = _build_name(q, filename)
         if len(name) > MAX_PIPELINE_NAME:
             raise _Fail(400, f"Pipeline.Name is longer than {MAX_PIPELINE_NAME} characters")
         pid = self.owner.add_pipeline(name, docs, ns, q.get("description", ""))
         return 200, self.owner.state.pipelines[pid]
 
     def _upload_version(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        docs = self.owner.parse_package(self._uploaded_file(body))
+        raw, filename = self._uploaded_file(body)
+        docs = self.owner.parse_package(raw)
         pid = q.get("pipelineid") or ""
-        name = q.get("name") or q.get("display_name") or ""
-        if not name:
-            raise _Fail(400, "name is required")
+        name = _build_name(q, filename)
         if len(name) > MAX_VERSION_NAME:
             raise _Fail(400, f"PipelineVersion.Name is longer than {MAX_VERSION_NAME} characters")
         with self.owner.lock:

@@ -409,3 +409,40 @@ def test_the_ci_example_builds_every_image_by_digest_and_compiles_and_submits_wi
     recipe = triggers["workflow_dispatch"]["inputs"]["recipe"]["default"]
     assert recipe in workflow["env"]["RECIPE"]
     assert load_recipe(ROOT / recipe).teacher.endpoints  # a cluster recipe, not the 2-core quickstart
+
+
+def test_the_stub_names_an_unnamed_upload_after_its_file_as_the_server_does(cluster_packages: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    raw = (cluster_packages / "slow_thinking.yaml").read_bytes()
+
+    def upload(path: str, filename: str) -> dict:
+        boundary = "kubedistill-test-boundary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="uploadfile"; filename="{filename}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + raw
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        req = urllib.request.Request(
+            f"{stub.url}/apis/v2beta1/pipelines/{path}",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    with running_kfp_api_stub(multi_user=True) as stub:
+        pipeline = upload("upload?namespace=team-ml", "my-package.yaml")
+        assert pipeline["display_name"] == "my-package.yaml" and pipeline["namespace"] == "team-ml"
+        version = upload(f"upload_version?pipelineid={pipeline['pipeline_id']}", "second.yaml")
+        assert version["display_name"] == "second.yaml"
+        with pytest.raises(urllib.error.HTTPError) as e:  # the same file name again: the same version name
+            upload(f"upload_version?pipelineid={pipeline['pipeline_id']}", "second.yaml")
+        assert e.value.code == 409
+        with pytest.raises(urllib.error.HTTPError) as e:
+            upload("upload?namespace=team-ml", "")
+        assert e.value.code == 400 and b"name cannot be empty" in e.value.read()
