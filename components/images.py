@@ -1,11 +1,16 @@
-"""Container images the components run on: one registry and tag for all, set at compile time.
+"""Container images the components run on, set at compile time.
 
-    KUBEDISTILL_IMAGE_REGISTRY=registry.example.com/ml KUBEDISTILL_IMAGE_TAG=0.1.0 kubedistill compile
-    (or: kubedistill compile --image-registry ... --image-tag ...)
+    kubedistill compile --image-registry registry.example.com/ml --image-tag 0.1.0
+    kubedistill compile --image base=registry.example.com/ml/kubedistill-base@sha256:... --image train=...
 
-base  — CPU stages (collect, generate, judge, verify, register): images/base/Dockerfile
-train — CUDA + DeepSpeed trainers: images/train/Dockerfile
-serve — vLLM, for evaluation and serving: images/serve/Dockerfile
+Each image is ``$KUBEDISTILL_IMAGE_<NAME>`` when set (a full reference: CI pins digests this way), else
+``$KUBEDISTILL_IMAGE_REGISTRY/kubedistill-<name>:$KUBEDISTILL_IMAGE_TAG`` (default ``ghcr.io/kubedistill``
+and the package version). ``kubedistill compile`` sets these variables before this module is imported.
+
+base  — CPU stages (collect, generate, judge, verify, register, report, deploy) and the MLflow server:
+        images/base/Dockerfile
+train — CUDA + torch + DeepSpeed trainers: images/train/Dockerfile
+serve — vLLM, for evaluation: images/serve/Dockerfile
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from kubedistill import __version__
 REGISTRY = os.environ.get("KUBEDISTILL_IMAGE_REGISTRY", "ghcr.io/kubedistill").rstrip("/")
 TAG = os.environ.get("KUBEDISTILL_IMAGE_TAG", __version__)
 
-BASE_IMAGE = f"{REGISTRY}/kubedistill-base:{TAG}"
-TRAIN_IMAGE = f"{REGISTRY}/kubedistill-train:{TAG}"
-SERVE_IMAGE = f"{REGISTRY}/kubedistill-serve:{TAG}"
+
+def _image(name: str) -> str:
+    return os.environ.get(f"KUBEDISTILL_IMAGE_{name.upper()}") or f"{REGISTRY}/kubedistill-{name}:{TAG}"
+
+
+BASE_IMAGE = _image("base")
+TRAIN_IMAGE = _image("train")
+SERVE_IMAGE = _image("serve")
 
 _BY_ROLE = {"cpu": BASE_IMAGE, "teacher_bound": BASE_IMAGE, "train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
 

@@ -1,9 +1,10 @@
 """Cluster settings for the compiled pipelines: resources, GPUs, node placement, storage, secrets.
 
 A :class:`ClusterConfig` (YAML, unknown keys are errors; see ``examples/cluster.yaml``) is fixed at
-COMPILE time: Kubernetes secret names cannot be pipeline parameters (kubeflow/pipelines#10914), and
-the pod settings travel in the compiled YAML's Kubernetes platform spec. Each task of a pipeline has a
-*role*:
+COMPILE time: the pod settings travel in the compiled YAML's Kubernetes platform spec, so one file
+describes a cluster (kfp-kubernetes 2.17 would also take a Secret's or a PVC's name as a pipeline
+parameter, and any GPU count; the config keeps them fixed so that a run cannot point a task elsewhere).
+Each task of a pipeline has a *role*:
 
 ``cpu``            collect, verify, select, pairs, register, report, deploy: plain CPU pods
 ``teacher_bound``  generate, judge, rewrite, score: CPU pods that wait on teachers (teacher API keys)
@@ -17,6 +18,15 @@ rebuilds the pipeline under the config::
     cfg = load_cluster_config("examples/cluster.yaml")
     compiler.Compiler().compile(build_pipeline(slow_thinking, cfg), "dist/slow_thinking.yaml")
     check_no_secret_values("dist/slow_thinking.yaml")
+
+The config also holds what every task must reach and where large files live, validated when the config
+is loaded (so a compile for the cluster fails in one line, before anything runs): ``tracking.uri`` (the
+MLflow server; a SQLite file, a local path or a localhost URL is refused: it would live and die inside
+each pod), ``object_store`` (the S3 endpoint, bucket and Secret name MLflow's artifacts go to) and
+``storage`` (the PVC where model weights and large datasets are passed between tasks by path,
+kubedistill_kfp/storage.py). ``kfp_version`` names the oldest KFP server the pipeline must run on
+(kubedistill_kfp/versions.py): settings that server cannot read are dropped when that is safe (the pod
+security context: the images run as uid 1000 anyway) and refused otherwise.
 
 Without a current config :func:`apply` does nothing, so ``kubedistill run --local`` and a plain
 ``kubedistill compile`` are unchanged. Under ``kfp.local`` the settings would be meaningless (and
@@ -33,15 +43,25 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from kubedistill.core.config import ConfigError, StrictModel, load_config
 from kubedistill.core.secrets import has_url_credentials, is_secret_name, secret_values
 from kubedistill.stages import ROLES, Role, component_roles
+from kubedistill_kfp.versions import DEFAULT_KFP_VERSION, SINCE, KfpVersion, at_least
 
-# kubeflow/pipelines#12865: the backend accepts accelerator limits of 1, 2, 4, 8 or 16 only.
-GPU_COUNTS = (0, 1, 2, 4, 8, 16)
+# Environment variables the config sets itself (from tracking, object_store, storage): not in `env:`.
+MANAGED_ENV = {
+    "MLFLOW_TRACKING_URI": "tracking.uri",
+    "MLFLOW_S3_ENDPOINT_URL": "object_store.endpoint",
+    "AWS_ENDPOINT_URL_S3": "object_store.endpoint",
+    "KUBEDISTILL_STORAGE": "storage",
+    "KUBEDISTILL_INLINE_LIMIT": "storage.inline_limit_mib",
+    "KUBEDISTILL_ON_CLUSTER": "(always set)",
+}
+_POD_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
 
 # Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op"),
 # from the stage table.
@@ -60,6 +80,10 @@ class ClusterConfigError(ConfigError):
 
 class ClusterSettingsIgnored(UserWarning):
     """Cluster settings were given to a task that runs under kfp.local, where they have no meaning."""
+
+
+class DroppedForServer(UserWarning):
+    """A setting was left out of the compiled pipeline because the target KFP server cannot read it."""
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -102,7 +126,7 @@ class RoleConfig(StrictModel):
     cpu_limit: str | None = None
     memory_request: str | None = Field(default=None, description="e.g. '8Gi'")
     memory_limit: str | None = None
-    gpus: int = Field(default=0, description="GPUs per pod: 0, 1, 2, 4, 8 or 16 (kubeflow/pipelines#12865)")
+    gpus: int = Field(default=0, ge=0, le=64, description="GPUs per pod (one node's worth at most)")
     accelerator: str = Field(default="nvidia.com/gpu", description="the GPU resource name (or KFP accelerator type)")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -125,13 +149,6 @@ class RoleConfig(StrictModel):
     def _memory(cls, v: str | int | None) -> str | None:
         return _quantity("memory", _MEMORY, v)
 
-    @field_validator("gpus")
-    @classmethod
-    def _gpus(cls, v: int) -> int:
-        if v not in GPU_COUNTS:
-            raise ValueError("KFP accepts 0, 1, 2, 4, 8 or 16 GPUs per task (kubeflow/pipelines#12865)")
-        return v
-
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
@@ -142,6 +159,8 @@ def _check_plain_env(env: Mapping[str, str]) -> dict[str, str]:
     for k, val in env.items():
         if not _ENV_NAME.match(k):
             raise ValueError(f"{k!r} is not an environment variable name")
+        if k in MANAGED_ENV:
+            raise ValueError(f"{k} is set from {MANAGED_ENV[k]}: set it there, not in env")
         if is_secret_name(k):
             raise ValueError(f"{k} looks like a credential: give it through `secrets:` (a Kubernetes Secret)")
         if has_url_credentials(str(val)):
@@ -189,11 +208,11 @@ class SecretEnvConfig(StrictModel):
 
 
 class StorageConfig(StrictModel):
-    """A PersistentVolumeClaim for model weights, datasets and caches, mounted into the tasks."""
+    """The PersistentVolumeClaim every task mounts: model weights and large datasets passed between tasks by
+    path (content-addressed, kubedistill_kfp/storage.py), the Hugging Face cache, request caches."""
 
     pvc: str = Field(default="kubedistill-data", description="the claim's name (created by manifests/ or pvc_manifest)")
     mount_path: str = "/mnt/kubedistill"
-    roles: list[Role] = Field(default_factory=lambda: list(ROLES))
     size: str = Field(default="500Gi", description="for pvc_manifest()")
     storage_class: str | None = Field(
         default=None, description="for pvc_manifest(); None: the cluster's default class (kubeflow/pipelines#11396)"
@@ -203,6 +222,16 @@ class StorageConfig(StrictModel):
     )
     hf_home: str = Field(default="hf", description="HF_HOME, relative to mount_path")
     cache_dir: str = Field(default="cache", description="KUBEDISTILL_CACHE (built models), relative to mount_path")
+    artifacts_dir: str = Field(
+        default="artifacts",
+        description="KUBEDISTILL_STORAGE, relative to mount_path: model weights and outputs over inline_limit_mib",
+    )
+    inline_limit_mib: int = Field(
+        default=256,
+        ge=0,
+        description="outputs up to this size (MiB) go through KFP's artifact store; larger ones, and every model, "
+        "to artifacts_dir (0: everything but metrics and reports)",
+    )
 
     @field_validator("pvc")
     @classmethod
@@ -218,15 +247,26 @@ class StorageConfig(StrictModel):
             raise ValueError("mount_path must be an absolute path (and not / or /dev/shm)")
         return v.rstrip("/")
 
+    @field_validator("hf_home", "cache_dir", "artifacts_dir")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        v = v.strip("/")
+        if not v or ".." in v.split("/"):
+            raise ValueError("give a folder relative to mount_path")
+        return v
+
     @field_validator("size")
     @classmethod
     def _size(cls, v: str) -> str:
         return _quantity("memory", _MEMORY, v) or v
 
     def env(self) -> dict[str, str]:
+        """The variables that point the tasks into the volume."""
         return {
-            "HF_HOME": f"{self.mount_path}/{self.hf_home.strip('/')}",
-            "KUBEDISTILL_CACHE": f"{self.mount_path}/{self.cache_dir.strip('/')}",
+            "HF_HOME": f"{self.mount_path}/{self.hf_home}",
+            "KUBEDISTILL_CACHE": f"{self.mount_path}/{self.cache_dir}",
+            "KUBEDISTILL_STORAGE": f"{self.mount_path}/{self.artifacts_dir}",
+            "KUBEDISTILL_INLINE_LIMIT": str(self.inline_limit_mib * 1024 * 1024),
         }
 
 
@@ -236,11 +276,104 @@ class SecurityContextConfig(StrictModel):
     run_as_non_root: bool | None = True
 
 
+def check_tracking_uri(uri: str) -> str:
+    """``uri`` if every pod of a run can reach the same MLflow store through it; ``ValueError`` (one line)
+    for a store that would live inside each pod — a SQLite or file store, a path, a localhost URL — or for
+    a URI carrying credentials (those come from a Secret: MLFLOW_TRACKING_USERNAME / _PASSWORD)."""
+    uri = uri.strip()
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if has_url_credentials(uri):
+        raise ValueError("holds credentials: give them through a Secret (MLFLOW_TRACKING_USERNAME/_PASSWORD)")
+    if scheme in ("", "file", "sqlite") or scheme.startswith("sqlite+") or len(scheme) == 1:  # C:\ paths too
+        raise ValueError(
+            f"{uri!r} is pod-local: each task would write its own store, which vanishes with its pod; "
+            "give the MLflow server's URL (e.g. http://kubedistill-mlflow.kubedistill.svc.cluster.local:5000)"
+        )
+    host = (parts.hostname or "").lower()
+    if host in _POD_LOCAL_HOSTS or host.startswith("127."):
+        raise ValueError(f"{uri!r} points at the pod itself: give an address every pod can reach (a Service)")
+    if scheme in ("http", "https") and not host:
+        raise ValueError(f"{uri!r} has no host")
+    return uri
+
+
+class TrackingServerConfig(StrictModel):
+    """The MLflow tracking server every task logs to (MLFLOW_TRACKING_URI in every pod)."""
+
+    uri: str = Field(description="e.g. http://kubedistill-mlflow.kubedistill.svc.cluster.local:5000")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return check_tracking_uri(v)
+
+
+class ObjectStoreConfig(StrictModel):
+    """The S3-compatible store MLflow's artifacts (registered students) go to, read by the tasks and by
+    KServe's storage initializer. Not KFP's own artifact store (SeaweedFS, 20 GiB upstream) unless you
+    sized it for model weights."""
+
+    endpoint: str = Field(description="http(s)://host[:port] of the S3 API (omit for AWS S3 itself)")
+    bucket: str = Field(default="mlflow", description="the bucket of MLflow's artifact root (s3://<bucket>/)")
+    secret: str = Field(
+        default="kubedistill-s3", description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in every pod"
+    )
+    region: str | None = Field(default=None, description="AWS_DEFAULT_REGION")
+    ignore_tls: bool = Field(default=False, description="MLFLOW_S3_IGNORE_TLS: skip certificate checks")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s):// endpoint")
+        if has_url_credentials(v):
+            raise ValueError("holds credentials: they come from the Secret named in object_store.secret")
+        if (parts.hostname or "").lower() in _POD_LOCAL_HOSTS:
+            raise ValueError(f"{v!r} points at the pod itself")
+        return v.strip().rstrip("/")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"{v!r} is not an S3 bucket name")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        if not _DNS1123.match(v) or len(v) > 253:
+            raise ValueError(f"{v!r} is not a Kubernetes Secret name (lower-case DNS-1123)")
+        return v
+
+    def env(self) -> dict[str, str]:
+        env = {"MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_S3": self.endpoint}
+        if self.region:
+            env["AWS_DEFAULT_REGION"] = self.region
+        if self.ignore_tls:
+            env["MLFLOW_S3_IGNORE_TLS"] = "true"
+        return env
+
+    def secret_env(self) -> SecretEnvConfig:
+        return SecretEnvConfig(
+            name=self.secret,
+            keys={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        )
+
+
 class ClusterConfig(StrictModel):
     """Everything about the pods of a compiled pipeline; see examples/cluster.yaml."""
 
+    kfp_version: KfpVersion = Field(
+        default=DEFAULT_KFP_VERSION,
+        description="the oldest KFP server the pipelines must run on: 2.14, 2.15, 2.16 or 2.17 (docs/cluster.md)",
+    )
+    tracking: TrackingServerConfig = Field(description="the MLflow tracking server (required on a cluster)")
+    object_store: ObjectStoreConfig | None = Field(default=None, description="S3 for MLflow's artifacts")
     roles: RolesConfig = Field(default_factory=RolesConfig)
-    storage: StorageConfig | None = Field(default_factory=StorageConfig, description="null: no PVC")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     secrets: list[SecretEnvConfig] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="plain environment variables for every task")
     caching: bool = Field(
@@ -264,17 +397,26 @@ class ClusterConfig(StrictModel):
     @model_validator(mode="after")
     def _no_env_clash(self) -> ClusterConfig:
         secret_envs: dict[str, str] = {}
-        for s in self.secrets:
+        for s in self.all_secrets():
             for env in s.keys.values():
                 if env in secret_envs and secret_envs[env] != s.name:
                     raise ValueError(f"secrets: {env} comes from both {secret_envs[env]} and {s.name}")
                 secret_envs[env] = s.name
-        plain = set(self.env) | {k for r in ROLES for k in self.role(r).env}
-        if self.storage is not None:
-            plain |= set(self.storage.env())
+        plain = set(self.env) | {k for r in ROLES for k in self.role(r).env} | set(self.managed_env())
         clash = sorted(plain & set(secret_envs))
         if clash:
             raise ValueError(f"{', '.join(clash)} set both as a plain variable and from a secret")
+        return self
+
+    @model_validator(mode="after")
+    def _readable_by_the_server(self) -> ClusterConfig:
+        since = SINCE["secretAsEnv.optional"]
+        optional = [s.name for s in self.secrets if s.optional]
+        if optional and not at_least(self.kfp_version, since):
+            raise ValueError(
+                f"secrets {', '.join(optional)}: `optional` needs KFP >= {since} (kfp_version {self.kfp_version}); "
+                "create the Secret (it may hold empty values) and drop `optional`, or raise kfp_version"
+            )
         return self
 
     def role(self, role: str) -> RoleConfig:
@@ -282,11 +424,18 @@ class ClusterConfig(StrictModel):
             raise ClusterConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         return getattr(self.roles, role)
 
+    def managed_env(self) -> dict[str, str]:
+        """The variables every task gets from ``tracking``, ``object_store`` and ``storage``."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking.uri, "KUBEDISTILL_ON_CLUSTER": "1"}
+        if self.object_store is not None:
+            env.update(self.object_store.env())
+        env.update(self.storage.env())
+        return env
+
     def env_for(self, role: str) -> dict[str, str]:
-        """The plain environment variables a task of ``role`` gets (storage paths, global, role)."""
-        env: dict[str, str] = {}
-        if self.storage is not None and role in self.storage.roles:
-            env.update(self.storage.env())
+        """The plain environment variables a task of ``role`` gets (tracking, object store, storage paths,
+        global, role)."""
+        env = self.managed_env()
         env.update(self.env)
         env.update(self.role(role).env)
         gpus = self.role(role).gpus
@@ -294,8 +443,15 @@ class ClusterConfig(StrictModel):
             env["KUBEDISTILL_GPUS"] = str(gpus)
         return env
 
+    def all_secrets(self) -> list[SecretEnvConfig]:
+        """``secrets`` plus the object store's Secret (when it is not listed already)."""
+        found = list(self.secrets)
+        if self.object_store is not None and self.object_store.secret not in {s.name for s in found}:
+            found.append(self.object_store.secret_env())
+        return found
+
     def secret_names(self) -> list[str]:
-        return [s.name for s in self.secrets]
+        return [s.name for s in self.all_secrets()]
 
 
 def load_cluster_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ClusterConfig:
@@ -426,15 +582,18 @@ def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
             effect=t.effect,
             toleration_seconds=t.toleration_seconds,
         )
-    if cfg.storage is not None and role in cfg.storage.roles:
-        k8s.mount_pvc(task, pvc_name=cfg.storage.pvc, mount_path=cfg.storage.mount_path)
+    k8s.mount_pvc(task, pvc_name=cfg.storage.pvc, mount_path=cfg.storage.mount_path)
     if s.shm_size:
         k8s.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
-    for secret in cfg.secrets:
+    for secret in cfg.all_secrets():
         if role in secret.roles:
             k8s.use_secret_as_env(
                 task, secret_name=secret.name, secret_key_to_env=dict(secret.keys), optional=secret.optional
             )
+    if not at_least(cfg.kfp_version, SINCE["secretAsEnv.optional"]):
+        # kfp-kubernetes writes `optional: false` too; a 2.14 server refuses the field (true is refused earlier)
+        for item in task.platform_config.get("kubernetes", {}).get("secretAsEnv", []):
+            item.pop("optional", None)
     for name, value in cfg.env_for(role).items():
         task.set_env_variable(name, value)
     if not cfg.caching or s.caching is False:
@@ -451,9 +610,17 @@ def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
         k8s.set_image_pull_policy(task, cfg.image_pull_policy)
     sc = cfg.security_context
     if sc is not None and (sc.run_as_user is not None or sc.run_as_group is not None or sc.run_as_non_root):
-        k8s.set_security_context(
-            task, run_as_user=sc.run_as_user, run_as_group=sc.run_as_group, run_as_non_root=sc.run_as_non_root
-        )
+        if at_least(cfg.kfp_version, SINCE["securityContext"]):
+            k8s.set_security_context(
+                task, run_as_user=sc.run_as_user, run_as_group=sc.run_as_group, run_as_non_root=sc.run_as_non_root
+            )
+        else:  # KFP <= 2.15 refuses the field; the kubedistill images run as uid 1000 by themselves
+            warnings.warn(
+                f"security_context left out: KFP {cfg.kfp_version} cannot read it (needs "
+                f"{SINCE['securityContext']}); the pods run as the images' user (uid 1000)",
+                DroppedForServer,
+                stacklevel=2,
+            )
     task._kubedistill_role = role
     return task
 
@@ -511,8 +678,6 @@ def check_no_secret_values(
 def pvc_manifest(cfg: ClusterConfig, namespace: str | None = None) -> dict[str, Any]:
     """The PersistentVolumeClaim of ``cfg.storage`` (its storage class, size and access modes), for
     ``kubectl apply -f -``. With no storage_class the cluster's default class is used."""
-    if cfg.storage is None:
-        raise ClusterConfigError("storage: null, so there is no PVC to render")
     st = cfg.storage
     meta: dict[str, Any] = {"name": st.pvc, "labels": {"app.kubernetes.io/part-of": "kubedistill"}}
     if namespace:
@@ -521,3 +686,62 @@ def pvc_manifest(cfg: ClusterConfig, namespace: str | None = None) -> dict[str, 
     if st.storage_class is not None:
         spec["storageClassName"] = st.storage_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def storage_init_job(cfg: ClusterConfig, namespace: str | None = None) -> dict[str, Any]:
+    """A Job that makes the storage PVC writable for the pods' user: it creates the folders the tasks use
+    and hands them to ``security_context``'s uid and gid (kfp-kubernetes has no ``fsGroup``, and many RWX
+    volumes — NFS — ignore it anyway). It runs as root, once; the tasks never do. The same Job ships in
+    manifests/pipeline-namespace/storage-init-job.yaml (a test keeps the two equal)."""
+    st = cfg.storage
+    sc = cfg.security_context or SecurityContextConfig()
+    uid, gid = sc.run_as_user or 1000, sc.run_as_group or 1000
+    folders = " ".join(f"/data/{d}" for d in (st.artifacts_dir, st.hf_home, st.cache_dir))
+    meta: dict[str, Any] = {
+        "name": f"{st.pvc}-init",
+        "labels": {"app.kubernetes.io/part-of": "kubedistill"},
+        "annotations": {
+            "checkov.io/skip1": "CKV_K8S_40=chown of the volume needs root: this Job runs once, before any task",
+            "checkov.io/skip2": "CKV_K8S_23=chown of the volume needs root: this Job runs once, before any task",
+            "checkov.io/skip3": "CKV_K8S_43=a pinned busybox tag; pin a digest in your overlay (images/digest)",
+            "checkov.io/skip4": "CKV_K8S_25=chown needs CAP_CHOWN and CAP_FOWNER, the only capabilities it keeps",
+        },
+    }
+    if namespace:
+        meta["namespace"] = namespace
+    script = f"mkdir -p {folders} && chown {uid}:{gid} /data {folders} && chmod 2775 /data {folders}"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsUser": 0, "runAsGroup": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": "init",
+                            "image": "busybox:1.37.0",
+                            "imagePullPolicy": "Always",
+                            "command": ["sh", "-c", script],
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "16Mi"},
+                                "limits": {"cpu": "100m", "memory": "64Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": st.pvc}}],
+                }
+            },
+        },
+    }

@@ -2,7 +2,11 @@
 
 A local run is the embedded default: a teacher served here (vLLM, or any OpenAI endpoint from the
 recipe), MLflow on a SQLite store, kfp.local's SubprocessRunner executing the very components the
-cluster runs, with kfp.local's cache on (a re-run repeats only what changed).
+cluster runs, with kfp.local's cache on (a re-run repeats only what changed). Models and large outputs
+go by path through ``<workdir>/<recipe>/storage``, as they go through the PVC on a cluster
+(kubedistill_kfp/storage.py): the same DAG, the same components, the same references. (kfp.local's own
+pipeline workspace is deleted at the end of every run, which would leave a cached task pointing at
+nothing; the storage folder stays.)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kubedistill.core.errors import UserError
+from kubedistill_kfp.storage import STORAGE_ENV, read_ref
 
 
 @dataclass
@@ -68,6 +73,7 @@ def run_local(
             raise UserError("give both --teacher-url and --teacher-model")
         endpoints = [EndpointConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
     server = None
+    storage_before = os.environ.get(STORAGE_ENV)  # a folder the user chose; else the run's own (restored below)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
     try:
         if teacher is not None and not endpoints and teacher.local is not None:
@@ -106,12 +112,15 @@ def run_local(
         if "work_dir" in _pipeline_parameters(recipe.recipe):
             args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
+        os.environ[STORAGE_ENV] = storage_before or str(work / "storage")
         outputs = _run_kfp_local(recipe.recipe, args, work)
     except KeyboardInterrupt:
         _stop_children()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if storage_before is None:
+            os.environ.pop(STORAGE_ENV, None)
         if server is not None:
             server.stop()
     model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
@@ -189,7 +198,12 @@ def _run_kfp_local(pipeline: str, args: dict[str, Any], work: Path) -> dict[str,
             ) from None
         finally:
             del subprocess_task_handler.print  # type: ignore[attr-defined]
-    return dict(task.outputs) if getattr(task, "outputs", None) else {}
+    outputs = dict(task.outputs) if getattr(task, "outputs", None) else {}
+    for value in outputs.values():  # an output kept on storage: hand out the stored file, not the reference
+        ref = read_ref(value.path) if hasattr(value, "path") else None
+        if ref is not None:
+            value.path = ref.path
+    return outputs
 
 
 class _QuietTaskOutput:

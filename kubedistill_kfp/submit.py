@@ -7,8 +7,12 @@
 
 The recipe's parameters come from ``load_recipe(...).pipeline_arguments()`` (one JSON object per stage).
 Everything is checked before anything is sent: the package is the recipe's pipeline, every parameter is
-one the package declares, none is over KFP's ~10 KB parameter limit (kubeflow/pipelines#12510), and no
-parameter holds a secret value (secrets travel as Kubernetes Secrets, by name). The pipeline version is
+one the package declares, none is over KFP's ~10 KB parameter limit (kubeflow/pipelines#12510), no
+parameter holds a secret value (secrets travel as Kubernetes Secrets, by name), and every name follows
+the KFP server's rules (:func:`check_names`: the compiled pipeline's name ``^[a-z0-9][a-z0-9-]{0,127}$``,
+pipeline and version names DNS-1123 subdomains, the server's length limits). The pipeline is looked up
+in the namespace it is uploaded to (multi-user KFP lists namespaced pipelines only when asked for that
+namespace), so a second submission finds it instead of uploading it again. The pipeline version is
 named after the package's content hash, so submitting the same package again reuses its version.
 ``--dry-run`` prints what would happen (host, pipeline, version, experiment, run, parameters with
 secrets masked) and contacts nothing.
@@ -20,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +36,13 @@ from kubedistill.core.errors import RunFailed, UserError
 from kubedistill.core.secrets import mask, mask_url, secret_paths
 
 PARAM_LIMIT = 10_000  # characters; kubeflow/pipelines#12510
+# The KFP server's naming rules (kubeflow/pipelines backend/src/apiserver, release 2.17): the compiled
+# pipeline's name (common.ValidatePipelineName), Kubernetes object names where pipelines are stored as
+# Kubernetes resources (IsDNS1123Subdomain), and the database's column limits (validation/length.go).
+SPEC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_PIPELINE_NAME, MAX_VERSION_NAME, MAX_EXPERIMENT_NAME, MAX_NAMESPACE = 128, 127, 128, 63
 
 
 @dataclass
@@ -149,7 +161,7 @@ def plan(
             "from Kubernetes Secrets (cluster config `secrets:`) and name them with *_env keys"
         )
     name = pipeline_name or compiled_name
-    return SubmitPlan(
+    result = SubmitPlan(
         host=host or os.environ.get("KF_PIPELINES_ENDPOINT", ""),
         namespace=namespace,
         package=str(pkg),
@@ -161,6 +173,48 @@ def plan(
         service_account=service_account,
         arguments=arguments,
     )
+    check_names(
+        spec_name=compiled_name,
+        pipeline_name=result.pipeline_name,
+        version_name=result.version_name,
+        experiment=result.experiment,
+        run_name=result.run_name,
+        namespace=namespace,
+    )
+    return result
+
+
+def check_names(
+    *, spec_name: str, pipeline_name: str, version_name: str, experiment: str, run_name: str, namespace: str | None
+) -> None:
+    """Raise ``UserError`` (one line) for a name the KFP server would refuse — before anything is sent.
+
+    ``spec_name`` (the compiled ``pipelineInfo.name``) must match ``^[a-z0-9][a-z0-9-]{0,127}$``; the pipeline
+    and version names must be DNS-1123 subdomains (lower-case letters, digits, '-' and '.', starting and
+    ending with a letter or digit) of at most 128 / 127 characters, ``<pipeline>-<version>`` at most 253;
+    the experiment at most 128 characters; the run name not empty; the namespace a DNS-1123 label."""
+    if not SPEC_NAME.match(spec_name):
+        raise UserError(
+            f"the compiled pipeline is named {spec_name!r}, which KFP refuses: lower-case letters, digits and '-', "
+            "starting with a letter or digit, at most 128 characters (rename it in @dsl.pipeline and recompile)"
+        )
+    for what, name, limit in (
+        ("pipeline", pipeline_name, MAX_PIPELINE_NAME),
+        ("version", version_name, MAX_VERSION_NAME),
+    ):
+        if not DNS1123_SUBDOMAIN.match(name) or len(name) > limit:
+            raise UserError(
+                f"{what} name {name!r} is not one KFP accepts: lower-case letters, digits, '-' and '.', starting and "
+                f"ending with a letter or digit, at most {limit} characters"
+            )
+    if len(f"{pipeline_name}-{version_name}") > 253:
+        raise UserError(f"pipeline and version names together exceed 253 characters: {pipeline_name}-{version_name}")
+    if not experiment.strip() or len(experiment) > MAX_EXPERIMENT_NAME:
+        raise UserError(f"experiment name {experiment!r}: 1 to {MAX_EXPERIMENT_NAME} characters")
+    if not run_name.strip():
+        raise UserError("the run name is empty")
+    if namespace is not None and (not DNS1123_LABEL.match(namespace) or len(namespace) > MAX_NAMESPACE):
+        raise UserError(f"namespace {namespace!r} is not a Kubernetes namespace name")
 
 
 # -------------------------------------------------------------------------------------- submitting
@@ -298,10 +352,23 @@ def _api_message(e: Any) -> str:
 
 def _submit(kfp_client: Any, p: SubmitPlan) -> SubmitResult:
     actions: list[str] = []
-    pipeline_id = kfp_client.get_pipeline_id(p.pipeline_name)
+    # Look in the namespace the pipeline is uploaded to: kfp.Client.get_pipeline_id lists without one and, on
+    # multi-user KFP, never sees a namespaced pipeline (it would upload it again: HTTP 409).
+    found = kfp_client.list_pipelines(filter=_filter(p.pipeline_name), namespace=p.namespace, page_size=2).pipelines
+    if found and len(found) > 1:
+        raise UserError(f"{len(found)} pipelines are named {p.pipeline_name} in this namespace: pass --pipeline-name")
+    pipeline_id = found[0].pipeline_id if found else None
     just_created = False
     if pipeline_id is None:
-        created = kfp_client.upload_pipeline(p.package, pipeline_name=p.pipeline_name, namespace=p.namespace)
+        try:
+            created = kfp_client.upload_pipeline(p.package, pipeline_name=p.pipeline_name, namespace=p.namespace)
+        except Exception as e:
+            if getattr(e, "status", None) == 409:
+                raise UserError(
+                    f"KFP already has a pipeline named {p.pipeline_name} in namespace {p.namespace or '(shared)'} "
+                    "that its list does not show under that display name: pass --pipeline-name"
+                ) from None
+            raise
         pipeline_id = created.pipeline_id
         just_created = True
         actions.append(f"uploaded pipeline {p.pipeline_name} ({pipeline_id})")

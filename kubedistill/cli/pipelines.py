@@ -19,6 +19,13 @@ def compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-registry", default=None, help="registry of the kubedistill images")
     p.add_argument("--image-tag", default=None, help="tag of the kubedistill images")
     p.add_argument(
+        "--image",
+        action="append",
+        default=None,
+        metavar="NAME=REF",
+        help="one image by full reference, e.g. train=registry/kubedistill-train@sha256:... (base, train, serve)",
+    )
+    p.add_argument(
         "--cluster-config",
         type=Path,
         default=None,
@@ -27,12 +34,13 @@ def compile_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compile(ns: argparse.Namespace) -> int:
-    from kubedistill_kfp.compile import compile_all
+    from kubedistill_kfp.compile import compile_all, parse_images
 
     for path in compile_all(
         ns.output_dir,
         image_registry=ns.image_registry,
         image_tag=ns.image_tag,
+        images=parse_images(ns.image),
         names=ns.pipeline,
         cluster_config=ns.cluster_config,
     ):

@@ -99,6 +99,11 @@ class ServeConfig(StrictModel):
     cpu_limit: str | None = None
     memory_limit: str | None = None
     shm_size: str | None = "4Gi"
+    ephemeral_storage: str | None = Field(
+        default="64Gi",
+        description="local disk requested for the weights KServe's storage initializer copies from the object "
+        "store into the pod (an emptyDir): schedules the pod where they fit, instead of evicting it later",
+    )
     min_replicas: int = Field(default=1, ge=0, description="0 lets an idle student scale to zero (Serverless)")
     max_replicas: int = Field(default=2, ge=1)
     scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
@@ -253,6 +258,8 @@ def inference_service(s: ServeConfig, resolved: ResolvedModel) -> dict[str, Any]
     if s.gpus:
         requests[s.accelerator] = str(s.gpus)
         limits[s.accelerator] = str(s.gpus)
+    if s.ephemeral_storage and not resolved.storage_uri.startswith("pvc://"):  # a PVC is mounted, not copied
+        requests["ephemeral-storage"] = s.ephemeral_storage
     env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
     if s.openai_prefix != "openai":
         env.append({"name": "KSERVE_OPENAI_ROUTE_PREFIX", "value": s.openai_prefix})

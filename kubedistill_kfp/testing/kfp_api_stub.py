@@ -1,25 +1,45 @@
-"""A local stub of the Kubeflow Pipelines v2beta1 REST API, for tests and CI dry runs.
+"""A local stub of the Kubeflow Pipelines v2beta1 REST API that behaves as the real server does, for tests
+and CI dry runs (a real HTTP server on 127.0.0.1; the real ``kfp.Client`` talks to it).
 
-A real HTTP server on 127.0.0.1 (standard library, one thread per request) implementing just what
-``kfp.Client`` uses to upload a pipeline or a new version of it, find or create an experiment and
-start a run::
+It implements what ``kfp.Client`` uses to upload a pipeline or a new version of it, find or create an
+experiment and start and read a run::
 
     GET  /apis/v2beta1/healthz
-    GET  /apis/v2beta1/pipelines                      (filter on display_name)
-    POST /apis/v2beta1/pipelines/upload               (multipart ``uploadfile``; also creates version 1)
-    POST /apis/v2beta1/pipelines/upload_version       (``name``, ``pipelineid``; 409 on a duplicate name)
+    GET  /apis/v2beta1/pipelines                      (namespace, filter on display_name)
+    POST /apis/v2beta1/pipelines/upload               (multipart ``uploadfile``; name, namespace; also version 1)
+    POST /apis/v2beta1/pipelines/upload_version       (``pipelineid``; name)
+
+(A name not given as ``name`` or ``display_name`` is the uploaded file's name, as ``buildPipelineName`` has it.)
     GET  /apis/v2beta1/pipelines/{id}/versions        (filter on display_name)
-    GET  /apis/v2beta1/experiments                    (filter on display_name, namespace)
+    GET  /apis/v2beta1/experiments                    (namespace, filter on display_name)
     POST /apis/v2beta1/experiments
     GET  /apis/v2beta1/experiments/{id}
-    POST /apis/v2beta1/runs                           (checks the version exists and the parameters)
+    POST /apis/v2beta1/runs
     GET  /apis/v2beta1/runs/{id}
 
-Like the real server it rejects a run whose parameters the pipeline version does not declare, and an
-upload that is not a pipeline spec. With ``token`` set, requests without ``Authorization: Bearer
-<token>`` get 401. Every request is recorded (``stub.requests``) so tests can prove what was sent.
+What it takes from the real server (kubeflow/pipelines ``backend/src/apiserver``, release 2.17):
 
-    with running_kfp_api_stub() as stub:
+* **Namespaces** (``ReplaceNamespace``): in multi-user mode a pipeline belongs to the namespace it was
+  uploaded to ("" = shared); listing returns exactly the pipelines of the namespace asked for, so a
+  lookup without the namespace does not see a namespaced pipeline. A pipeline name is unique per
+  namespace and a version name per pipeline: a duplicate is HTTP 409. Experiments and runs need a
+  namespace in multi-user mode (HTTP 400). In single-user mode every namespace is "".
+* **Uploads** (``template.NewV2SpecTemplate``): the file may hold several YAML documents; the one with
+  ``pipelineInfo`` is parsed strictly as a ``PipelineSpec`` and one with ``platforms.kubernetes`` as a
+  ``PlatformSpec``, with kfp's own protobuf classes (an unknown field is HTTP 400). Schema version 2.1.0;
+  the spec's name must match ``^[a-z0-9][a-z0-9-]{0,127}$`` (``common.ValidatePipelineName``); names are
+  capped at 128 characters (a version's at 127).
+* **Runs**: parameters must be declared by the pipeline, a required one must be given, and each value must
+  have the JSON kind of its declared type (a STRUCT parameter takes an object, not a JSON string; HTTP 400).
+  Like the server's driver when a task starts, each task's Kubernetes settings are parsed as a
+  ``KubernetesExecutorConfig``: a field the emulated ``server_version`` does not know (``securityContext``
+  before 2.16) makes the run FAILED with the driver's error. Without an error a run reads back as
+  ``final_state``.
+
+With ``token`` set, requests without ``Authorization: Bearer <token>`` get 401. Every request is recorded
+(``stub.requests``: method, path, query, whether it carried auth) so tests can prove what was sent.
+
+    with running_kfp_api_stub(multi_user=True) as stub:
         client = kfp.Client(host=stub.url, namespace="team-ml")
 """
 
@@ -29,6 +49,7 @@ import email.parser
 import email.policy
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -42,6 +63,8 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 PREFIX = "/apis/v2beta1"
+PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")  # backend/src/apiserver/common/utils.go
+MAX_PIPELINE_NAME, MAX_VERSION_NAME, MAX_NAMESPACE, MAX_EXPERIMENT_NAME = 128, 127, 63, 128  # validation/length.go
 
 
 def _now() -> str:
@@ -52,19 +75,31 @@ def _now() -> str:
 class StubState:
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # version id -> pipeline spec
+    specs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # version id -> [spec, platform spec?]
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
 class KfpApiStub:
-    """The stub's state and HTTP server. ``final_state``: the state runs report when read back."""
+    """The stub's state and HTTP server. ``multi_user``: namespaces as in multi-user KFP; ``server_version``:
+    the KFP release whose parsing is emulated (2.14 ... 2.17); ``final_state``: what runs read back as."""
 
-    def __init__(self, *, token: str | None = None, multi_user: bool = False, final_state: str = "SUCCEEDED") -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        multi_user: bool = False,
+        final_state: str = "SUCCEEDED",
+        server_version: str = "2.17",
+    ) -> None:
+        from kubedistill_kfp.versions import known_fields
+
+        known_fields(server_version)  # an unknown version is an error now, not at the first upload
         self.token = token
         self.multi_user = multi_user
         self.final_state = final_state
+        self.server_version = server_version
         self.state = StubState()
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -101,35 +136,120 @@ class KfpApiStub:
             self.server = None
 
     # ------------------------------------------------------------------ helpers
-    def new_id(self, kind: str) -> str:
-        return f"{kind}-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+    def new_id(self) -> str:
+        next(self._ids)
+        return str(uuid.uuid4())
 
-    def add_pipeline(self, name: str, spec: dict[str, Any], namespace: str = "", description: str = "") -> str:
+    def namespace(self, ns: str | None) -> str:
+        """``ReplaceNamespace``: the namespace as given in multi-user mode, "" in single-user mode."""
+        return (ns or "") if self.multi_user else ""
+
+    def parse_package(self, raw: bytes) -> list[dict[str, Any]]:
+        """The uploaded file as the server reads it: ``[pipeline spec, platform spec?]``, both checked."""
+        from google.protobuf import json_format
+        from kfp.pipeline_spec import pipeline_spec_pb2
+
+        from kubedistill_kfp.versions import unknown_fields
+
+        try:
+            docs = [d for d in yaml.safe_load_all(raw) if d is not None]
+        except yaml.YAMLError as e:
+            raise _Fail(400, f"unable to decode yaml document: {str(e).splitlines()[0]}") from None
+        spec: dict[str, Any] | None = None
+        platform: dict[str, Any] | None = None
+        for doc in docs:
+            if not isinstance(doc, dict):
+                continue
+            if "pipelineInfo" in doc or "root" in doc:
+                if spec is not None:
+                    raise _Fail(400, "Invalid input error: multiple pipeline specs provided")
+                try:
+                    json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+                except json_format.ParseError as e:
+                    raise _Fail(400, f"Invalid input error: invalid v2 pipeline spec: {e}") from None
+                unknown = unknown_fields([doc], self.server_version)
+                if unknown:
+                    raise _Fail(400, f"Invalid input error: invalid v2 pipeline spec: unknown field {unknown[0]}")
+                if doc.get("schemaVersion") != "2.1.0":
+                    raise _Fail(400, f"KFP only supports schema version 2.1.0, not {doc.get('schemaVersion')}")
+                name = (doc.get("pipelineInfo") or {}).get("name") or ""
+                if not name:
+                    raise _Fail(400, "Invalid input error: invalid v2 pipeline spec: name is empty")
+                if len(name) > MAX_PIPELINE_NAME:
+                    raise _Fail(400, "pipeline's name must contain no more than 128 characters")
+                if not PIPELINE_NAME.match(name):
+                    raise _Fail(
+                        400,
+                        "pipeline's name must contain only lowercase alphanumeric characters or '-' and must "
+                        "start with alphanumeric characters",
+                    )
+                if not doc.get("root"):
+                    raise _Fail(400, "Invalid input error: invalid v2 pipeline spec: root component is empty")
+                spec = doc
+            elif "kubernetes" in (doc.get("platforms") or {}):
+                if platform is not None:
+                    raise _Fail(400, "Invalid input error: multiple platform specs provided")
+                try:
+                    json_format.ParseDict(doc, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+                except json_format.ParseError as e:
+                    raise _Fail(400, f"cannot unmarshal platform specific configs: {e}") from None
+                platform = doc
+        if spec is None:
+            raise _Fail(400, "Invalid input error: no pipeline spec is provided")
+        return [spec] + ([platform] if platform is not None else [])
+
+    def driver_error(self, docs: list[dict[str, Any]]) -> str | None:
+        """What the server's driver says when a task's Kubernetes settings do not parse, else None."""
+        from google.protobuf import json_format
+        from kfp.kubernetes import kubernetes_executor_config_pb2
+
+        from kubedistill_kfp.versions import unknown_fields
+
+        if len(docs) < 2:
+            return None
+        executors = docs[1]["platforms"]["kubernetes"].get("deploymentSpec", {}).get("executors", {})
+        for name, cfg in executors.items():
+            try:
+                json_format.ParseDict(
+                    cfg, kubernetes_executor_config_pb2.KubernetesExecutorConfig(), ignore_unknown_fields=False
+                )
+            except json_format.ParseError as e:
+                return f"{name}: failed to unmarshal kubernetes config: {e}"
+        unknown = unknown_fields(docs[1:], self.server_version)
+        if unknown:
+            return f"failed to unmarshal kubernetes config: unknown field {unknown[0]} (KFP {self.server_version})"
+        return None
+
+    def add_pipeline(self, name: str, docs: list[dict[str, Any]], namespace: str = "", description: str = "") -> str:
         with self.lock:
-            pid = self.new_id("pipeline")
+            if any(p["name"] == name and p["namespace"] == namespace for p in self.state.pipelines.values()):
+                raise _Fail(409, "Failed to create a pipeline and a pipeline version")
+            pid = self.new_id()
             self.state.pipelines[pid] = {
                 "pipeline_id": pid,
-                "display_name": name,
                 "name": name,
+                "display_name": name,
                 "description": description,
                 "namespace": namespace,
                 "created_at": _now(),
             }
-            self._add_version(pid, name, spec)
+            self._add_version(pid, name, docs)
             return pid
 
-    def _add_version(self, pid: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        vid = self.new_id("version")
+    def _add_version(self, pid: str, name: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        if any(v["pipeline_id"] == pid and v["name"] == name for v in self.state.versions.values()):
+            raise _Fail(409, "Failed to create a pipeline version")
+        vid = self.new_id()
         v = {
             "pipeline_id": pid,
             "pipeline_version_id": vid,
-            "display_name": name,
             "name": name,
+            "display_name": name,
             "created_at": _now(),
-            "pipeline_spec": spec,
+            "pipeline_spec": docs[0],
         }
         self.state.versions[vid] = v
-        self.state.specs[vid] = spec
+        self.state.specs[vid] = docs
         return v
 
 
@@ -141,13 +261,52 @@ def _matches(item: dict[str, Any], filter_json: str | None) -> bool:
         op = pred.get("operation")
         key = pred.get("key")
         want = pred.get("stringValue", pred.get("string_value"))
+        if key not in ("display_name", "name", "namespace", "pipeline_id"):
+            raise _Fail(400, f"Invalid input error: unknown filter key {key}")
         if op not in ("EQUALS", 1) or item.get(key) != want:
             return False
     return True
 
 
-def _declared_parameters(spec: dict[str, Any]) -> set[str]:
-    return set(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
+def _build_name(q: dict[str, str], filename: str) -> str:
+    """``buildPipelineName``: the ``name`` query parameter, else ``display_name``, else the uploaded file's name."""
+    name = q.get("name") or q.get("display_name") or filename
+    if not name:
+        raise _Fail(400, "Invalid input error: pipeline's name cannot be empty")
+    return name
+
+
+def _declared_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
+
+
+# ``validatePipelineJobInputs``: the JSON kind a run's value must have for each declared parameter type.
+_PARAMETER_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "NUMBER_DOUBLE": ("double or integer", (int, float)),
+    "NUMBER_INTEGER": ("double or integer", (int, float)),
+    "STRING": ("string", (str,)),
+    "BOOLEAN": ("bool", (bool,)),
+    "LIST": ("list", (list,)),
+    "STRUCT": ("struct", (dict,)),
+}
+
+
+def _check_parameter_type(name: str, declared: str | None, value: Any) -> None:
+    """HTTP 400 unless ``value`` (a run's runtime parameter, as JSON) has the kind its declared type needs, as
+    the server's ``validatePipelineJobInputs`` checks before it compiles the run (a JSON ``true`` is no number)."""
+    if not declared or declared == "PARAMETER_TYPE_ENUM_UNSPECIFIED":
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} has unspecified type")
+    if declared == "TASK_FINAL_STATUS":
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} requires type TASK_FINAL_STATUS")
+    if declared not in _PARAMETER_KINDS:
+        raise _Fail(400, f"invalid pipeline job inputs: input parameter {name} requires type unknown")
+    kind, types = _PARAMETER_KINDS[declared]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise _Fail(
+            400,
+            f"invalid pipeline job inputs: input parameter {name} requires type {kind}, but the parameter value "
+            f"is not of {kind} value type",
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -237,48 +396,54 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Fail(404, f"{what} {key} not found")
         return table[key]
 
-    def _list_pipelines(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        with self.owner.lock:
-            items = [p for p in self.owner.state.pipelines.values() if _matches(p, q.get("filter"))]
-        return 200, ({"pipelines": items, "total_size": len(items)} if items else {})
+    @staticmethod
+    def _page(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        return {key: items, "total_size": len(items)} if items else {}
 
-    def _uploaded_spec(self, body: bytes) -> dict[str, Any]:
+    def _list_pipelines(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        ns = self.owner.namespace(q.get("namespace"))
+        with self.owner.lock:
+            items = [
+                p for p in self.owner.state.pipelines.values() if p["namespace"] == ns and _matches(p, q.get("filter"))
+            ]
+        return 200, self._page(items, "pipelines")
+
+    def _uploaded_file(self, body: bytes) -> tuple[bytes, str]:
+        """The multipart ``uploadfile`` part: its bytes and its file name."""
         ctype = self.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
-            raise _Fail(400, "expected a multipart upload")
+            raise _Fail(400, "Failed to read pipeline from file")
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
             f"Content-Type: {ctype}\r\n\r\n".encode() + body
         )
         for part in msg.iter_parts():
             if part.get_param("name", header="content-disposition") == "uploadfile":
-                raw = part.get_payload(decode=True) or b""
-                try:
-                    spec = yaml.safe_load(raw)
-                except yaml.YAMLError as e:
-                    raise _Fail(400, f"invalid pipeline spec: {e}") from None
-                if not isinstance(spec, dict) or "pipelineInfo" not in spec or "root" not in spec:
-                    raise _Fail(400, "invalid pipeline spec: no pipelineInfo/root")
-                return spec
-        raise _Fail(400, "no uploadfile in the upload")
+                return part.get_payload(decode=True) or b"", part.get_filename() or ""
+        raise _Fail(400, "Failed to read pipeline from file")
 
     def _upload(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        spec = self._uploaded_spec(body)
-        name = q.get("name") or q.get("display_name") or spec["pipelineInfo"]["name"]
-        with self.owner.lock:
-            if any(p["display_name"] == name for p in self.owner.state.pipelines.values()):
-                raise _Fail(409, f"pipeline {name} already exists")
-        pid = self.owner.add_pipeline(name, spec, q.get("namespace", ""), q.get("description", ""))
+        raw, filename = self._uploaded_file(body)
+        ns = q.get("namespace") or ""
+        if len(ns) > MAX_NAMESPACE:
+            raise _Fail(400, "Pipeline.Namespace is too long")
+        ns = self.owner.namespace(ns)
+        docs = self.owner.parse_package(raw)
+        name = _build_name(q, filename)
+        if len(name) > MAX_PIPELINE_NAME:
+            raise _Fail(400, f"Pipeline.Name is longer than {MAX_PIPELINE_NAME} characters")
+        pid = self.owner.add_pipeline(name, docs, ns, q.get("description", ""))
         return 200, self.owner.state.pipelines[pid]
 
     def _upload_version(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        spec = self._uploaded_spec(body)
+        raw, filename = self._uploaded_file(body)
+        docs = self.owner.parse_package(raw)
         pid = q.get("pipelineid") or ""
-        name = q.get("name") or ""
+        name = _build_name(q, filename)
+        if len(name) > MAX_VERSION_NAME:
+            raise _Fail(400, f"PipelineVersion.Name is longer than {MAX_VERSION_NAME} characters")
         with self.owner.lock:
             self._get(self.owner.state.pipelines, pid, "pipeline")
-            if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.owner.state.versions.values()):
-                raise _Fail(409, f"version {name} of pipeline {pid} already exists")
-            v = self.owner._add_version(pid, name, spec)
+            v = self.owner._add_version(pid, name, docs)
         return 200, v
 
     def _list_versions(self, pid: str, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -289,30 +454,40 @@ class _Handler(BaseHTTPRequestHandler):
                 for v in self.owner.state.versions.values()
                 if v["pipeline_id"] == pid and _matches(v, q.get("filter"))
             ]
-        items.sort(key=lambda v: v["pipeline_version_id"], reverse=True)
-        return 200, ({"pipeline_versions": items, "total_size": len(items)} if items else {})
+        items.sort(key=lambda v: v["created_at"], reverse=True)
+        return 200, self._page(items, "pipeline_versions")
 
     def _list_experiments(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
-        ns = q.get("namespace")
+        ns = self.owner.namespace(q.get("namespace"))
+        if self.owner.multi_user and not ns:
+            raise _Fail(400, "An experiment cannot have an empty namespace in multi-user mode")
         with self.owner.lock:
             items = [
                 e
                 for e in self.owner.state.experiments.values()
-                if _matches(e, q.get("filter")) and (not ns or e.get("namespace") == ns)
+                if e["namespace"] == ns and _matches(e, q.get("filter"))
             ]
-        return 200, ({"experiments": items, "total_size": len(items)} if items else {})
+        return 200, self._page(items, "experiments")
 
     def _create_experiment(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         data = json.loads(body or b"{}")
-        if not data.get("display_name"):
-            raise _Fail(400, "an experiment needs a display_name")
+        name = data.get("display_name") or ""
+        if not name:
+            raise _Fail(400, "Experiment name cannot be empty")
+        if len(name) > MAX_EXPERIMENT_NAME:
+            raise _Fail(400, f"Experiment.Name is longer than {MAX_EXPERIMENT_NAME} characters")
+        ns = self.owner.namespace(data.get("namespace"))
+        if self.owner.multi_user and not ns:
+            raise _Fail(400, "An experiment cannot have an empty namespace in multi-user mode")
         with self.owner.lock:
-            eid = self.owner.new_id("experiment")
+            if any(e["display_name"] == name and e["namespace"] == ns for e in self.owner.state.experiments.values()):
+                raise _Fail(409, f"Failed to create a new experiment: {name} already exists")
+            eid = self.owner.new_id()
             exp = {
                 "experiment_id": eid,
-                "display_name": data["display_name"],
+                "display_name": name,
                 "description": data.get("description") or "",
-                "namespace": data.get("namespace") or "",
+                "namespace": ns,
                 "created_at": _now(),
                 "storage_state": "AVAILABLE",
             }
@@ -322,40 +497,57 @@ class _Handler(BaseHTTPRequestHandler):
     def _create_run(self, q: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         data = json.loads(body or b"{}")
         st = self.owner.state
+        if not data.get("display_name"):
+            raise _Fail(400, "The run name is empty. Please specify a valid name")
         with self.owner.lock:
-            self._get(st.experiments, data.get("experiment_id") or "", "experiment")
+            exp = self._get(st.experiments, data.get("experiment_id") or "", "experiment")
+            if self.owner.multi_user and not exp["namespace"]:
+                raise _Fail(400, "A run cannot have an empty namespace in multi-user mode")
             ref = data.get("pipeline_version_reference") or {}
             if ref:
                 version = self._get(st.versions, ref.get("pipeline_version_id") or "", "pipeline version")
-                if version["pipeline_id"] != ref.get("pipeline_id"):
+                if ref.get("pipeline_id") and version["pipeline_id"] != ref.get("pipeline_id"):
                     raise _Fail(400, "the version does not belong to that pipeline")
-                spec = st.specs[version["pipeline_version_id"]]
+                pipeline = st.pipelines[version["pipeline_id"]]
+                if pipeline["namespace"] not in ("", exp["namespace"]):
+                    raise _Fail(403, f"pipeline {pipeline['name']} is not visible in namespace {exp['namespace']}")
+                docs = st.specs[version["pipeline_version_id"]]
             elif data.get("pipeline_spec"):
-                spec = data["pipeline_spec"].get("pipeline_spec", data["pipeline_spec"])
+                docs = [data["pipeline_spec"].get("pipeline_spec", data["pipeline_spec"])]
             else:
                 raise _Fail(400, "a run needs a pipeline_version_reference or a pipeline_spec")
+            declared = _declared_parameters(docs[0])
             params = (data.get("runtime_config") or {}).get("parameters") or {}
-            unknown = sorted(set(params) - _declared_parameters(spec))
+            unknown = sorted(set(params) - set(declared))
             if unknown:
-                raise _Fail(400, f"unknown parameter(s) {', '.join(unknown)}")
-            rid = self.owner.new_id("run")
+                raise _Fail(400, f"invalid pipeline job inputs: unknown parameter(s) {', '.join(unknown)}")
+            for name, spec in declared.items():
+                if name not in params and not spec.get("isOptional") and "defaultValue" not in spec:
+                    raise _Fail(400, f"parameter {name} is not optional, yet has neither default value nor user value")
+                if name in params:
+                    _check_parameter_type(name, spec.get("parameterType"), params[name])
+            error = self.owner.driver_error(docs)
+            rid = self.owner.new_id()
             run = {
                 "run_id": rid,
                 "experiment_id": data["experiment_id"],
-                "display_name": data.get("display_name") or rid,
+                "namespace": exp["namespace"],
+                "display_name": data["display_name"],
                 "pipeline_version_reference": ref or None,
                 "runtime_config": data.get("runtime_config") or {},
                 "service_account": data.get("service_account") or "",
                 "created_at": _now(),
                 "state": "PENDING",
             }
+            if error:
+                run["error"] = {"code": 3, "message": error}
             st.runs[rid] = run
         return 200, run
 
     def _read_run(self, rid: str) -> dict[str, Any]:
         with self.owner.lock:
             run = self._get(self.owner.state.runs, rid, "run")
-            run["state"] = self.owner.final_state
+            run["state"] = "FAILED" if run.get("error") else self.owner.final_state
             run.setdefault("finished_at", _now())
             return run
 
@@ -369,10 +561,14 @@ class _Fail(Exception):
 
 @contextmanager
 def running_kfp_api_stub(
-    *, token: str | None = None, multi_user: bool = False, final_state: str = "SUCCEEDED"
+    *,
+    token: str | None = None,
+    multi_user: bool = False,
+    final_state: str = "SUCCEEDED",
+    server_version: str = "2.17",
 ) -> Iterator[KfpApiStub]:
     """Start the stub on a free port of 127.0.0.1; yields it (``stub.url`` is the ``host`` for kfp.Client)."""
-    stub = KfpApiStub(token=token, multi_user=multi_user, final_state=final_state)
+    stub = KfpApiStub(token=token, multi_user=multi_user, final_state=final_state, server_version=server_version)
     stub.start()
     try:
         yield stub

@@ -11,12 +11,13 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from kubedistill_kfp import cluster
-from kubedistill_kfp.cluster import ClusterConfig, ClusterConfigError, ClusterSettingsIgnored
+from kubedistill_kfp import cluster, versions
+from kubedistill_kfp.cluster import ClusterConfig, ClusterConfigError, ClusterSettingsIgnored, DroppedForServer
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.yaml"
+TRACKING = {"uri": "http://kubedistill-mlflow.kubedistill.svc.cluster.local:5000"}
 SECRET_VALUES = {
     "AWS_SECRET_ACCESS_KEY": "s3-secret-value-4f8a9c",
     "AWS_ACCESS_KEY_ID": "s3-access-id-77b1e0",
@@ -127,6 +128,8 @@ def test_compiled_yaml_has_gpus_pvc_placement_and_secret_names_by_role(tmp_path:
 
     env = _env(out["spec"], "exec-train-op")
     assert env["HF_HOME"] == "/mnt/kubedistill/hf" and env["KUBEDISTILL_CACHE"] == "/mnt/kubedistill/cache"
+    assert env["KUBEDISTILL_STORAGE"] == "/mnt/kubedistill/artifacts" and env["KUBEDISTILL_ON_CLUSTER"] == "1"
+    assert env["MLFLOW_TRACKING_URI"] == cfg.tracking.uri and "minio" not in text
     assert env["KUBEDISTILL_GPUS"] == "8" and "KUBEDISTILL_GPUS" not in _env(out["spec"], "exec-prep-op")
     # names and keys only: no secret value, anywhere
     for value in secrets_in_env.values():
@@ -139,7 +142,8 @@ def test_a_secret_value_in_a_compiled_pipeline_is_caught(tmp_path: Path, secrets
     def leaky(key: str = SECRET_VALUES["TEACHER_API_KEY"]) -> str:
         return prep_op(x=key).output
 
-    _compile(leaky, ClusterConfig(component_roles={"prep_op": "cpu"}), tmp_path / "leaky.yaml")
+    cfg = ClusterConfig.model_validate({"tracking": TRACKING, "component_roles": {"prep_op": "cpu"}})
+    _compile(leaky, cfg, tmp_path / "leaky.yaml")
     with pytest.raises(ClusterConfigError, match="holds the value of 1 secret"):
         cluster.check_no_secret_values(tmp_path / "leaky.yaml")
 
@@ -153,11 +157,11 @@ def test_without_a_config_apply_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_caching_policy_turns_caching_off(tmp_path: Path) -> None:
-    cfg = ClusterConfig.model_validate({"caching": False})
+    cfg = ClusterConfig.model_validate({"tracking": TRACKING, "caching": False})
     out, _ = _compile(every_role, cfg, tmp_path / "nocache.yaml")
     tasks = out["spec"]["root"]["dag"]["tasks"]
     assert all(t["cachingOptions"] == {} for t in tasks.values())
-    cfg = ClusterConfig.model_validate({"roles": {"train": {"caching": False}}})
+    cfg = ClusterConfig.model_validate({"tracking": TRACKING, "roles": {"train": {"caching": False}}})
     tasks = _compile(every_role, cfg, tmp_path / "trainnocache.yaml")[0]["spec"]["root"]["dag"]["tasks"]
     assert tasks["train-op"]["cachingOptions"] == {} and tasks["prep-op"]["cachingOptions"] == {"enableCache": True}
 
@@ -198,6 +202,48 @@ def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path
     cluster.check_no_secret_values(tmp_path / f"{name}.yaml")
 
 
+# --------------------------------------------------------------------------- the KFP server version
+
+
+@pytest.mark.parametrize("version", versions.KFP_VERSIONS)
+def test_compiled_for_each_supported_kfp_server_holds_only_fields_it_reads(tmp_path: Path, version: str) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["kfp_version"] = version
+    if not versions.at_least(version, "2.15"):  # `optional` secrets are refused for 2.14: create them instead
+        data["secrets"] = [{**s, "optional": False} for s in data["secrets"]]
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data))
+    cfg = cluster.load_cluster_config(tmp_path / "cluster.yaml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, _ = _compile(every_role, cfg, tmp_path / "p.yaml")
+    dropped = [w for w in caught if issubclass(w.category, DroppedForServer)]
+    has_security_context = all("securityContext" in p for p in out["platform"].values())
+    assert has_security_context == versions.at_least(version, "2.16")
+    assert bool(dropped) == (not has_security_context)  # said so when left out
+    assert versions.check_compiled(tmp_path / "p.yaml", version) == []
+    if not versions.at_least(version, "2.16"):  # what 2.17 reads, 2.14/2.15 do not: the check catches it
+        newest = cluster.load_cluster_config(EXAMPLE).model_copy(update={"kfp_version": "2.17"})
+        _compile(every_role, newest, tmp_path / "new.yaml")
+        assert versions.check_compiled(tmp_path / "new.yaml", version) != []
+
+
+def test_optional_secrets_are_refused_for_a_kfp_server_that_cannot_read_them(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["kfp_version"] = "2.14"
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ClusterConfigError, match=r"`optional` needs KFP >= 2.15 \(kfp_version 2.14\)"):
+        cluster.load_cluster_config(tmp_path / "cluster.yaml")
+
+
+def test_compile_all_refuses_what_the_target_server_cannot_read(tmp_path: Path, monkeypatch) -> None:
+    from kubedistill_kfp import compile as compile_mod
+
+    # a field the 2.16 server cannot read, as a newer kfp-kubernetes might write it
+    monkeypatch.setattr(versions, "check_compiled", lambda path, v: [versions.UnknownField("x.y", "m", "f")])
+    with pytest.raises(ClusterConfigError, match=r"KFP 2\.16 cannot read x\.y"):
+        compile_mod.compile_all(tmp_path, names=["evaluate"], cluster_config=EXAMPLE, log=lambda _: None)
+
+
 # ---------------------------------------------------------------------------------------- kfp.local
 
 
@@ -213,7 +259,7 @@ def kfp_local(tmp_path: Path):
 
 
 def test_kfp_local_runs_a_pipeline_compiled_with_cluster_settings_and_ignores_them(kfp_local) -> None:
-    cfg = cluster.load_cluster_config(EXAMPLE).model_copy(update={"env": {}})
+    cfg = cluster.load_cluster_config(EXAMPLE)
     built = cluster.build_pipeline(every_role, cfg)  # built for the cluster: the tasks carry the settings
     assert built.platform_spec.platforms["kubernetes"].deployment_spec.executors
     with warnings.catch_warnings(record=True) as caught:

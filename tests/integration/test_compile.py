@@ -47,6 +47,36 @@ def test_compile_writes_one_yaml_per_pipeline_on_the_configured_images(tmp_path:
             " ".join(e["container"].get("command", [])) for e in spec["deploymentSpec"]["executors"].values()
         )
         assert "pip install" not in commands
+    assert "without --cluster-config" in proc.stderr  # a plain compile says what it leaves out
+
+
+def test_compile_pins_images_by_digest(tmp_path: Path) -> None:
+    from kubedistill_kfp.submit import SPEC_NAME
+
+    digest = "sha256:" + "0f" * 32
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path)),
+            *("--pipeline", "slow_thinking", "--image-registry", "registry.example.com/ml", "--image-tag", "1.2.3"),
+            *("--image", f"train=registry.example.com/ml/kubedistill-train@{digest}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load((tmp_path / "slow_thinking.yaml").read_text())
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-sft-op"] == images["exec-dpo-op"] == f"registry.example.com/ml/kubedistill-train@{digest}"
+    assert images["exec-collect-op"] == "registry.example.com/ml/kubedistill-base:1.2.3"
+    assert SPEC_NAME.match(spec["pipelineInfo"]["name"])  # a name the KFP server accepts
+    bad = subprocess.run(
+        [sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path), "--image", "gpu=x@y"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "the images are base, train, serve" in bad.stderr
 
 
 def test_pipeline_shapes(tmp_path: Path) -> None:
@@ -130,3 +160,22 @@ def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: st
     assert set(args) <= set(params), set(args) - set(params)
     # every parameter without a real default comes from the recipe
     assert {k for k in params if k.endswith("_config")} <= set(args)
+
+
+def test_a_cluster_compile_refuses_a_pod_local_tracking_store_in_one_line(tmp_path: Path) -> None:
+    data = yaml.safe_load(Path("examples/cluster.yaml").read_text())
+    data["tracking"] = {"uri": "sqlite:///mlflow.db"}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path / "dist")),
+            *("--cluster-config", str(tmp_path / "cluster.yaml")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert "tracking.uri: 'sqlite:///mlflow.db' is pod-local" in line
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())

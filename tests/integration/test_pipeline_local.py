@@ -91,6 +91,17 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         assert again.model_uri == "models:/kd-pipeline-test/2"
         assert len([r for r in read_log(log) if r["outcome"] == "ok"]) == n_requests
     root = tmp_path / "out" / "pipeline-test" / "pipeline_root"
+    # the students went by path: KFP's artifacts are references to content-addressed folders on storage
+    from kubedistill_kfp.storage import digest, read_ref
+
+    for trainer in ("sft-op", "dpo-op"):
+        [artifact] = [p for p in root.rglob(f"{trainer}/model") if p.is_file()][:1]
+        ref = read_ref(artifact)
+        assert ref is not None and artifact.stat().st_size < 1000, trainer
+        stored = Path(ref.path)
+        assert stored.parent == tmp_path / "out" / "pipeline-test" / "storage" / "objects"
+        assert stored.name == ref.sha256 == digest(stored)[0] and (stored / "config.json").is_file()
+    assert not any((tmp_path / "out" / "pipeline-test" / "storage" / "staging").iterdir())
     results = json.loads(next(root.rglob("evaluate-op/results/results.json")).read_text())
     assert "pass@1" in results["student"]["heldout"] and "pass@1" in results["base"]["heldout"]
     compare = next(root.rglob("evaluate-op/results/compare/report.html")).read_text()
@@ -131,8 +142,15 @@ def test_adaptive_thinking_selects_and_plots(
         recipe["registry"]["name"] = "kd-adaptive-test"
         path = tmp_path / "recipe.yaml"
         path.write_text(yaml.safe_dump(recipe))
+        monkeypatch.setenv("KUBEDISTILL_INLINE_LIMIT", "0")  # every dataset goes by path too
         result = run_local(path, workdir=tmp_path / "out")
     assert result.model_uri == "models:/kd-adaptive-test/1"
+    from kubedistill_kfp.storage import read_ref
+
+    root = tmp_path / "out" / "adaptive-thinking" / "pipeline_root"
+    selected = next(p for p in root.rglob("select-op/selected") if p.is_file())
+    ref = read_ref(selected)
+    assert ref is not None and Path(ref.path).is_file() and ref.bytes > 0
     summary = RunSummary.model_validate_json(Path(result.outputs["summary"].path).read_text())
     funnel = {r.stage: r for r in summary.funnel}
     assert funnel["select"].n_out > 0 and funnel["sft"].n_in == funnel["select"].n_out
@@ -164,7 +182,11 @@ def test_grpo_recipe_distils_reward_models_and_trains_the_policy(
     assert funnel["grpo"].n_in == funnel["collect"].n_out - 3
     assert summary.training["grpo"]["steps"] == 2 and "rv.mae" in summary.training["reward_models"]
     root = tmp_path / "out" / "grpo" / "pipeline_root"
-    models = next(root.rglob("reward-models-op/models"))
+    from kubedistill_kfp.storage import read_ref
+
+    ref = read_ref(next(root.rglob("reward-models-op/models")))  # the reward models went by path
+    assert ref is not None
+    models = Path(ref.path)
     assert (models / "rv" / "config.json").exists() and (models / "cd" / "config.json").exists()
 
     import mlflow

@@ -17,37 +17,63 @@ from kubedistill_kfp.cluster import (
     load_cluster_config,
     pvc_manifest,
     role_of,
+    storage_init_job,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.yaml"
+TRACKING = {"uri": "http://kubedistill-mlflow.kubedistill.svc.cluster.local:5000"}
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
     p = tmp_path / "cluster.yaml"
-    p.write_text(yaml.safe_dump(data))
+    p.write_text(yaml.safe_dump({"tracking": TRACKING, **data}))
     return p
+
+
+def _cfg(**data: object) -> ClusterConfig:
+    return ClusterConfig.model_validate({"tracking": TRACKING, **data})
 
 
 def test_example_cluster_config_loads_with_gpus_only_on_train_and_serve() -> None:
     cfg = load_cluster_config(EXAMPLE)
     assert cfg.role("train").gpus == 8 and cfg.role("serve").gpus == 1
     assert cfg.role("cpu").gpus == 0 and cfg.role("teacher_bound").gpus == 0
-    assert cfg.storage is not None and cfg.storage.pvc == "kubedistill-data"
+    assert cfg.storage.pvc == "kubedistill-data"
     env = cfg.env_for("train")
     assert env["HF_HOME"] == "/mnt/kubedistill/hf" and env["KUBEDISTILL_CACHE"] == "/mnt/kubedistill/cache"
+    assert env["KUBEDISTILL_STORAGE"] == "/mnt/kubedistill/artifacts"
+    assert env["KUBEDISTILL_INLINE_LIMIT"] == str(256 * 1024 * 1024)
     assert env["KUBEDISTILL_GPUS"] == "8" and "KUBEDISTILL_GPUS" not in cfg.env_for("cpu")
-    assert "kubedistill-s3" in cfg.secret_names()
+    # tracking and the object store are settings, given to every task; no MinIO left anywhere
+    assert all(cfg.env_for(r)["MLFLOW_TRACKING_URI"] == cfg.tracking.uri for r in DEFAULT_ROLES.values())
+    assert cfg.object_store is not None and cfg.env_for("cpu")["MLFLOW_S3_ENDPOINT_URL"] == cfg.object_store.endpoint
+    assert "kubedistill-s3" in cfg.secret_names() and "minio" not in EXAMPLE.read_text().lower()
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"rolez": {}}, "rolez: unknown key"),
-        ({"roles": {"train": {"gpus": 3}}}, "roles.train.gpus: KFP accepts 0, 1, 2, 4, 8 or 16"),
+        ({"roles": {"train": {"gpus": -1}}}, "roles.train.gpus"),
+        ({"tracking": {"uri": "sqlite:///mlflow.db"}}, "tracking.uri: 'sqlite:///mlflow.db' is pod-local"),
+        ({"tracking": {"uri": "/tmp/mlruns"}}, "is pod-local"),
+        ({"tracking": {"uri": "file:///mnt/kubedistill/mlruns"}}, "is pod-local"),
+        ({"tracking": {"uri": "http://localhost:5000"}}, "points at the pod itself"),
+        ({"tracking": {"uri": "http://u:p@mlflow:5000"}}, "holds credentials"),
+        ({"tracking": None}, "tracking"),
+        ({"object_store": {"endpoint": "minio:9000"}}, "object_store.endpoint: 'minio:9000' is not an http(s)"),
+        ({"object_store": {"endpoint": "http://s3:9000", "bucket": "Bad_Bucket"}}, "object_store.bucket"),
+        ({"env": {"MLFLOW_S3_ENDPOINT_URL": "http://s3:9000"}}, "is set from object_store.endpoint"),
+        ({"env": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}}, "is set from tracking.uri"),
+        ({"kfp_version": "2.13"}, "kfp_version"),
+        (
+            {"kfp_version": "2.14", "secrets": [{"name": "s", "keys": {"k": "K"}, "optional": True}]},
+            "`optional` needs KFP >= 2.15",
+        ),
         ({"roles": {"cpu": {"memory_request": "8 GB"}}}, "roles.cpu.memory_request"),
         ({"roles": {"cpu": {"cpu_limit": "two"}}}, "roles.cpu.cpu_limit"),
         ({"env": {"OPENAI_API_KEY": "sk-123"}}, "looks like a credential"),
-        ({"env": {"MLFLOW_TRACKING_URI": "http://user:pw@mlflow:5000"}}, "URL with credentials"),
+        ({"env": {"SOME_URL": "http://user:pw@mlflow:5000"}}, "URL with credentials"),
         ({"roles": {"train": {"env": {"HF_TOKEN": "x"}}}}, "looks like a credential"),
         ({"secrets": [{"name": "Bad_Name", "keys": {"a": "A"}}]}, "not a Kubernetes Secret name"),
         ({"secrets": [{"name": "s", "keys": {}}]}, "at least one"),
@@ -75,22 +101,30 @@ def test_secret_names_are_told_from_lookalikes() -> None:
 
 
 def test_pvc_manifest_uses_the_storage_class_setting_or_the_cluster_default() -> None:
-    default = pvc_manifest(ClusterConfig(), namespace="team")
+    default = pvc_manifest(_cfg(), namespace="team")
     assert default["metadata"] == {
         "name": "kubedistill-data",
         "namespace": "team",
         "labels": {"app.kubernetes.io/part-of": "kubedistill"},
     }
     assert "storageClassName" not in default["spec"]  # never "standard" by accident (kubeflow/pipelines#11396)
-    cfg = ClusterConfig.model_validate({"storage": {"storage_class": "nfs-client", "size": "100Gi"}})
+    cfg = _cfg(storage={"storage_class": "nfs-client", "size": "100Gi"})
     spec = pvc_manifest(cfg)["spec"]
     assert spec == {
         "accessModes": ["ReadWriteMany"],
         "resources": {"requests": {"storage": "100Gi"}},
         "storageClassName": "nfs-client",
     }
-    with pytest.raises(ClusterConfigError):
-        pvc_manifest(ClusterConfig(storage=None))
+
+
+def test_storage_init_job_hands_the_volume_to_the_pods_uid() -> None:
+    job = storage_init_job(_cfg(security_context={"run_as_user": 1234, "run_as_group": 4321}), namespace="team")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    script = container["command"][-1]
+    assert "chown 1234:4321 /data /data/artifacts /data/hf /data/cache" in script
+    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "kubedistill-data"}}]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
 
 
 def test_roles_come_from_defaults_config_and_overrides() -> None:
@@ -98,7 +132,7 @@ def test_roles_come_from_defaults_config_and_overrides() -> None:
         role_of("sft_op") == "train" and role_of("evaluate-op") == "serve" and role_of("generate-op") == "teacher_bound"
     )
     assert set(DEFAULT_ROLES.values()) == {"cpu", "teacher_bound", "train", "serve"}
-    cfg = ClusterConfig.model_validate({"component_roles": {"distill_op": "train"}})
+    cfg = _cfg(component_roles={"distill_op": "train"})
     assert role_of("distill-op", cfg) == "train"
     assert role_of("collect-op", cfg, {"collect_op": "teacher_bound"}) == "teacher_bound"
     with pytest.raises(ClusterConfigError, match="has no role"):

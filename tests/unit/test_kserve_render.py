@@ -23,6 +23,8 @@ def test_render_student_on_the_hugging_face_runtime_with_vllm_and_openai_routes(
     assert model["modelFormat"] == {"name": "huggingface"} and model["storageUri"] == S3
     assert model["args"][:3] == ["--model_name=student", "--backend=vllm", "--max_model_len=4096"]
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # the storage initializer copies the weights into the pod: the copy's disk is requested
+    assert model["resources"]["requests"]["ephemeral-storage"] == "64Gi"
     assert (pred["minReplicas"], pred["maxReplicas"], pred["scaleMetric"]) == (1, 2, "concurrency")
     assert pred["serviceAccountName"] == "kubedistill-student"
     assert pred["volumes"][0]["emptyDir"]["medium"] == "Memory"
