@@ -203,6 +203,11 @@ class StorageConfig(StrictModel):
     )
     hf_home: str = Field(default="hf", description="HF_HOME, relative to mount_path")
     cache_dir: str = Field(default="cache", description="KUBEDISTILL_CACHE (built models), relative to mount_path")
+    request_cache_dir: str = Field(
+        default="request-cache",
+        description="KUBEDISTILL_REQUEST_CACHE (every teacher-bound stage's answers, one directory per stage and "
+        "shard), relative to mount_path: a re-run or a retried pod never pays twice for an answer",
+    )
 
     @field_validator("pvc")
     @classmethod
@@ -227,6 +232,7 @@ class StorageConfig(StrictModel):
         return {
             "HF_HOME": f"{self.mount_path}/{self.hf_home.strip('/')}",
             "KUBEDISTILL_CACHE": f"{self.mount_path}/{self.cache_dir.strip('/')}",
+            "KUBEDISTILL_REQUEST_CACHE": f"{self.mount_path}/{self.request_cache_dir.strip('/')}",
         }
 
 
@@ -437,6 +443,9 @@ def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
             )
     for name, value in cfg.env_for(role).items():
         task.set_env_variable(name, value)
+    # The run's id from the pod's label, not a task input: a task's inputs hold no per-run value, so KFP's
+    # cache can answer the same task in the next run (the run report tags its MLflow run with it).
+    k8s.use_field_path_as_env(task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']")
     if not cfg.caching or s.caching is False:
         task.set_caching_options(False)
     if s.timeout_s:
