@@ -34,6 +34,7 @@ import glob as globlib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,25 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9_
 _PATH_LIKE_SUFFIXES = (".json", ".jsonl", ".safetensors", ".bin", ".gguf", ".pt", ".pth", ".yaml", ".yml", ".txt")
 
 
-def check_references(cfg: BaseModel, source: str, *, registry: bool = False) -> None:
+def check_references(cfg: BaseModel, source: str, *, registry: bool = False, here: bool = True) -> None:
     """Resolve every reference in ``cfg`` (see the module docstring); raise :class:`UnresolvedReference`
     naming each key that does not, prefixed with ``source`` (a file or a stage name). With ``registry``,
-    ``models:/`` references are also looked up in the MLflow registry (:func:`check_registered_models`)."""
+    ``models:/`` references are also looked up in the MLflow registry (:func:`check_registered_models`).
+
+    ``here=False`` checks a recipe that runs elsewhere (``kubedistill submit``: in the cluster's pods):
+    a hub id is accepted when the hub cannot be asked from here (``HF_HUB_OFFLINE``; the pods download
+    it), and an absolute path is accepted unchecked (it names the pods' volumes, e.g. the storage PVC).
+    Everything else is checked as for a local run."""
     problems: list[str] = []
-    for key, kind, value, owner in iter_references(cfg):
-        check = _CHECKS.get(kind)
-        if check is None:  # pragma: no cover - a new kind without a checker is a bug
-            raise ValueError(f"no preflight check for reference kind {kind!r}")
-        problems += [f"{k}: {msg}" for k, msg in check(key, value, owner)]
+    token = _HERE.set(here)
+    try:
+        for key, kind, value, owner in iter_references(cfg):
+            check = _CHECKS.get(kind)
+            if check is None:  # pragma: no cover - a new kind without a checker is a bug
+                raise ValueError(f"no preflight check for reference kind {kind!r}")
+            problems += [f"{k}: {msg}" for k, msg in check(key, value, owner)]
+    finally:
+        _HERE.reset(token)
     if registry:
         problems += registry_problems(cfg)
     if problems:
@@ -68,6 +78,14 @@ def check_references(cfg: BaseModel, source: str, *, registry: bool = False) -> 
 
 
 # ------------------------------------------------------------------------------------------- models
+
+
+_HERE: ContextVar[bool] = ContextVar("kubedistill_preflight_here", default=True)
+
+
+def _elsewhere_path(ref: str) -> bool:
+    """An absolute path in a recipe checked for another machine (the pods' volumes): not checkable here."""
+    return not _HERE.get() and os.path.isabs(os.path.expanduser(ref)) and not os.path.exists(os.path.expanduser(ref))
 
 
 def model_problem(ref: str) -> str | None:
@@ -82,6 +100,8 @@ def model_problem(ref: str) -> str | None:
     if ref.startswith("models:/"):
         if not _REGISTERED.fullmatch(ref):
             return f"{ref!r} is not models:/NAME/VERSION or models:/NAME@ALIAS"
+        return None
+    if _elsewhere_path(ref):
         return None
     p = Path(ref).expanduser()
     if p.is_dir():
@@ -138,6 +158,8 @@ def _hub_problem(repo_id: str) -> str | None:
     if _in_hub_cache(repo_id):
         return None
     if hub_offline():
+        if not _HERE.get():
+            return None  # the pods download it; from here nobody can say no
         return "not a model in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
     try:
         from huggingface_hub import HfApi
@@ -291,6 +313,8 @@ def _exists(path: str) -> bool:
 def _check_files(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:
     from kubedistill.core.files import BadFileError, check_file
 
+    if _elsewhere_path(str(value)):
+        return []
     pattern = os.path.expanduser(str(value))
     matches = sorted(globlib.glob(pattern, recursive=True)) if globlib.has_magic(pattern) else [pattern]
     if not matches:
@@ -308,7 +332,9 @@ def _check_files(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:
 
 
 def _check_data_path(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:
-    return [] if _exists(str(value)) else [(key, f"{value}: no such file, directory or glob match")]
+    if _exists(str(value)) or _elsewhere_path(str(value)):
+        return []
+    return [(key, f"{value}: no such file, directory or glob match")]
 
 
 def _check_prompt(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:

@@ -291,7 +291,9 @@ RECIPES: dict[str, type[StrictModel]] = {
 }
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, check: bool = True) -> Any:
+def load_recipe(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, check: bool = True, here: bool = True
+) -> Any:
     """Load a recipe YAML, checked in full before anything runs; its ``recipe:`` key picks the model
     (default slow_thinking).
 
@@ -301,7 +303,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, ch
     misspelt ``sft.base_model`` fails here, in seconds, not in the SFT task after the teacher-bound
     stages spent their budget. Registry references (``models:/``) are checked for their form here and
     looked up by :func:`kubedistill.preflight.check_registered_models` where the run's store is known.
-    Every failure is one :class:`ConfigError` line naming the file and the keys (exit 2)."""
+    Every failure is one :class:`ConfigError` line naming the file and the keys (exit 2). ``here=False``:
+    the recipe runs in a cluster's pods (``kubedistill submit``), whose hub downloads and volumes cannot
+    be checked from here (:func:`kubedistill.preflight.check_references`)."""
     from kubedistill.core.secrets import remember_config
 
     data = load_yaml(path)
@@ -316,5 +320,5 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, ch
     if check:
         from kubedistill.preflight import check_references
 
-        check_references(recipe, str(path))
+        check_references(recipe, str(path), here=here)
     return recipe

@@ -327,6 +327,19 @@ def print_run_summary(result: Any) -> None:
             print(f"report: {summary.report_html}")
         if summary.mlflow_run_id:
             print(f"mlflow run: {summary.mlflow_run_id} (the report is among its artifacts)")
+    executed, reused = list(getattr(result, "executed", [])), list(getattr(result, "reused", []))
+    if executed or reused:
+        ran = f": {', '.join(executed)}" if executed else ""
+        print(f"tasks: {len(reused)} reused from the cache, {len(executed)} run{ran}")
+        if reused:
+            print(f"reused: {', '.join(reused)}")
+    started = getattr(result, "teacher_started", None)
+    if started is not None:
+        print(
+            "teacher: started (a task had requests no cache answered)"
+            if started
+            else "teacher: not started (every teacher answer came from the caches)"
+        )
     print(f"run dir: {result.run_dir} ({result.elapsed_s:.0f} s)")
     # plain prints, never wrapped: CI and scripts read these two last lines
     print(f"tracking: {result.tracking_uri}")
@@ -336,10 +349,10 @@ def print_run_summary(result: Any) -> None:
 def write_report(
     *,
     pipeline: str,
-    run_name: str,
     report: str,
     report_html: str,
     summary: str,
+    run_name: str = "",
     model_uri: str = "",
     results: str | None = None,
     scored: str | None = None,
@@ -357,6 +370,7 @@ def write_report(
     from kubedistill.core.records import Sample, read_records, write_json
     from kubedistill.core.secrets import redact
 
+    run_name = run_name or os.environ.get("KFP_RUN_ID", "")  # not a task input: the task stays cacheable
     metrics_by_stage = {k.removesuffix("_metrics"): v for k, v in stage_metrics.items() if v is not None}
     res_file = Path(results) / "results.json" if results else None
     s = RunSummary(

@@ -348,8 +348,8 @@ def _run_tracked(
         if shard[0] != 0:
             read_rejects, other_rejects = [], {}  # unreadable rows have no problem id: shard 0 reports them, once
     client = getattr(cfg, "client", None)
-    if client is not None and shard[1] > 1:
-        client.cache_dir = request_cache_dir(client.cache_dir, shard=shard)
+    if client is not None:  # every teacher-bound stage keeps its answers (kubedistill/core/paths.py)
+        client.cache_dir = request_cache_dir(client.cache_dir, stage=spec.name, shard=shard)
 
     kwargs: dict[str, Any] = {k: v for k, v in loaded.items() if k != primary}
     if spec.kind == "files":

@@ -553,7 +553,7 @@ REPORT = Stage(
     kind="task",
     params=(
         Param("pipeline", str, required=True, help="the pipeline's name"),
-        Param("run_name", str, required=True, help="the run's name"),
+        Param("run_name", str, "", "the run's name (default: $KFP_RUN_ID on the cluster, else none)"),
         Param("model_uri", str, "", "models:/NAME/VERSION of the registered model"),
     ),
     inputs=(

@@ -59,6 +59,7 @@ MANAGED_ENV = {
     "AWS_ENDPOINT_URL_S3": "object_store.endpoint",
     "KUBEDISTILL_STORAGE": "storage",
     "KUBEDISTILL_INLINE_LIMIT": "storage.inline_limit_mib",
+    "KUBEDISTILL_REQUEST_CACHE": "storage.request_cache_dir",
     "KUBEDISTILL_ON_CLUSTER": "(always set)",
 }
 _POD_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
@@ -232,6 +233,11 @@ class StorageConfig(StrictModel):
         description="outputs up to this size (MiB) go through KFP's artifact store; larger ones, and every model, "
         "to artifacts_dir (0: everything but metrics and reports)",
     )
+    request_cache_dir: str = Field(
+        default="request-cache",
+        description="KUBEDISTILL_REQUEST_CACHE (every teacher-bound stage's answers, one directory per stage and "
+        "shard), relative to mount_path: a re-run or a retried pod never pays twice for an answer",
+    )
 
     @field_validator("pvc")
     @classmethod
@@ -267,6 +273,7 @@ class StorageConfig(StrictModel):
             "KUBEDISTILL_CACHE": f"{self.mount_path}/{self.cache_dir}",
             "KUBEDISTILL_STORAGE": f"{self.mount_path}/{self.artifacts_dir}",
             "KUBEDISTILL_INLINE_LIMIT": str(self.inline_limit_mib * 1024 * 1024),
+            "KUBEDISTILL_REQUEST_CACHE": f"{self.mount_path}/{self.request_cache_dir.strip('/')}",
         }
 
 
@@ -596,6 +603,9 @@ def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
             item.pop("optional", None)
     for name, value in cfg.env_for(role).items():
         task.set_env_variable(name, value)
+    # The run's id from the pod's label, not a task input: a task's inputs hold no per-run value, so KFP's
+    # cache can answer the same task in the next run (the run report tags its MLflow run with it).
+    k8s.use_field_path_as_env(task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']")
     if not cfg.caching or s.caching is False:
         task.set_caching_options(False)
     if s.timeout_s:
@@ -696,7 +706,7 @@ def storage_init_job(cfg: ClusterConfig, namespace: str | None = None) -> dict[s
     st = cfg.storage
     sc = cfg.security_context or SecurityContextConfig()
     uid, gid = sc.run_as_user or 1000, sc.run_as_group or 1000
-    folders = " ".join(f"/data/{d}" for d in (st.artifacts_dir, st.hf_home, st.cache_dir))
+    folders = " ".join(f"/data/{d}" for d in (st.artifacts_dir, st.hf_home, st.cache_dir, st.request_cache_dir))
     meta: dict[str, Any] = {
         "name": f"{st.pvc}-init",
         "labels": {"app.kubernetes.io/part-of": "kubedistill"},

@@ -12,6 +12,7 @@ nothing; the storage folder stays.)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubedistill.chat.local import BROKER_ENV
 from kubedistill.core.errors import UserError
+from kubedistill.core.paths import REQUEST_CACHE_ENV
 from kubedistill_kfp.storage import STORAGE_ENV, read_ref
 
 
@@ -34,6 +37,9 @@ class LocalRunResult:
     model_uri: str | None
     elapsed_s: float
     outputs: dict[str, Any] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)  # tasks that ran, in order
+    reused: list[str] = field(default_factory=list)  # tasks kfp.local's cache answered
+    teacher_started: bool | None = None  # None: the run had no local teacher
 
 
 def run_local(
@@ -72,57 +78,47 @@ def run_local(
         if not (teacher_url and teacher_model):
             raise UserError("give both --teacher-url and --teacher-model")
         endpoints = [EndpointConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
-    server = None
-    storage_before = os.environ.get(STORAGE_ENV)  # a folder the user chose; else the run's own (restored below)
+    broker = None
+    # the folders the user chose (else the run's own); everything set here is restored below
+    saved_env = {k: os.environ.get(k) for k in (BROKER_ENV, REQUEST_CACHE_ENV, STORAGE_ENV, "KUBEDISTILL_REPORT_DIR")}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
+    tasks = _TaskLog()
     try:
         if teacher is not None and not endpoints and teacher.local is not None:
-            from kubedistill.models import resolve_model
-            from kubedistill.serve.local import LocalServer
-
-            lt = teacher.local
-            print(f"teacher: preparing {lt.model} ...", file=sys.stderr)
-            model_dir = resolve_model(lt.model)
-            print(
-                f"teacher: starting a local {lt.backend} server for {model_dir} (this takes a minute or two)",
-                file=sys.stderr,
-            )
-            server = LocalServer(
-                model_dir,
-                served_name=lt.served_name,
-                backend=lt.backend,
-                max_model_len=lt.max_model_len,
-                startup_timeout_s=lt.startup_timeout_s,
-                log_path=work / "teacher-server.log",
-            )
-            url = server.start()
-            print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
-            # its port changes every run: the request cache knows it by what it serves
-            local = EndpointConfig(url=url, model=lt.served_name, name=lt.model, cache_identity=f"local:{lt.model}")
-            endpoints = [local]
-        # Preflight: every teacher answers before any stage starts (a bad endpoint fails in seconds).
-        preflight = endpoints + [m for m in getattr(recipe, "models", {}).values() if isinstance(m, EndpointConfig)]
+            # Started by the first task with a request no cache answers (kubedistill/serve/lazy.py): a re-run
+            # whose answers are all cached starts nothing, and `local://NAME` keeps the tasks' inputs stable.
+            broker = _lazy_teacher(teacher.local, work)
+            os.environ[BROKER_ENV] = broker.start()
+            endpoints = [local_teacher_endpoint(teacher.local)]
+        # Preflight: every remote endpoint answers before any stage starts (a bad endpoint fails in seconds).
+        preflight = [e for e in endpoints if not e.url.startswith("local://")] + [
+            m for m in getattr(recipe, "models", {}).values() if isinstance(m, EndpointConfig)
+        ]
         if preflight:
             ChatClient(preflight).check(timeout_s=5.0, attempts=3)
-        generate = getattr(recipe, "generate", None)
-        if generate is not None and generate.client.cache_dir is None:
-            # Teacher answers survive a killed or repeated run (kfp.local's cache covers finished tasks).
-            generate.client.cache_dir = work / "request-cache"
+        # Every teacher-bound task keeps its answers here (one sub-directory per stage): a killed or changed
+        # run never pays twice for an answer. An environment variable, not a task input: the tasks' inputs
+        # hold no path of this run (kfp.local's cache keys stay the same from one run to the next).
+        os.environ[REQUEST_CACHE_ENV] = saved_env[REQUEST_CACHE_ENV] or str(work / "request-cache")
         args = recipe.pipeline_arguments(endpoints if teacher is not None else None)
         if "work_dir" in _pipeline_parameters(recipe.recipe):
             args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
-        os.environ[STORAGE_ENV] = storage_before or str(work / "storage")
-        outputs = _run_kfp_local(recipe.recipe, args, work)
+        os.environ[STORAGE_ENV] = saved_env[STORAGE_ENV] or str(work / "storage")
+        with tasks:
+            outputs = _run_kfp_local(recipe.recipe, args, work)
     except KeyboardInterrupt:
         _stop_children()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if storage_before is None:
-            os.environ.pop(STORAGE_ENV, None)
-        if server is not None:
-            server.stop()
+        if broker is not None:
+            broker.stop()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
     return LocalRunResult(
         recipe=recipe.name,
@@ -132,7 +128,95 @@ def run_local(
         model_uri=model_uri,
         elapsed_s=time.perf_counter() - t0,
         outputs=outputs,
+        executed=tasks.executed,
+        reused=tasks.reused,
+        teacher_started=None if broker is None else bool(broker.started),
     )
+
+
+def local_teacher_endpoint(lt: Any) -> Any:
+    """The endpoint a recipe's local teacher (``teacher.local``) is to the tasks: ``local://SERVED_NAME``,
+    labelled by the model it serves; the same in every run, whatever port the server gets."""
+    from kubedistill.chat.config import EndpointConfig
+
+    return EndpointConfig(url=f"local://{lt.served_name}", model=lt.served_name, name=lt.model)
+
+
+def _lazy_teacher(lt: Any, work: Path) -> Any:
+    """The broker that starts the recipe's local teacher (``teacher.local``) when a task first needs it."""
+    from kubedistill.chat import ChatClient
+    from kubedistill.chat.config import EndpointConfig
+    from kubedistill.models import resolve_model
+    from kubedistill.serve.lazy import LazyTeacher
+    from kubedistill.serve.local import LocalServer
+
+    servers: list[Any] = []
+
+    def start() -> str:
+        print(f"teacher: a task has requests no cache answers; preparing {lt.model} ...", file=sys.stderr)
+        model_dir = resolve_model(lt.model)
+        print(
+            f"teacher: starting a local {lt.backend} server for {model_dir} (this takes a minute or two)",
+            file=sys.stderr,
+        )
+        server = LocalServer(
+            model_dir,
+            served_name=lt.served_name,
+            backend=lt.backend,
+            max_model_len=lt.max_model_len,
+            startup_timeout_s=lt.startup_timeout_s,
+            log_path=work / "teacher-server.log",
+        )
+        servers.append(server)
+        url = server.start()
+        ChatClient([EndpointConfig(url=url, model=lt.served_name)]).check(timeout_s=5.0, attempts=3)
+        print(f"teacher: {lt.served_name} at {url}", file=sys.stderr)
+        return url
+
+    def stop() -> None:
+        for server in servers:
+            server.stop()
+
+    return LazyTeacher({lt.served_name: start}, {lt.served_name: stop})
+
+
+class _TaskLog(logging.Filter):
+    """Which tasks kfp.local ran and which its cache answered, read from its log records (a filter on the
+    root logger: kfp.local replaces the root logger's handlers while a pipeline runs, not its filters)."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+    _RAN = re.compile(r"^Executing task '?([\w.-]+)'?")
+    _HIT = re.compile(r"^Task '?([\w.-]+)'? cache hit")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executed: list[str] = []
+        self.reused: list[str] = []
+        self._level = logging.NOTSET
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = self._ANSI.sub("", record.getMessage())
+        except Exception:
+            return True
+        if m := self._RAN.match(msg):
+            self.executed.append(m.group(1))
+        elif m := self._HIT.match(msg):
+            self.reused.append(m.group(1))
+        return True
+
+    def __enter__(self) -> _TaskLog:
+        root = logging.getLogger()
+        self._level = root.level
+        if root.getEffectiveLevel() > logging.INFO:  # kfp.local logs cache hits outside its own INFO context
+            root.setLevel(logging.INFO)
+        root.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        root.removeFilter(self)
+        root.setLevel(self._level)
 
 
 def _pipeline_parameters(pipeline: str) -> set[str]:

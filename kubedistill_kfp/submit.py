@@ -132,7 +132,7 @@ def plan(
     from kubedistill.chat.config import EndpointConfig
     from kubedistill.recipes import load_recipe
 
-    rec = load_recipe(recipe, overrides)
+    rec = load_recipe(recipe, overrides, here=False)  # it runs in the cluster's pods
     teachers = None
     if teacher_url or teacher_model:
         if not (teacher_url and teacher_model):

@@ -19,26 +19,25 @@ def evaluate_register_promote(*, model, heldout, base_model, eval_config, regist
     """Returns the evaluate and register tasks (``register.output`` is the ``models:/NAME/VERSION`` URI)."""
     evaluate = evaluate_op(config=eval_config, tracking=tracking, problems=heldout, model=model, base_model=base_model)
     register = register_op(config=register_config, tracking=tracking, model=model, results=evaluate.outputs["results"])
-    register.set_caching_options(False)  # a new registry version each run
+    # cached like every task: a re-run with the same model and results reports the version it registered
     with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
-        promote_op(gate=gate, model_uri=register.output).set_caching_options(False)
+        promote_op(gate=gate, model_uri=register.output)
     return evaluate, register
 
 
 def run_report(pipeline: str, *, tracking, model_uri, stages: dict[str, Any], **inputs):
-    """The report task (never cached: it logs the pipeline's MLflow run). ``stages`` maps a stage name to
+    """The report task (cached like every task: its inputs hold no per-run value; the run's id reaches it
+    as ``$KFP_RUN_ID`` on the cluster). ``stages`` maps a stage name to
     the task whose ``metrics`` output is that stage's (a merge task for a sharded stage); ``inputs`` are
     report_op's optional ``results`` / ``scored`` artifacts."""
     metrics = {f"{name}_metrics": task.outputs["metrics"] for name, task in stages.items()}
     report = report_op(
         pipeline=pipeline,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         tracking=tracking,
         model_uri=model_uri,
         **inputs,
         **metrics,
     )
-    report.set_caching_options(False)
     return report
 
 

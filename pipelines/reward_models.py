@@ -55,7 +55,7 @@ def reward_models(
         samples=scored.outputs["merged"],
     )
     register = register_reward_models_op(config=register_config, tracking=tracking, models=train.outputs["models"])
-    register.set_caching_options(False)  # a new registry version each run
+    # cached like every task: a re-run with the same reward models reports the versions it registered
     report = run_report(
         "reward-models",
         tracking=tracking,

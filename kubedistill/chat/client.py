@@ -40,7 +40,8 @@ from kubedistill.core.records import COMPLETE_FINISH_REASONS
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-CACHE_KEY_VERSION = 2  # 2: keys hold the endpoint's identity (label + URL) and extra_body
+CACHE_KEY_VERSION = 3  # 2: keys hold the endpoint's identity (label + URL) and extra_body; 3: not the token limit
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")  # request params that bound the answer, not shape it
 MAX_RETRY_AFTER_S = 600.0
 
 
@@ -71,7 +72,12 @@ class ChatRequest:
     def cache_key(self, endpoint: EndpointConfig) -> str:
         """Content hash of who answers and what was asked: the endpoint's identity (label and URL or
         ``cache_identity``: :attr:`EndpointConfig.identity`), its model name and ``extra_body``, the
-        messages, the sampling parameters and the sample index. Two teachers never share a key."""
+        messages, the sampling parameters and the sample index. Two teachers never share a key.
+
+        The token limit (``max_tokens`` / ``max_completion_tokens``) is left out: whether a stored answer
+        serves a request under another limit is :func:`reusable`'s decision, so raising a stage's
+        ``max_tokens`` re-asks only the answers the old limit cut short."""
+        params = {k: v for k, v in self.params.items() if k not in TOKEN_LIMITS}
         payload = json.dumps(
             {
                 "v": CACHE_KEY_VERSION,
@@ -79,7 +85,7 @@ class ChatRequest:
                 "model": endpoint.model,
                 "extra_body": endpoint.extra_body,
                 "messages": self.messages,
-                "params": self.params,
+                "params": params,
                 "i": self.sample_index,
             },
             sort_keys=True,
@@ -87,6 +93,36 @@ class ChatRequest:
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    @property
+    def token_limit(self) -> int | None:
+        """The request's bound on the answer's tokens (``max_completion_tokens``, else ``max_tokens``;
+        None: the server's default)."""
+        for name in reversed(TOKEN_LIMITS):
+            value = self.params.get(name)
+            if value is not None:
+                return int(value)
+        return None
+
+
+def reusable(cached: dict[str, Any], request: ChatRequest) -> bool:
+    """Whether a stored answer (:meth:`ChatResult.to_cache`) is the answer ``request`` would get, though
+    the two may differ in their token limit: decoding is the same token by token whatever the limit (a
+    greedy decode, or a seeded sample), so
+
+    * an answer that ended by itself (``stop``, or a filter) after ``n`` completion tokens serves any limit
+      of at least ``n`` tokens (or no limit);
+    * an answer the limit cut short (``length``) serves only the same limit.
+
+    An answer stored without its token count serves only the same limit."""
+    limit = request.token_limit
+    stored_limit = cached.get("max_tokens")
+    if limit == stored_limit:
+        return True
+    if cached.get("finish_reason") == "length":
+        return False
+    n = int((cached.get("usage") or {}).get("completion_tokens") or 0)
+    return n > 0 and (limit is None or n <= limit)
 
 
 @dataclass(slots=True)
@@ -139,6 +175,7 @@ class ChatResult:
             "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
             "attempts": self.attempts,
             "latency_s": round(self.latency_s, 4),
+            "max_tokens": self.request.token_limit,
         }
 
     @classmethod
@@ -299,10 +336,14 @@ class ChatClient:
         found = self.cache.get_many(keys) if self.cache else {}
         pending: dict[str, list[int]] = {}
         for i, (req, key) in enumerate(zip(requests, keys, strict=True)):
-            if key in found:
+            if key in found and reusable(found[key], req):
                 results[i] = ChatResult.from_cache(req, found[key])
-            else:
-                pending.setdefault(key, []).append(i)
+            else:  # identical requests of one batch are asked once (the limit is part of "identical" here)
+                pending.setdefault(f"{key}/{req.token_limit}", []).append(i)
+        if pending:
+            # a `local://` teacher is started now, outside the event loop, and only when something is asked
+            for label in {requests[idxs[0]].endpoint for idxs in pending.values()}:
+                _ = self.endpoints[label].request_url
         n_cached = n - sum(len(v) for v in pending.values())
         for res in results:
             if res is not None:
@@ -385,8 +426,8 @@ class ChatClient:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
 
             async def worker() -> None:
-                for key, idxs in work:
-                    req = requests[idxs[0]]
+                for _, idxs in work:
+                    req, key = requests[idxs[0]], keys[idxs[0]]
                     sem = sems.get(req.endpoint)
                     if sem is not None:
                         async with sem:

@@ -11,12 +11,17 @@ from pydantic import Field, field_validator
 
 from kubedistill.core.config import ConfigError, StrictModel
 
+LOCAL_SCHEME = "local://"
+
 
 class EndpointConfig(StrictModel):
     """One OpenAI-compatible endpoint (vLLM, KServe, or any hosted API).
 
     ``url`` is the API base, e.g. ``http://127.0.0.1:8000/v1``; ``api_key_env`` names the environment
-    variable holding the key (the key itself never appears in a config, log or MLflow param)."""
+    variable holding the key (the key itself never appears in a config, log or MLflow param).
+    ``local://MODEL`` names the teacher ``kubedistill run --local`` serves on this machine: it is started
+    the first time a task has a request the request cache cannot answer (kubedistill/chat/local.py), so
+    the URL, and with it every task's inputs, is the same from one run to the next."""
 
     url: str
     model: str
@@ -35,6 +40,10 @@ class EndpointConfig(StrictModel):
     @classmethod
     def _url(cls, v: str) -> str:
         v = v.strip().rstrip("/")
+        if v.startswith(LOCAL_SCHEME):
+            if not v.removeprefix(LOCAL_SCHEME).strip("/"):
+                raise ValueError(f"a local teacher's url names its model: local://MODEL (got {v!r})")
+            return v
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"teacher url must start with http:// or https:// (got {v!r})")
         from urllib.parse import urlsplit
@@ -59,8 +68,14 @@ class EndpointConfig(StrictModel):
 
     @property
     def request_url(self) -> str:
-        """The URL requests go to: without user info (that is sent as an ``Authorization`` header)."""
+        """The URL requests go to: without user info (that is sent as an ``Authorization`` header). For a
+        ``local://`` teacher: the URL it answers at, once started (this call starts it)."""
         from urllib.parse import urlsplit, urlunsplit
+
+        if self.url.startswith(LOCAL_SCHEME):
+            from kubedistill.chat.local import local_teacher_url
+
+            return local_teacher_url(self.url)
 
         parts = urlsplit(self.url)
         if "@" not in parts.netloc:

@@ -170,7 +170,7 @@ def evaluate_endpoint(
     name = label or endpoint.label
     client_cfg = cfg.client
     if client_cfg.cache_dir is None:
-        client_cfg = client_cfg.model_copy(update={"cache_dir": request_cache_dir(None, beside=out)})
+        client_cfg = client_cfg.model_copy(update={"cache_dir": request_cache_dir(None, stage="evaluate", beside=out)})
     prompt_ref = load_prompt(cfg.prompt).ref
 
     started = time.time()

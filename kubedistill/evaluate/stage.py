@@ -179,7 +179,8 @@ def _evaluate(
 
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.client.cache_dir = request_cache_dir(cfg.client.cache_dir, beside=out)  # beside the artifact, not in it
+    # beside the artifact, not in it
+    cfg.client.cache_dir = request_cache_dir(cfg.client.cache_dir, stage="evaluate", beside=out)
     stats = StageStats(stage="evaluate", n_in=sum(len(v) for v in sets.values()) * len(models))
     summary: dict[str, Any] = {}
     with Timer() as timer:

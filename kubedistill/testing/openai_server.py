@@ -152,7 +152,10 @@ class ScriptedServer:
             if any(re.search(p, prompt) for p in self.s.echo_auth_in_content):
                 content += f"\n(I was called with Authorization: {request.headers.get('Authorization', '')})"
             finish = next((f for pat, f in self.s.finish_reasons if re.search(pat, prompt, re.S)), self.s.finish_reason)
-            n_tokens = max(1, len(content.split()))
+            n_tokens = max(1, len(content.split()))  # a token here is a whitespace-separated word
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            if isinstance(limit, int) and n_tokens > limit:  # as vLLM: cut at the limit, finish_reason "length"
+                content, n_tokens, finish = " ".join(content.split()[:limit]), limit, "length"
             if self.s.latency_per_token_s:
                 await asyncio.sleep(self.s.latency_per_token_s * n_tokens)
             message: dict[str, Any] = {"role": "assistant", "content": content}

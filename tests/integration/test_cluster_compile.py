@@ -193,10 +193,12 @@ def test_real_pipelines_compile_with_cluster_settings_by_component_role(tmp_path
     assert plat["exec-generate-op"]["podMetadata"]["labels"]["kubedistill.io/role"] == "teacher-bound"
     assert all("nodeSelector" in plat[f"exec-{t}-op"] for t in TRAINERS[name])
     assert "nodeSelector" not in plat["exec-collect-op"]
-    # the pipeline's own choices stand: register never caches
+    # caching on: a re-run with the same inputs reports the version it registered (issue 18)
     tasks = out["spec"]["root"]["dag"]["tasks"]
     register = "register-op" if "register-op" in tasks else "register-reward-models-op"
-    assert tasks[register]["cachingOptions"] == {}
+    assert tasks[register]["cachingOptions"] == {"enableCache": True}
+    run_id = {"fieldPath": "metadata.labels['pipeline/runid']", "name": "KFP_RUN_ID"}
+    assert all(run_id in p["fieldPathAsEnv"] for p in plat.values())  # the run's id, not a task input
     for value in secrets_in_env.values():
         assert value not in text
     cluster.check_no_secret_values(tmp_path / f"{name}.yaml")

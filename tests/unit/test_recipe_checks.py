@@ -6,6 +6,7 @@ serves every front door that takes a YAML file (``--config``, ``--cluster-config
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,27 @@ def test_a_key_given_twice_is_an_error_naming_the_key_and_both_lines(tmp_path: P
 def test_a_misspelt_base_model_fails_before_anything_runs(tmp_path: Path) -> None:
     msg = _error(_recipe(tmp_path, lambda d: d["sft"].__setitem__("base_model", "tiny-qwen")))
     assert "sft.base_model: 'tiny-qwen' is not a model directory" in msg and "did you mean 'tiny-qwen3'" in msg
+
+
+def test_a_recipe_for_the_cluster_is_checked_for_what_can_be_checked_here(tmp_path: Path) -> None:
+    """`submit` (here=False): the pods download hub models and mount volumes this machine has not got; a
+    hub id and an absolute path are theirs to resolve, a misspelt alias or a relative path is still ours."""
+
+    def for_cluster(d: dict[str, Any]) -> None:
+        d["sft"]["base_model"] = "Qwen/Qwen2.5-7B-Instruct"
+        d["collect"]["sources"].append({"kind": "file", "path": "/mnt/kubedistill/data/problems.jsonl"})
+
+    path = _recipe(tmp_path, for_cluster)
+    assert load_recipe(path, here=False).sft.base_model == "Qwen/Qwen2.5-7B-Instruct"
+    msg = _error(path)  # run here, the same recipe cannot resolve either
+    assert "not a model in the local Hugging Face cache" in msg and "/mnt/kubedistill/data/problems.jsonl" in msg
+    for change, expected in [
+        (_set("sft.base_model", "tiny-qwen"), "did you mean 'tiny-qwen3'"),
+        (_set("sft.base_model", "./students/none"), "./students/none: no such model"),
+        (_set("generate.prompt", "generat"), "no prompt named 'generat'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_recipe(_recipe(tmp_path, change), here=False)
 
 
 @pytest.mark.parametrize(
