@@ -54,6 +54,11 @@ class JudgeConfig(StrictModel):
     max_tokens: int = Field(default=1024, ge=16)
     max_reasks: int = Field(default=2, ge=0, description="re-asks after an unparsable reply")
     max_cot_chars: int = Field(default=16000, ge=1000, description="longer CoTs are shown to the judge as head + tail")
+    only_correct: bool = Field(
+        default=False,
+        description="label only CoTs whose answer verified (correct=true); the others pass unlabelled and "
+        "uncounted (saves judge calls when verify ran first with keep_all)",
+    )
     constrained: bool = Field(
         default=False,
         description="ask the judge's server to decode only replies in the label's format (vLLM structured "
@@ -162,11 +167,17 @@ def label_samples(
     stats = StageStats(stage=stage, n_in=len(samples))
     by_id = {p.id: p for p in problems}
     out = [s.model_copy(deep=True) for s in samples]
-    known = [(i, by_id[s.problem_id], s) for i, s in enumerate(out) if s.problem_id in by_id]
+    known = [
+        (i, by_id[s.problem_id], s)
+        for i, s in enumerate(out)
+        if s.problem_id in by_id and (s.correct is True or not cfg.only_correct)
+    ]
     for s in out:
         if s.problem_id not in by_id:
             stats.reject("unknown_problem", f"no problem {s.problem_id!r}", record={"sample_id": s.id})
-    keep = {i for i, _, _ in known}
+    keep = {i for i, s in enumerate(out) if s.problem_id in by_id}
+    if cfg.only_correct:
+        stats.metrics["not_judged.not_correct"] = float(len(keep) - len(known))
     cl, owned = _client(cfg, client)
     judge_label = cfg.endpoint().label
     try:
@@ -193,6 +204,14 @@ def label_samples(
                         counts["reasked"] = counts.get("reasked", 0) + 1
                 stats.info[name] = dict(sorted(counts.items()))
                 stats.metrics[f"{name}.unparsable"] = float(counts.get("unparsable", 0))
+                # the label's distribution and how much of it the judge gave in its format (the funnel shows it)
+                for value, count in counts.items():
+                    if value not in ("unparsable", "reasked"):
+                        stats.metrics[f"{name}.{value}"] = float(count)
+                judged = sum(v for k, v in counts.items() if k != "reasked")
+                stats.metrics[f"{name}.labelled_fraction"] = (
+                    (judged - counts.get("unparsable", 0)) / judged if judged else 0.0
+                )
     finally:
         if owned:
             cl.close()
