@@ -64,6 +64,13 @@ class JudgeConfig(StrictModel):
         description="ask the judge's server to decode only replies in the label's format (vLLM structured "
         "outputs: a short rationale, then the tag); for small judges that miss the format",
     )
+    rationale_chars: int = Field(
+        default=200,
+        ge=0,
+        le=2000,
+        description="with constrained decoding: at most this many characters of rationale before the tag (0: the "
+        "tag alone — a few tokens per reply)",
+    )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
     def endpoint(self) -> EndpointConfig:
@@ -118,7 +125,8 @@ def run_judge(
     pending = list(range(len(items)))
     params: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
     if cfg.constrained:  # vLLM's OpenAI server: structured outputs by regex
-        params["structured_outputs"] = {"regex": spec.pattern}
+        pattern = spec.pattern.replace(_RATIONALE, f"[^<]{{0,{cfg.rationale_chars}}}" if cfg.rationale_chars else "", 1)
+        params["structured_outputs"] = {"regex": pattern}
     for round_ in range(cfg.max_reasks + 1):
         if not pending:
             break

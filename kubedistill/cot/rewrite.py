@@ -60,6 +60,10 @@ class RewriteConfig(StrictModel):
     max_tokens: int = Field(default=4096, ge=16)
     max_cot_chars: int = Field(default=24000, ge=1000)
     keep_original: bool = Field(default=False, description="keep the original easy/hard CoT beside its rewrite")
+    accept_untagged: bool = Field(
+        default=True,
+        description="accept a rewrite without <think> tags when it states an answer (as generate accepts CoTs)",
+    )
     keep_rewrites: Literal["medium", "verified", "all"] = Field(
         default="medium",
         description="validation policy (module docstring): medium = keep rewrites re-judged medium whose answer "
@@ -148,7 +152,10 @@ def rewrite(
         if res.reasoning:
             text = f"<think>\n{res.reasoning}\n</think>\n\n{text}"
         split = split_think(text)
-        if not res.ok or res.finish_reason == "length" or THINK_CLOSE not in text or not split.answer_part:
+        # A small rewriter rarely keeps the <think> tags: like `generate`, accept its text when it states an
+        # answer (training wraps it in the tags); without the tags and without an answer it failed.
+        stated = THINK_CLOSE in text or (cfg.accept_untagged and extract_final_answer(text) is not None)
+        if not res.ok or res.finish_reason == "length" or not stated or not split.answer_part:
             counts["rewrite_failed"] += 1
             why = res.error if not res.ok else ("cut off" if res.finish_reason == "length" else "no <think> format")
             stats.info.setdefault("failed", []).append({"sample_id": orig.id, "why": (why or "")[:200]})
