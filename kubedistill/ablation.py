@@ -266,7 +266,7 @@ def train_arm(
         stats.metrics["rows"] = float(len(rows))
         stats.metrics["training_tokens"] = sum(
             v for k, v in stats.metrics.items() if k.endswith(".num_tokens")
-        ) or _estimate_sft_tokens(stats)
+        ) or _estimate_sft_tokens(stats, cfg.sft.per_device_batch_size * cfg.sft.gradient_accumulation_steps)
     else:
         if not reference:
             raise ConfigError(f"arm {spec.name}: a {spec.kind} arm needs the reference student (input `reference`)")
@@ -310,15 +310,12 @@ def train_arm(
     return out, stats
 
 
-def _estimate_sft_tokens(stats: StageStats) -> float:
+def _estimate_sft_tokens(stats: StageStats, rows_per_step: int) -> float:
     """Tokens an SFT run processed when the trainer did not count them: steps x rows per step x mean row."""
     total = 0.0
-    for name, h in (stats.info.get("curriculum") or {}).items():
-        if not isinstance(h, dict) or not h.get("sequences"):
-            continue
-        per_row = h["tokens"] / h["sequences"]
-        total += float(h.get("steps", 0)) * float(h.get("rows_per_step", 1)) * per_row
-        del name
+    for h in (stats.info.get("curriculum") or {}).values():
+        if isinstance(h, dict) and h.get("sequences"):
+            total += float(h.get("steps", 0)) * rows_per_step * h["tokens"] / h["sequences"]
     return total
 
 
