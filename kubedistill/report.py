@@ -104,6 +104,14 @@ def stage_warnings(stage_metrics: dict[str, dict[str, Any]]) -> list[str]:
                     f"{stage}: the judge gave only {frac:.0%} of its {name} labels in its format (unlabelled CoTs "
                     "are counted, not labelled; `constrained: true` helps small judges)"
                 )
+            values = {k.split(".", 1)[1]: _n(m, k) for k in m if k.startswith(f"{name}.") and k.count(".") == 1}
+            values = {k: v for k, v in values.items() if k not in ("unparsable", "labelled_fraction") and v}
+            if len(values) == 1 and sum(values.values()) > 1:
+                (only,) = values
+                out.append(
+                    f"{stage}: the judge gave every one of its {values[only]} CoTs the same {name} label ({only}): "
+                    "its labels carry no information (a bigger judge, or a rationale before the label, may help)"
+                )
         if stage == "rewrite" and "rewrite.extend" in m:
             made = _n(m, "rewrite.extend") + _n(m, "rewrite.simplify")
             judge = stage_metrics.get("judge") or {}

@@ -109,6 +109,13 @@ def test_the_funnel_says_what_each_stage_did_and_warns_when_one_did_nothing() ->
     warnings = stage_warnings(idle)
     assert any(w.startswith("judge: the judge gave only 0% of its difficulty labels") for w in warnings)
     assert "rewrite: did nothing — no CoT was rewritten (no CoT was judged easy or hard)" in warnings
+    same = stage_warnings(
+        {"judge": {"n_in": 9, "n_out": 9, "difficulty.easy": 9.0, "difficulty.labelled_fraction": 1.0}}
+    )
+    assert same == [
+        "judge: the judge gave every one of its 9 CoTs the same difficulty label (easy): its labels carry no "
+        "information (a bigger judge, or a rationale before the label, may help)"
+    ]
     s = RunSummary(pipeline="p", funnel=funnel_from_metrics(idle), warnings=warnings)
     assert "## Warnings" in markdown(s)
 
