@@ -164,3 +164,37 @@ def test_the_ablation_report_writes_the_table_and_nests_every_arm_run(tmp_path: 
     parent = json.loads((tmp_path / "t.json").read_text())["parent_run_id"]
     for child in children:
         assert mlflow.get_run(child).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_an_arm_without_what_it_starts_from_is_refused_before_training(tmp_path: Path) -> None:
+    from kubedistill.ablation import train_arm
+    from kubedistill.core.records import Problem
+
+    cfg = _cfg(arms=["sft_verified", "dpo", "grpo_rv", "grpo_rv_cd"])
+    problems = [Problem(id=f"p{i}", problem=f"{i}+{i}", answer=str(2 * i), source="t") for i in range(6)]
+    (tmp_path / "rm" / "rv").mkdir(parents=True)  # an RV reward model, no CD one
+    kw = {"problems": problems, "reward_models": str(tmp_path / "rm")}
+    with pytest.raises(ConfigError, match="dpo arm needs the reference student"):
+        train_arm(_pool(), cfg, model=tmp_path / "m", arm="dpo", **kw)
+    with pytest.raises(ConfigError, match="grpo_rv_cd: no cd reward model"):
+        train_arm(_pool(), cfg, model=tmp_path / "m", arm="grpo_rv_cd", reference=str(tmp_path), **kw)
+    with pytest.raises(ConfigError, match="no arm 'grpo_cd'"):  # not among the recipe's arms
+        train_arm(_pool(), cfg, model=tmp_path / "m", arm="grpo_cd", reference=str(tmp_path), **kw)
+
+
+def test_the_recipe_always_has_the_reference_arm_and_the_pool_keeps_wrong_cots() -> None:
+    from kubedistill.chat.config import EndpointConfig
+    from kubedistill.recipes import load_recipe
+
+    recipe = load_recipe("examples/ablation.yaml", {"ablation.arms": ["base", "sft_all"]})
+    assert [a.name for a in recipe.ablation.arms] == ["sft_verified", "base", "sft_all"]  # the reference added first
+    args = recipe.pipeline_arguments([EndpointConfig(url="http://127.0.0.1:9/v1", model="t")])
+    assert args["arms"] == ["base", "sft_all"] and args["reference_arm"] == "sft_verified"
+    assert args["verify_config"]["keep_all"] is True
+    assert args["judge_config"]["only_correct"] is args["score_config"]["only_correct"] is True
+    with pytest.raises(ConfigError, match="start from the reference arm 'sft_verified': list it too"):
+        load_recipe("examples/ablation.yaml", {"ablation.arms": ["base", "dpo"]})
+    with pytest.raises(ConfigError, match="unknown arm 'grpo_len'"):
+        load_recipe("examples/ablation.yaml", {"ablation.arms": ["sft_verified", "grpo_len"]})
+    with pytest.raises(ConfigError, match="sft_steps"):
+        load_recipe("examples/ablation.yaml", {"ablation.budget.sft_steps": 0})
