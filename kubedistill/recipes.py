@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from kubedistill.ablation import REFERENCE, ArmConfig
 from kubedistill.chat.config import EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel, load_config, load_yaml, reference
 from kubedistill.cot.generate import GenerateConfig
@@ -159,10 +160,13 @@ class SlowThinkingRecipe(_SFTRecipe):
         known once it is started); by default the recipe's own endpoints. Judge and rewriter default to the
         first teacher."""
         endpoints = self._endpoints(teachers)
+        judge = _judge_with(self.judge, endpoints)
         rewrite = self.rewrite if self.rewrite.rewriter else self.rewrite.model_copy(update={"rewriter": endpoints[0]})
+        if rewrite.judge is None and rewrite.keep_rewrites != "all":  # rewrites are re-judged by the same judge
+            rewrite = rewrite.model_copy(update={"judge": judge})
         return {
             **self._common(endpoints),
-            "judge_config": kfp_param(_judge_with(self.judge, endpoints), "judge"),
+            "judge_config": kfp_param(judge, "judge"),
             "rewrite_config": kfp_param(rewrite, "rewrite"),
             "pairs_config": kfp_param(self.pairs, "pairs"),
             "dpo_config": kfp_param(self.dpo, "dpo"),  # its base is the SFT student (an artifact)
@@ -234,6 +238,50 @@ class GRPORecipe(_Recipe):
         }
 
 
+class AblationRecipe(_DataRecipe):
+    """The ablation harness (kubedistill/ablation.py): one pool — collect → generate → verify (every CoT kept,
+    ``correct`` set) → difficulty judge and RV / CD scores on the verified CoTs → DPO pairs, RV / CD reward
+    models — then every arm of ``ablation.arms`` trained from it with the same budget and seed, each evaluated
+    on the same held-out problems; one table, one plot, one MLflow parent run."""
+
+    recipe: Literal["ablation"] = "ablation"
+    name: str = "ablation"
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    score: JudgeConfig = Field(default_factory=JudgeConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    reward_models: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    ablation: ArmConfig
+
+    def pipeline_arguments(self, teachers: list[EndpointConfig] | None = None) -> dict[str, Any]:
+        """The pipeline's parameters. The pool keeps wrong CoTs (``verify.keep_all``: the ``sft_all`` arm trains
+        on them) and judges and scores only the verified ones (``only_correct``), unless the recipe says
+        otherwise; the reference arm (``sft_verified``) trains first, the other arms side by side after it."""
+        endpoints = self._endpoints(teachers)
+        common = self._common(endpoints)
+        common["verify_config"] = kfp_param(self.verify.model_copy(update={"keep_all": True}), "verify")
+        judges = {}
+        for key, section in (("judge", self.judge), ("score", self.score)):
+            if "only_correct" not in section.model_fields_set:
+                section = section.model_copy(update={"only_correct": True})
+            judges[f"{key}_config"] = kfp_param(_judge_with(section, endpoints), key)
+        return {
+            **common,
+            **judges,
+            "pairs_config": kfp_param(self.pairs, "pairs"),
+            "reward_models_config": kfp_param(self.reward_models, "reward_models"),
+            "arm_config": kfp_param(self.ablation, "ablation"),
+            "arms": [a.name for a in self.ablation.arms if a.name != REFERENCE.name],
+            "reference_arm": REFERENCE.name,
+            "name": self.name,
+        }
+
+    @model_validator(mode="after")
+    def _with_reference(self) -> AblationRecipe:
+        if REFERENCE.name not in [a.name for a in self.ablation.arms]:  # every table has the reference student
+            self.ablation.arms.insert(0, REFERENCE)
+        return self
+
+
 class EvaluateRecipe(StrictModel):
     """Evaluate students (registered or served) against baselines on named benchmarks."""
 
@@ -288,6 +336,7 @@ RECIPES: dict[str, type[StrictModel]] = {
     "reward_models": RewardModelsRecipe,
     "grpo": GRPORecipe,
     "evaluate": EvaluateRecipe,
+    "ablation": AblationRecipe,
 }
 
 

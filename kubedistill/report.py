@@ -24,6 +24,7 @@ class FunnelRow(BaseModel):
     n_in: int
     n_out: int
     dropped: dict[str, int] = Field(default_factory=dict)
+    effect: str = ""  # what the stage did besides dropping: labels given, CoTs rewritten, steps trained
 
 
 class RunSummary(BaseModel):
@@ -32,12 +33,101 @@ class RunSummary(BaseModel):
     funnel: list[FunnelRow] = Field(default_factory=list)
     training: dict[str, dict[str, float]] = Field(default_factory=dict)  # stage -> loss, MAE, reward, ...
     evaluation: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # model -> benchmark -> result
+    # model -> benchmark -> paired difference against the baseline (mean_delta, delta_ci95, shared_problems, ...)
+    comparison: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    baseline: str | None = None
+    warnings: list[str] = Field(default_factory=list)  # stages that did nothing, judges that missed the format
     lengths: dict[str, list[int]] = Field(default_factory=dict, exclude=True)  # model -> completion tokens
     scores: list[tuple[int, int]] = Field(default_factory=list, exclude=True)  # (rv, cd) of scored CoTs
     model_uri: str | None = None
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     report_html: str | None = None
+
+
+def _n(m: dict[str, Any], key: str) -> int:
+    v = m.get(key)
+    return int(v) if isinstance(v, int | float) else 0
+
+
+def _labels(m: dict[str, Any], name: str, values: tuple[str, ...]) -> str:
+    parts = [f"{v} {_n(m, f'{name}.{v}')}" for v in values if _n(m, f"{name}.{v}")]
+    if _n(m, f"{name}.unparsable"):
+        parts.append(f"unparsable {_n(m, f'{name}.unparsable')}")
+    frac = m.get(f"{name}.labelled_fraction")
+    if isinstance(frac, int | float):
+        parts.append(f"{frac:.0%} labelled")
+    return ", ".join(parts)
+
+
+def stage_effect(stage: str, m: dict[str, Any]) -> str:
+    """One line: what ``stage`` did to its records, from its metrics (empty when there is nothing to say)."""
+    if stage == "judge":
+        return _labels(m, "difficulty", ("easy", "medium", "hard"))
+    if stage == "score":
+        return "; ".join(f"{n.upper()}: {_labels(m, n, tuple(str(i) for i in range(10)))}" for n in ("rv", "cd"))
+    if stage == "rewrite":
+        made = f"extended {_n(m, 'rewrite.extend')}, simplified {_n(m, 'rewrite.simplify')}"
+        if _n(m, "rewrite.rewrite_failed"):
+            made += f", failed {_n(m, 'rewrite.rewrite_failed')}"
+        if not any(k.startswith("rewrite.validated.") for k in m):
+            return made
+        v = {k.removeprefix("rewrite.validated."): _n(m, k) for k in m if k.startswith("rewrite.validated.")}
+        moved = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.items() if n)
+        return f"{made}; re-judged: {moved or 'none'}; kept {_n(m, 'rewrite.kept')}, dropped {_n(m, 'rewrite.dropped')}"
+    if stage == "verify":
+        return f"correct {_n(m, 'n_correct')} ({float(m.get('correct_rate', 0.0)):.0%})" if "n_correct" in m else ""
+    if stage in ("sft", "dpo", "grpo"):
+        if m.get("skipped"):
+            return "skipped"
+        steps = sum(v for k, v in m.items() if isinstance(v, int | float) and (k == "steps" or k.endswith(".steps")))
+        return f"{steps:.0f} optimizer steps" if steps else ""
+    if stage == "select" and "problems_covered" in m:
+        return f"{_n(m, 'problems_covered')} problems covered"
+    return ""
+
+
+def stage_warnings(stage_metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Stages that did nothing, or did their work badly enough to say so in the run's summary."""
+    out: list[str] = []
+    for stage, m in stage_metrics.items():
+        m = m or {}
+        if "n_in" not in m:
+            continue
+        n_in, n_out = _n(m, "n_in"), _n(m, "n_out")
+        if n_in and not n_out:
+            out.append(f"{stage}: did nothing useful — none of its {n_in} inputs came out")
+        for name in ("difficulty", "rv", "cd"):
+            frac = m.get(f"{name}.labelled_fraction")
+            if isinstance(frac, int | float) and frac < 0.9:
+                out.append(
+                    f"{stage}: the judge gave only {frac:.0%} of its {name} labels in its format (unlabelled CoTs "
+                    "are counted, not labelled; `constrained: true` helps small judges)"
+                )
+            values = {k.split(".", 1)[1]: _n(m, k) for k in m if k.startswith(f"{name}.") and k.count(".") == 1}
+            values = {k: v for k, v in values.items() if k not in ("unparsable", "labelled_fraction") and v}
+            if len(values) == 1 and sum(values.values()) > 1:
+                (only,) = values
+                out.append(
+                    f"{stage}: the judge gave every one of its {values[only]} CoTs the same {name} label ({only}): "
+                    "its labels carry no information (a bigger judge, or a rationale before the label, may help)"
+                )
+        if stage == "rewrite" and "rewrite.extend" in m:
+            made = _n(m, "rewrite.extend") + _n(m, "rewrite.simplify")
+            judge = stage_metrics.get("judge") or {}
+            todo = _n(judge, "difficulty.easy") + _n(judge, "difficulty.hard")
+            if not made:
+                why = (
+                    f" although the judge labelled {todo} CoTs easy or hard"
+                    if todo
+                    else " (no CoT was judged easy or hard)"
+                )
+                out.append(f"rewrite: did nothing — no CoT was rewritten{why}")
+            elif "rewrite.kept" in m and not _n(m, "rewrite.kept"):
+                out.append(f"rewrite: every one of its {made} rewrites was dropped by validation")
+        if stage in ("sft", "dpo", "grpo") and m.get("skipped"):
+            out.append(f"{stage}: did nothing — skipped (too few training rows); the model passed through unchanged")
+    return out
 
 
 def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[FunnelRow]:
@@ -50,7 +140,11 @@ def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[Funnel
         dropped = {k.removeprefix("dropped."): int(v) for k, v in m.items() if k.startswith("dropped.") and v}
         if m.get("skipped"):
             dropped["skipped: too few inputs"] = int(m["n_in"]) - sum(dropped.values())
-        rows.append(FunnelRow(stage=stage, n_in=int(m["n_in"]), n_out=int(m["n_out"]), dropped=dropped))
+        rows.append(
+            FunnelRow(
+                stage=stage, n_in=int(m["n_in"]), n_out=int(m["n_out"]), dropped=dropped, effect=stage_effect(stage, m)
+            )
+        )
     return rows
 
 
@@ -86,11 +180,18 @@ def load_lengths(results_dir: Path) -> dict[str, list[int]]:
 def markdown(summary: RunSummary) -> str:
     lines = [f"# {summary.pipeline} — run report", ""]
     if summary.funnel:
-        lines += ["## Stage funnel", "", "| stage | in | out | dropped (by reason) |", "|---|---:|---:|---|"]
+        lines += [
+            "## Stage funnel",
+            "",
+            "| stage | in | out | dropped (by reason) | effect |",
+            "|---|---:|---:|---|---|",
+        ]
         for r in summary.funnel:
             drops = ", ".join(f"{k}: {v}" for k, v in sorted(r.dropped.items())) or "—"
-            lines.append(f"| {r.stage} | {r.n_in} | {r.n_out} | {drops} |")
+            lines.append(f"| {r.stage} | {r.n_in} | {r.n_out} | {drops} | {r.effect or '—'} |")
         lines.append("")
+    if summary.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in summary.warnings] + [""]
     if summary.training:
         lines += ["## Training", "", "| stage | metric | value |", "|---|---|---:|"]
         for stage, m in summary.training.items():
@@ -100,21 +201,57 @@ def markdown(summary: RunSummary) -> str:
         lines += [
             "## Evaluation",
             "",
-            "| model | benchmark | problems | accuracy | pass@k | mean / median tokens |",
-            "|---|---|---:|---:|---|---|",
+            "| model | benchmark | problems | accuracy | 95% interval | pass@k | mean / median tokens |",
+            "|---|---|---:|---:|---|---|---|",
         ]
         for model, benches in summary.evaluation.items():
             for bench, r in benches.items():
                 passk = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("pass@"))
                 ln = r.get("lengths", {})
                 lines.append(
-                    f"| {model} | {bench} | {r.get('n_problems', 0)} | {r.get('accuracy', 0):.3f} | {passk} | "
+                    f"| {model} | {bench} | {r.get('n_problems', 0)} | {r.get('accuracy', 0):.3f} | "
+                    f"{_interval(r.get('accuracy_ci95'))} | {passk} | "
                     f"{ln.get('mean', 0):.0f} / {ln.get('median', 0):.0f} |"
                 )
+        lines.append("")
+        lines += [
+            gap_line(summary.baseline or "", model, bench, d)
+            for model, b in summary.comparison.items()
+            for bench, d in b.items()
+        ]
         lines.append("")
     if summary.model_uri:
         lines += [f"Registered student: `{summary.model_uri}`", ""]
     return "\n".join(lines)
+
+
+def _interval(ci: Any) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else "—"
+
+
+def gap_line(baseline: str, model: str, bench: str, d: dict[str, Any]) -> str:
+    """``student − base on heldout (100 problems): +0.310, 95% interval [+0.21, +0.41]: a real gap``."""
+    lo, hi = d.get("delta_ci95", (0.0, 0.0))
+    verdict = (
+        "outside the interval: a real difference" if lo > 0 or hi < 0 else "inside the interval: no real difference"
+    )
+    return (
+        f"{model} − {baseline} on {bench} ({d.get('shared_problems', 0)} problems, paired): "
+        f"{d.get('mean_delta', 0.0):+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}] — 0 is {verdict}"
+    )
+
+
+def load_comparison(results_dir: Path) -> tuple[str | None, dict[str, dict[str, dict[str, Any]]]]:
+    """The baseline and each other model's paired difference per benchmark, from ``compare/comparison.json``."""
+    f = results_dir / "compare" / "comparison.json"
+    if not f.exists():
+        return None, {}
+    data = json.loads(f.read_text())
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for bench, entry in data.get("benchmarks", {}).items():
+        for model, pr in entry.get("paired", {}).items():
+            out.setdefault(model, {})[bench] = pr
+    return data.get("baseline"), out
 
 
 def _png(fig: Any) -> str:
@@ -263,7 +400,7 @@ def print_run_summary(result: Any) -> None:
     if summary is not None:
         if summary.funnel:
             t = Table(title="Stage funnel")
-            for col in ("stage", "in", "out", "dropped"):
+            for col in ("stage", "in", "out", "dropped", "effect"):
                 t.add_column(col, justify="right" if col in ("in", "out") else "left")
             for r in summary.funnel:
                 t.add_row(
@@ -271,8 +408,11 @@ def print_run_summary(result: Any) -> None:
                     str(r.n_in),
                     str(r.n_out),
                     ", ".join(f"{k}={v}" for k, v in sorted(r.dropped.items())) or "-",
+                    r.effect or "-",
                 )
             console.print(t)
+        for w in summary.warnings:
+            console.print(f"[bold yellow]warning:[/] {w}")
         if summary.training:
             t = Table(title="Training")
             for col in ("stage", "steps", "loss first -> last", "other"):
@@ -303,6 +443,7 @@ def print_run_summary(result: Any) -> None:
                 "benchmark",
                 "problems",
                 "accuracy",
+                "95% interval",
                 "pass@1",
                 "answered",
                 "mean tokens",
@@ -317,12 +458,16 @@ def print_run_summary(result: Any) -> None:
                         bench,
                         str(r.get("n_problems")),
                         f"{r.get('accuracy', 0):.3f}",
+                        _interval(r.get("accuracy_ci95")),
                         f"{r.get('pass@1', float('nan')):.3f}",
                         f"{r.get('answered_rate', 0):.2f}",
                         f"{ln.get('mean', 0):.0f}",
                         f"{ln.get('median', 0):.0f}",
                     )
             console.print(t)
+            for model, benches in summary.comparison.items():
+                for bench, d in benches.items():
+                    print(gap_line(summary.baseline or "", model, bench, d))
         if summary.report_html:
             print(f"report: {summary.report_html}")
         if summary.mlflow_run_id:
@@ -344,6 +489,25 @@ def print_run_summary(result: Any) -> None:
     # plain prints, never wrapped: CI and scripts read these two last lines
     print(f"tracking: {result.tracking_uri}")
     print(f"model: {result.model_uri or '(none registered)'}")
+
+
+def print_ablation_table(result: Any) -> None:
+    """The ablation table of a local run (`kubedistill ablate`), with the path of its HTML report."""
+    path = result.outputs.get("table")
+    path = getattr(path, "path", path)
+    if not path or not Path(path).exists():
+        print("ablation: no table (the run did not get that far)")
+        return
+    from kubedistill.ablation import table_markdown
+
+    data = json.loads(Path(path).read_text())
+    print(f"\nAblation {data.get('name', '')}: every arm on the same held-out problems (greedy pass@1)\n")
+    print(table_markdown(data.get("rows", [])))
+    html_copy = Path(result.run_dir) / "ablation.html"
+    if html_copy.exists():
+        print(f"\nablation report: {html_copy}")
+    if data.get("parent_run_id"):
+        print(f"mlflow parent run: {data['parent_run_id']} (every arm's runs are nested under it)")
 
 
 def write_report(
@@ -384,6 +548,9 @@ def write_report(
         report_html=report_html,
     )
     s.lengths = load_lengths(Path(results)) if results else {}
+    if results:
+        s.baseline, s.comparison = load_comparison(Path(results))
+    s.warnings = stage_warnings(metrics_by_stage)
     if scored:
         s.scores = [(x.rv, x.cd) for x in read_records(scored, Sample) if x.rv is not None and x.cd is not None]
     # everything written goes through the redaction step (a tracking URI may carry a password)

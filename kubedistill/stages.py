@@ -541,6 +541,71 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+# The ablation harness (kubedistill/ablation.py): every arm trained from one pool, evaluated on one held-out set.
+ARM = Param("arm", str, required=True, help="the arm's name (one of the config's arms)")
+STAGES += (
+    Stage(
+        "arm_train",
+        "kubedistill.ablation:train_arm",
+        "Ablation: train one arm (SFT on a subset, curriculum, DPO or GRPO) from the shared pool, same budget.",
+        role="train",
+        kind="files",
+        config="kubedistill.ablation:ArmConfig",
+        inputs=(
+            Port("samples", records="Sample", help="the pool: every CoT with `correct` set (labels on verified ones)"),
+            Port("problems", records="Problem", help="the training problems"),
+            Port("pairs", records="PreferencePair", optional=True, help="DPO pairs (the dpo arm)"),
+            Port("reward_models", type="Model", optional=True, help="rv/ and cd/ reward models (grpo arms)"),
+            Port(
+                "reference", type="Model", optional=True, help="the reference student (dpo and grpo arms start from it)"
+            ),
+        ),
+        outputs=(MODEL_OUT, METRICS),
+        params=(ARM, WORK_DIR),
+        funnel=False,
+        cli=Cli(input="samples", output="model", config_required=True),
+    ),
+    Stage(
+        "arm_evaluate",
+        "kubedistill.ablation:evaluate_arm",
+        "Ablation: one arm's student on the held-out problems (greedy pass@1), its CoT lengths and RV / CD vs target.",
+        role="serve",
+        kind="files",
+        config="kubedistill.ablation:ArmConfig",
+        inputs=(
+            Port("problems", records="Problem", help="the held-out problems"),
+            Port("model", type="Model", help="the arm's model directory (from arm_train)"),
+            Port(
+                "reward_models", type="Model", optional=True, help="rv/ and cd/ reward models (RV / CD of completions)"
+            ),
+        ),
+        outputs=(Port("results", help="results directory: <arm>/ the evaluation, arm.json the table row"), METRICS),
+        params=(ARM,),
+        funnel=False,
+        cli=Cli(input="problems", output="results", config_required=True),
+    ),
+    Stage(
+        "ablation_report",
+        "kubedistill.ablation:ablation_report",
+        "Ablation: one table (accuracy with 95% intervals, lengths, training tokens, RV / CD vs target) and a plot; "
+        "an MLflow parent run over every arm.",
+        role="cpu",
+        kind="task",
+        inputs=(
+            Port("arms", many=True, help="the arms' results directories"),
+            Port("reference", optional=True, help="the reference arm's results directory"),
+        ),
+        outputs=(
+            Port("report", type="Markdown", help="the ablation table (Markdown)"),
+            Port("report_html", type="HTML", help="the table and the plot (HTML)"),
+            Port("summary", help="every arm's row (JSON)"),
+            METRICS,
+        ),
+        params=(Param("name", str, "ablation", "the ablation's name"), Param("run_name", str, "", "the run's name")),
+        funnel=False,
+    ),
+)
+
 # The run report: the stages whose metrics make its funnel, in pipeline order.
 STAGE_ORDER: tuple[str, ...] = tuple(s.name for s in STAGES if s.funnel and s.kind != "task")
 TRAINING_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.role == "train")

@@ -6,6 +6,7 @@ adaptive_thinking   ThoughtX/ThoughtY: RV/CD scores, target-aware selection, SFT
 reward_models       RV and CD regressors distilled from the judge's scores
 grpo                GRPO with format + accuracy + RV/CD interval rewards
 evaluate            registered students or endpoints on named benchmarks, side by side
+ablation            one pool of CoTs, arms trained from it side by side, one table
 ==================  ======================================================================
 
 A recipe's ``recipe:`` key names its pipeline (kubedistill/recipes.py).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubedistill_kfp.pipelines.ablation import ablation
 from kubedistill_kfp.pipelines.adaptive_thinking import adaptive_thinking
 from kubedistill_kfp.pipelines.evaluate import evaluate
 from kubedistill_kfp.pipelines.grpo import grpo
@@ -29,6 +31,7 @@ PIPELINES: dict[str, Any] = {
     "reward_models": reward_models,
     "grpo": grpo,
     "evaluate": evaluate,
+    "ablation": ablation,
 }
 
 

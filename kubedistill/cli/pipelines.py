@@ -152,6 +152,37 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def ablate_args(p: argparse.ArgumentParser) -> None:
+    """The options of `kubedistill ablate` (those of `run`, without --local: an ablation runs here)."""
+    run_args(p)
+    p.set_defaults(local=True)
+
+
+def cmd_ablate(ns: argparse.Namespace) -> int:
+    """Run an ablation recipe here (kfp.local): the pool once (cached), every arm, one table; print the table."""
+    from kubedistill.core.config import parse_overrides
+    from kubedistill.core.errors import UserError
+    from kubedistill.recipes import load_recipe
+    from kubedistill.report import print_ablation_table, print_run_summary
+    from kubedistill_kfp.local import run_local
+
+    overrides = parse_overrides(ns.set)
+    recipe = load_recipe(ns.recipe, overrides)
+    if recipe.recipe != "ablation":
+        raise UserError(f"{ns.recipe}: `kubedistill ablate` runs ablation recipes (this one is {recipe.recipe!r})")
+    result = run_local(
+        ns.recipe,
+        workdir=ns.workdir,
+        teacher_url=ns.teacher_url,
+        teacher_model=ns.teacher_model,
+        teacher_api_key_env=ns.teacher_api_key_env,
+        overrides=overrides,
+    )
+    print_ablation_table(result)
+    print_run_summary(result)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Any, Any, str]] = {
     "compile": (
         compile_args,
@@ -164,4 +195,9 @@ COMMANDS: dict[str, tuple[Any, Any, str]] = {
         "upload a compiled pipeline (or a new version) to Kubeflow Pipelines and start a run",
     ),
     "run": (run_args, cmd_run, "run a recipe's pipeline: --local runs it here under kfp.local (the embedded default)"),
+    "ablate": (
+        ablate_args,
+        cmd_ablate,
+        "run an ablation recipe here: one pool of CoTs (cached), every arm trained from it, one table and plot",
+    ),
 }

@@ -55,10 +55,22 @@ class JudgeConfig(StrictModel):
     max_tokens: int = Field(default=1024, ge=16)
     max_reasks: int = Field(default=2, ge=0, description="re-asks after an unparsable reply")
     max_cot_chars: int = Field(default=16000, ge=1000, description="longer CoTs are shown to the judge as head + tail")
+    only_correct: bool = Field(
+        default=False,
+        description="label only CoTs whose answer verified (correct=true); the others pass unlabelled and "
+        "uncounted (saves judge calls when verify ran first with keep_all)",
+    )
     constrained: bool = Field(
         default=False,
         description="ask the judge's server to decode only replies in the label's format (vLLM structured "
         "outputs: a short rationale, then the tag); for small judges that miss the format",
+    )
+    rationale_chars: int = Field(
+        default=200,
+        ge=0,
+        le=2000,
+        description="with constrained decoding: at most this many characters of rationale before the tag (0: the "
+        "tag alone — a few tokens per reply)",
     )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
@@ -114,7 +126,8 @@ def run_judge(
     pending = list(range(len(items)))
     params: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
     if cfg.constrained:  # vLLM's OpenAI server: structured outputs by regex
-        params["structured_outputs"] = {"regex": spec.pattern}
+        pattern = spec.pattern.replace(_RATIONALE, f"[^<]{{0,{cfg.rationale_chars}}}" if cfg.rationale_chars else "", 1)
+        params["structured_outputs"] = {"regex": pattern}
     for round_ in range(cfg.max_reasks + 1):
         if not pending:
             break
@@ -166,11 +179,17 @@ def label_samples(
     stats = StageStats(stage=stage, n_in=len(samples))
     by_id = {p.id: p for p in problems}
     out = [s.model_copy(deep=True) for s in samples]
-    known = [(i, by_id[s.problem_id], s) for i, s in enumerate(out) if s.problem_id in by_id]
+    known = [
+        (i, by_id[s.problem_id], s)
+        for i, s in enumerate(out)
+        if s.problem_id in by_id and (s.correct is True or not cfg.only_correct)
+    ]
     for s in out:
         if s.problem_id not in by_id:
             stats.reject("unknown_problem", f"no problem {s.problem_id!r}", record={"sample_id": s.id})
-    keep = {i for i, _, _ in known}
+    keep = {i for i, s in enumerate(out) if s.problem_id in by_id}
+    if cfg.only_correct:
+        stats.metrics["not_judged.not_correct"] = float(len(keep) - len(known))
     cl, owned = _client(cfg, client)
     judge_label = cfg.endpoint().label
     try:
@@ -197,6 +216,14 @@ def label_samples(
                         counts["reasked"] = counts.get("reasked", 0) + 1
                 stats.info[name] = dict(sorted(counts.items()))
                 stats.metrics[f"{name}.unparsable"] = float(counts.get("unparsable", 0))
+                # the label's distribution and how much of it the judge gave in its format (the funnel shows it)
+                for value, count in counts.items():
+                    if value not in ("unparsable", "reasked"):
+                        stats.metrics[f"{name}.{value}"] = float(count)
+                judged = sum(v for k, v in counts.items() if k != "reasked")
+                stats.metrics[f"{name}.labelled_fraction"] = (
+                    (judged - counts.get("unparsable", 0)) / judged if judged else 0.0
+                )
     finally:
         if owned:
             cl.close()

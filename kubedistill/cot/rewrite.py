@@ -1,17 +1,39 @@
-"""Stage `rewrite` (DistilQwen2.5-R1): extend CoTs judged *easy*, simplify CoTs judged *hard*.
+"""Stage `rewrite` (DistilQwen2.5-R1): extend CoTs judged *easy*, simplify CoTs judged *hard*, and
+validate every rewrite.
 
-One pass, through the teacher client. A rewritten CoT is a new Sample: id ``<original id>::rw``,
-``rewritten_from`` = the original id, ``teacher`` = the rewriter, the original's problem,
-temperature and index. Difficulty after the rewrite: an extended easy CoT becomes *medium*; a
-simplified hard CoT keeps *hard* (its problem still belongs in the curriculum's second stage).
-Medium and unlabelled CoTs pass unchanged. By default the rewrite replaces the original
-(``keep_original`` keeps both); a rewrite that failed or lost the ``<think>`` format keeps the
-original, counted as ``rewrite_failed``. Rewrites are checked again by `verify` afterwards.
+The processor's loop is the published one — evaluate, improve, **validate**:
+
+1. *evaluate*: the `judge` stage labelled each CoT easy / medium / hard for the student;
+2. *improve*: each easy CoT is extended (missing steps added), each hard one simplified, through the
+   rewriter endpoint. A rewritten CoT is a new Sample: id ``<original id>::rw``, ``rewritten_from`` =
+   the original id, ``teacher`` = the rewriter, the original's problem, temperature and index;
+3. *validate* (``keep_rewrites: medium`` or ``verified``): every rewrite's answer is verified
+   (kubedistill/verifiers: a rewrite must keep a correct answer) and the rewrite is judged again with
+   the difficulty judge (``judge``: the recipe's judge section). Its outcome is one of
+   ``moved_to_medium``, ``stayed`` (the same label as before: still too terse, still too convoluted),
+   ``moved_other`` (easy became hard or the reverse), ``unlabelled`` (the judge gave no parsable
+   label) or ``wrong_answer``. The policy ``keep_rewrites`` decides:
+
+   ============  ==========================================================================
+   ``medium``    keep a rewrite that judges *medium* and whose answer is not wrong (DistilQwen2.5-R1)
+   ``verified``  keep every rewrite whose answer is not wrong, with its re-judged difficulty
+   ``all``       no validation: keep every rewrite, an extended easy CoT assumed *medium*, a
+                 simplified hard one *hard* (no judge calls, no verification)
+   ============  ==========================================================================
+
+   In a dropped rewrite's place stays the original CoT (``dropped_rewrites: original``, with its old
+   label) or nothing (``none``: the original is a ``rewrite_rejected`` reject).
+
+Medium and unlabelled CoTs pass unchanged. By default a kept rewrite replaces its original
+(``keep_original`` keeps both); a rewrite that failed or lost the ``<think>`` format keeps the original,
+counted as ``rewrite_failed``. The metrics (``rewrite.extend``, ``.simplify``, ``.rewrite_failed``,
+``rewrite.validated.<outcome>``, ``rewrite.kept``, ``rewrite.dropped``) make the run report's funnel row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,7 +42,7 @@ from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
 from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer, Usage
 from kubedistill.core.text import THINK_CLOSE, extract_final_answer, split_think
-from kubedistill.cot.judge import show_cot
+from kubedistill.cot.judge import SPECS, JudgeConfig, run_judge, show_cot
 from kubedistill.prompts import load_prompt
 
 STAGE = "rewrite"
@@ -38,6 +60,23 @@ class RewriteConfig(StrictModel):
     max_tokens: int = Field(default=4096, ge=16)
     max_cot_chars: int = Field(default=24000, ge=1000)
     keep_original: bool = Field(default=False, description="keep the original easy/hard CoT beside its rewrite")
+    accept_untagged: bool = Field(
+        default=True,
+        description="accept a rewrite without <think> tags when it states an answer (as generate accepts CoTs)",
+    )
+    keep_rewrites: Literal["medium", "verified", "all"] = Field(
+        default="medium",
+        description="validation policy (module docstring): medium = keep rewrites re-judged medium whose answer "
+        "is not wrong; verified = keep every rewrite whose answer is not wrong; all = no re-judging or verifying",
+    )
+    dropped_rewrites: Literal["original", "none"] = Field(
+        default="original", description="what stays in a dropped rewrite's place: its original CoT, or nothing"
+    )
+    judge: JudgeConfig | None = Field(
+        default=None,
+        description="the judge that re-judges rewrites (a recipe gives its judge section); None: the rewriter, "
+        "with JudgeConfig's defaults",
+    )
     client: ClientConfig = Field(default_factory=ClientConfig)
 
     def endpoint(self) -> EndpointConfig:
@@ -45,17 +84,33 @@ class RewriteConfig(StrictModel):
             raise ConfigError("rewrite: no rewriter endpoint configured (rewrite.rewriter or the recipe's teachers)")
         return self.rewriter
 
+    def judge_config(self) -> JudgeConfig:
+        """The re-judging judge: ``judge`` (its endpoint defaulting to the rewriter), cached beside the rewrites."""
+        judge = self.judge or JudgeConfig()
+        update: dict[str, object] = {}
+        if judge.judge is None:
+            update["judge"] = self.endpoint()
+        if judge.client.cache_dir is None and self.client.cache_dir is not None:
+            update["client"] = judge.client.model_copy(update={"cache_dir": self.client.cache_dir})
+        return judge.model_copy(update=update) if update else judge
+
+
+OUTCOMES = ("moved_to_medium", "stayed", "moved_other", "unlabelled", "wrong_answer")
+
 
 def rewrite(
     samples: Sequence[Sample], cfg: RewriteConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
 ) -> tuple[list[Sample], StageStats]:
-    """Stage `rewrite`: extend every CoT judged *easy*, simplify every CoT judged *hard* (see the module
-    docstring), through the rewriter endpoint ``cfg.rewriter``.
+    """Stage `rewrite`: extend every CoT judged *easy*, simplify every CoT judged *hard*, through the
+    rewriter endpoint ``cfg.rewriter``, then validate every rewrite (verify its answer, judge it again)
+    and keep or drop it by ``cfg.keep_rewrites`` (see the module docstring).
 
     Input: samples (with ``difficulty``) and their problems. Output: every sample, easy and hard ones
-    replaced by their rewrites (or kept beside them with ``keep_original``); a failed rewrite keeps the
-    original (metric ``rewrite.rewrite_failed``). Metrics: ``rewrite.extend`` / ``.simplify`` counts and
-    the client's request and token counts. Raises ``ConfigError`` without a rewriter endpoint."""
+    replaced by their kept rewrites (or kept beside them with ``keep_original``); a failed or dropped
+    rewrite leaves the original (``dropped_rewrites: none``: nothing, a ``rewrite_rejected`` reject).
+    Metrics: ``rewrite.extend`` / ``.simplify`` / ``.rewrite_failed``, ``rewrite.validated.<outcome>``,
+    ``rewrite.kept`` / ``.dropped``, the clients' request and token counts. Raises ``ConfigError``
+    without a rewriter endpoint."""
     stats = StageStats(stage=STAGE, n_in=len(samples))
     by_id = {p.id: p for p in problems}
     endpoint = cfg.endpoint()
@@ -97,7 +152,10 @@ def rewrite(
         if res.reasoning:
             text = f"<think>\n{res.reasoning}\n</think>\n\n{text}"
         split = split_think(text)
-        if not res.complete or THINK_CLOSE not in text or not split.answer_part:
+        # A small rewriter rarely keeps the <think> tags: like `generate`, accept its text when it states an
+        # answer (training wraps it in the tags); without the tags and without an answer it failed.
+        stated = THINK_CLOSE in text or (cfg.accept_untagged and extract_final_answer(text) is not None)
+        if not res.complete or not stated or not split.answer_part:
             counts["rewrite_failed"] += 1
             why = res.error if not res.ok else (res.incomplete_reason or "no <think> format")
             stats.info.setdefault("failed", []).append({"sample_id": orig.id, "why": (why or "")[:200]})
@@ -126,17 +184,91 @@ def rewrite(
             },
             metadata={**orig.metadata, "original_difficulty": orig.difficulty},
         )
+    validated = _validate(rewritten, samples, cfg, by_id, stats, client)
     out: list[Sample] = []
     for i, s in enumerate(samples):
-        if i in rewritten:
+        if i in rewritten and validated.get(i, True):
             if cfg.keep_original:
                 out.append(s)
             out.append(rewritten[i])
+        elif i in rewritten and cfg.dropped_rewrites == "none" and not cfg.keep_original:
+            stats.reject(
+                "rewrite_rejected",
+                f"its rewrite was dropped ({rewritten[i].metadata.get('validation', '?')}) and dropped_rewrites=none",
+                record={"sample_id": s.id, "problem_id": s.problem_id},
+            )
         else:
             out.append(s)
     stats.n_out = len(out)
-    stats.elapsed_s = timer.elapsed
+    stats.elapsed_s = timer.elapsed + stats.elapsed_s
     stats.metrics.update({f"rewrite.{k}": float(v) for k, v in counts.items()})
     stats.metrics.update(cl.stats.as_metrics("rewriter."))
     stats.info["counts"] = counts
     return out, stats
+
+
+def _validate(
+    rewritten: dict[int, Sample],
+    originals: Sequence[Sample],
+    cfg: RewriteConfig,
+    by_id: dict[str, Problem],
+    stats: StageStats,
+    client: ChatClient | None,
+) -> dict[int, bool]:
+    """Verify and re-judge every rewrite (in place: its ``difficulty``, ``correct`` and judgements); returns
+    index -> kept by ``cfg.keep_rewrites``. Sets the ``rewrite.validated.*`` / ``.kept`` / ``.dropped`` metrics."""
+    if cfg.keep_rewrites == "all" or not rewritten:
+        stats.metrics["rewrite.kept"] = float(len(rewritten))
+        stats.metrics["rewrite.dropped"] = 0.0
+        return {}
+    from kubedistill.verifiers import verify_many
+
+    order = sorted(rewritten)
+    with Timer() as timer:
+        answers = [(by_id[rewritten[i].problem_id], split_think(rewritten[i].text).answer_part) for i in order]
+        verdicts = verify_many(answers)
+        judge_cfg = cfg.judge_config()
+        own = client is None or judge_cfg.endpoint().label not in client.endpoints
+        jc = ChatClient([judge_cfg.endpoint()], judge_cfg.client) if own else client
+        try:
+            outcomes = run_judge(
+                [(by_id[rewritten[i].problem_id], rewritten[i]) for i in order], SPECS["difficulty"], judge_cfg, jc
+            )
+        finally:
+            if own:
+                jc.close()
+    counts = dict.fromkeys(OUTCOMES, 0)
+    kept: dict[int, bool] = {}
+    prompt_ref = load_prompt(SPECS["difficulty"].prompt).ref
+    for i, verdict, o in zip(order, verdicts, outcomes, strict=True):
+        rw, before = rewritten[i], originals[i].difficulty
+        if o.error is not None:
+            o.value = None  # a failed re-judge request: no label (counted unlabelled)
+        rw.correct = verdict.correct
+        rw.judgements["correct"] = Judgement(by=verdict.method, detail=verdict.detail[:2000])
+        rw.judgements["difficulty"] = Judgement(
+            by=judge_cfg.endpoint().label, prompt=prompt_ref, raw=o.raw[-4000:], attempts=o.attempts
+        )
+        rw.difficulty = o.value
+        if verdict.correct is False:
+            outcome = "wrong_answer"
+        elif o.value is None:
+            outcome = "unlabelled"
+        elif o.value == "medium":
+            outcome = "moved_to_medium"
+        elif o.value == before:
+            outcome = "stayed"
+        else:
+            outcome = "moved_other"
+        counts[outcome] += 1
+        rw.metadata["validation"] = outcome
+        keep = outcome == "moved_to_medium" or (cfg.keep_rewrites == "verified" and outcome != "wrong_answer")
+        kept[i] = keep
+        if not keep:
+            stats.info.setdefault("dropped_rewrites", []).append({"sample_id": rw.id, "outcome": outcome})
+    stats.elapsed_s = timer.elapsed
+    stats.info["validation"] = counts
+    stats.metrics.update({f"rewrite.validated.{k}": float(v) for k, v in counts.items()})
+    stats.metrics["rewrite.kept"] = float(sum(kept.values()))
+    stats.metrics["rewrite.dropped"] = float(len(kept) - sum(kept.values()))
+    return kept

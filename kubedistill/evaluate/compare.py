@@ -5,11 +5,11 @@
 writes into ``out_dir``:
 
 * ``report.md`` — a summary table, then per benchmark a table of every metric (accuracy ± standard
-  error, pass@k, answered and truncated shares, mean/median completion tokens overall, correct and
+  error [95% interval], pass@k, answered and truncated shares, mean/median completion tokens overall, correct and
   incorrect) with one column per run and a Δ column per run against the baseline (the first run),
   plus a paired count over the problems the runs share (better / worse / same per-problem accuracy,
-  mean Δ ± standard error); the settings of every run; warnings where the runs were not produced
-  under the same settings (their scores are then not comparable);
+  mean Δ ± standard error, its paired 95% interval); the settings of every run; warnings where the
+  runs were not produced under the same settings (their scores are then not comparable);
 * ``report.html`` — the same, self-contained (plots embedded as base64 PNG, inline CSS);
 * ``comparison.json`` — the numbers of the report;
 * ``plots/`` — ``scores.png``, ``pass_at_k.png``, ``lengths.png`` with the runs overlaid.
@@ -201,7 +201,8 @@ def _problem_accuracy(points: Sequence[ItemPoint]) -> dict[str, float]:
 
 
 def paired(base: Sequence[ItemPoint], other: Sequence[ItemPoint]) -> dict[str, Any] | None:
-    """Per-problem accuracy of ``other`` against ``base`` on the problems both answered."""
+    """Per-problem accuracy of ``other`` against ``base`` on the problems both answered: counts of better /
+    worse / same, the mean difference, its standard error and its paired 95% interval (mean ± 1.96 SE)."""
     a, b = _problem_accuracy(other), _problem_accuracy(base)
     shared = sorted(set(a) & set(b))
     if not shared:
@@ -216,6 +217,11 @@ def paired(base: Sequence[ItemPoint], other: Sequence[ItemPoint]) -> dict[str, A
         "same": sum(1 for d in diffs if abs(d) <= 1e-12),
         "mean_delta": float(statistics.fmean(diffs)),
         "delta_stderr": stderr_of_mean(diffs),
+        # paired 95% interval of the mean per-problem difference (normal approximation over problems)
+        "delta_ci95": [
+            float(statistics.fmean(diffs)) - 1.96 * stderr_of_mean(diffs),
+            float(statistics.fmean(diffs)) + 1.96 * stderr_of_mean(diffs),
+        ],
     }
 
 
@@ -411,7 +417,8 @@ def _build_doc(
             for i, label in enumerate(labels):
                 cell = _value(vals[i], kind)
                 if name.startswith("accuracy") and per[i] is not None:
-                    cell += f" ± {per[i].accuracy_stderr:.3f}"  # type: ignore[union-attr]
+                    lo, hi = per[i].accuracy_ci95  # type: ignore[union-attr]
+                    cell += f" ± {per[i].accuracy_stderr:.3f} [{lo:.3f}, {hi:.3f}]"  # type: ignore[union-attr]
                 row.append(cell)
                 if label != base_label:
                     v, b = vals[i], vals[base_idx]
@@ -426,7 +433,9 @@ def _build_doc(
             doc.p(
                 f"Paired by problem, {label} vs {base_label}, on {pr['shared_problems']} shared problems{extra}: "
                 f"better on {pr['better']}, worse on {pr['worse']}, same on {pr['same']}; "
-                f"mean Δ per-problem accuracy {pr['mean_delta']:+.3f} ± {pr['delta_stderr']:.3f} (s.e.)."
+                f"mean Δ per-problem accuracy {pr['mean_delta']:+.3f} ± {pr['delta_stderr']:.3f} (s.e.), "
+                f"95% interval [{pr['delta_ci95'][0]:+.3f}, {pr['delta_ci95'][1]:+.3f}]"
+                + (" — 0 lies outside it." if pr["delta_ci95"][0] > 0 or pr["delta_ci95"][1] < 0 else ".")
             )
 
     # plots

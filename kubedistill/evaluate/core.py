@@ -140,6 +140,11 @@ class BenchmarkResult(BaseModel):
     accuracy_stderr: float = Field(
         default=0.0, description="standard error of accuracy over problems (spread of per-problem accuracy)"
     )
+    accuracy_ci95: tuple[float, float] = Field(
+        default=(0.0, 1.0),
+        description="95% interval of accuracy: Wilson's score interval over problems when n=1, else accuracy "
+        "± 1.96 standard errors (clipped to [0, 1])",
+    )
     pass_at_k: dict[str, float]
     lengths: LengthStats
     answered_rate: float = Field(description="share of completions that finished and stated a final answer")
@@ -155,6 +160,7 @@ class BenchmarkResult(BaseModel):
             "n": self.n,
             "accuracy": self.accuracy,
             "accuracy_stderr": self.accuracy_stderr,
+            "accuracy_ci95": list(self.accuracy_ci95),
             **self.pass_at_k,
             "answered_rate": self.answered_rate,
             "lengths": self.lengths.model_dump(),
@@ -176,6 +182,7 @@ class BenchmarkResult(BaseModel):
             n=int(d["n"] if "n" in d else d["samples"]),  # "samples": results written before 0.2
             accuracy=float(d["accuracy"]),
             accuracy_stderr=float(d.get("accuracy_stderr", 0.0)),
+            accuracy_ci95=tuple(d.get("accuracy_ci95") or (0.0, 1.0)),  # type: ignore[arg-type]
             pass_at_k={k: float(v) for k, v in d.items() if k.startswith("pass@")},
             lengths=LengthStats.model_validate(d.get("lengths") or {}),
             answered_rate=float(d.get("answered_rate", 0.0)),
@@ -228,6 +235,31 @@ def per_problem_accuracy(items: Sequence[EvalItem]) -> dict[str, float]:
     return {pid: sum(1 for i in v if i.correct is True) / len(v) for pid, v in by_problem.items()}
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (95% for z=1.96); (0, 1) without trials.
+    Unlike the normal interval it stays inside [0, 1] and is not empty at 0 or ``trials`` successes."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(items: Sequence[EvalItem], z: float = 1.96) -> tuple[float, float]:
+    """The 95% interval of accuracy: Wilson over problems when every problem has one sample (greedy pass@1),
+    else accuracy ± z standard errors of the per-problem accuracies, clipped to [0, 1]."""
+    per_problem = list(per_problem_accuracy(items).values())
+    if not per_problem:
+        return 0.0, 1.0
+    if len(per_problem) == len(items):
+        return wilson_interval(sum(1 for i in items if i.correct is True), len(items), z)
+    acc = sum(1 for i in items if i.correct is True) / len(items)
+    half = z * stderr_of_mean(per_problem)
+    return max(0.0, acc - half), min(1.0, acc + half)
+
+
 def stderr_of_mean(xs: Sequence[float]) -> float:
     """Standard error of the mean of ``xs`` (0 for fewer than two values)."""
     if len(xs) < 2:
@@ -251,6 +283,7 @@ def summarize(items: Sequence[EvalItem], benchmark: str, model: str, cfg: EvalCo
         n=cfg.n_for(benchmark),
         accuracy=sum(1 for i in items if i.correct is True) / len(items) if items else 0.0,
         accuracy_stderr=stderr_of_mean(list(per_problem_accuracy(items).values())),
+        accuracy_ci95=accuracy_interval(items),
         pass_at_k=pass_k,
         lengths=_length_stats(items),
         answered_rate=(

@@ -63,7 +63,7 @@ def evaluate_student(
     models: dict[str, Any] = {"student": Path(model)}
     if cfg.compare_base and base_model:
         models = {"base": resolve_model(base_model), **models}
-    return _evaluate(
+    return evaluate_local(
         models,
         {"heldout": list(problems)},
         cfg,
@@ -148,7 +148,7 @@ def evaluate_models(
     from kubedistill.evaluate.run import load_benchmarks
 
     sets, sources = load_benchmarks(list(benchmarks), paths=dict(benchmark_paths or {}) or None, limit=limit or None)
-    return _evaluate(
+    return evaluate_local(
         dict(models),
         sets,
         cfg,
@@ -161,19 +161,23 @@ def evaluate_models(
     )
 
 
-def _evaluate(
+def evaluate_local(
     models: Mapping[str, Any],
     sets: Mapping[str, Sequence[Problem]],
     cfg: LocalEvalConfig,
     *,
     results: str | Path,
     report: str | Path,
-    report_html: str | Path | None,
-    baseline: str | None,
+    report_html: str | Path | None = None,
+    baseline: str | None = None,
     title: str | None = None,
     sources: Mapping[str, str] | None = None,
     tracking: TrackingConfig | None = None,
 ) -> tuple[dict[str, Any], StageStats]:
+    """Score ``models`` (label -> a model reference or directory served here, or an endpoint) on ``sets``
+    (benchmark -> problems) into ``results`` (the layout of the module docstring); the first model is the
+    baseline of the side-by-side report when there are several. Returns ``{label: {benchmark: scores}}``
+    and the stats (metrics ``<label>.<benchmark>.<metric>``)."""
     from kubedistill.evaluate.compare import compare_runs
     from kubedistill.evaluate.run import evaluate_endpoint
 

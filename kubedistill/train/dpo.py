@@ -305,7 +305,7 @@ def train_dpo(
     )
     if losses:
         stats.metrics["first_loss"], stats.metrics["last_loss"] = losses[0], losses[-1]
-    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
+    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "num_tokens"):
         values = history(log_history, key)
         if values:
             stats.metrics[key.replace("/", ".")] = values[-1]

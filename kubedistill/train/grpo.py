@@ -266,6 +266,9 @@ def train_grpo(
     stats.n_out = len(by_id)
     stats.metrics["train_loss"] = float(result.training_loss)
     stats.metrics["steps"] = float(trainer.state.global_step)
+    tokens = history(log_history, "num_tokens")
+    if tokens:
+        stats.metrics["num_tokens"] = tokens[-1]  # prompt + completion tokens trained on (TRL's count)
     names = ["reward", "completions/clipped_ratio", "completions/mean_length", "kl", "entropy"]
     names += [f"rewards/{getattr(fn, '__name__', type(fn).__name__)}/mean" for fn in funcs]
     series: dict[str, list[float]] = {}

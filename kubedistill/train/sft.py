@@ -187,6 +187,7 @@ def train_sft(
 
         restore_attention(net, original_attn)
         losses = history_of(trainer.state.log_history)
+        tokens_seen = history_of(trainer.state.log_history, "num_tokens")  # TRL's running count
         history[stage.name] = {
             "rows": len(stage_rows),
             "steps": int(trainer.state.global_step),
@@ -194,6 +195,7 @@ def train_sft(
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "resumed_from": str(resume) if resume else None,
+            "num_tokens": tokens_seen[-1] if tokens_seen else None,
             **seqs,
         }
         if collator is not None and collator.processed_tokens:
@@ -230,6 +232,7 @@ def train_sft(
             "cut_at_max_length",
             "packing_fill",
             "useful_token_fraction",
+            "num_tokens",
         ):
             if h.get(k) is not None:
                 stats.metrics[f"{name}.{k}"] = float(h[k])

@@ -28,7 +28,11 @@ def test_quickstart_small_with_real_vllm(tmp_path: Path) -> None:
     recipe["generate"]["num_generations"] = 1
     recipe["generate"]["max_tokens"] = 160
     recipe["evaluate"].update({"backend": "vllm", "compare_base": False, "max_tokens": 16})
-    recipe["sft"]["curriculum"][0]["epochs"] = 2
+    # the tiny student: this test is about the real vLLM teacher and student server, not about training time
+    recipe["sft"].update(base_model="tiny-qwen3", learning_rate=0.003)
+    recipe["sft"].pop("lora", None)
+    recipe["dpo"].pop("lora", None)
+    recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium", "hard"], "epochs": 2}]
     # SmolLM2-135M gets few sums right; train on every complete CoT so the run never depends on its luck
     recipe["verify"] = {"keep_all": True}
     path = tmp_path / "recipe.yaml"

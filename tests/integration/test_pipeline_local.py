@@ -25,6 +25,9 @@ def _recipe(tmp_path: Path, url: str) -> Path:
     recipe["generate"]["num_generations"] = 1
     recipe["shards"] = 2  # generate / judge / rewrite as 2 parallel tasks each, merged before verify
     recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium"], "epochs": 1}]
+    recipe["sft"]["base_model"] = "tiny-qwen3"  # the quickstart's SmolLM2 student trains for minutes
+    recipe["sft"].pop("lora", None)
+    recipe["dpo"].pop("lora", None)
     recipe["evaluate"]["max_tokens"] = 8
     recipe["registry"]["name"] = "kd-pipeline-test"
     recipe["registry"]["gate"] = {"metric": "student.heldout.n_problems", "min": 1}  # passes: champion

@@ -67,3 +67,20 @@ def test_summarize_averages_pass_at_k_over_problems_and_splits_lengths() -> None
     assert r.n_truncated == 1 and r.n_unscorable == 1
     flat = r.flat()
     assert flat["pass@1"] == r.pass_at_k["pass@1"] and flat["n_problems"] == 2
+
+
+def test_wilson_interval_and_the_paired_interval() -> None:
+    from kubedistill.evaluate.compare import ItemPoint, paired
+    from kubedistill.evaluate.core import wilson_interval
+
+    lo, hi = wilson_interval(0, 100)
+    assert lo == 0.0 and 0.03 < hi < 0.04  # not empty at zero successes
+    lo, hi = wilson_interval(40, 100)
+    assert 0.30 < lo < 0.31 and 0.49 < hi < 0.50
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    base = [ItemPoint(f"p{i}", 0, i < 10, 10, "m") for i in range(100)]
+    student = [ItemPoint(f"p{i}", 0, i < 40, 10, "m") for i in range(100)]
+    pr = paired(base, student)
+    assert pr is not None and pr["mean_delta"] == pytest.approx(0.30)
+    low, high = pr["delta_ci95"]
+    assert 0.20 < low < 0.22 and 0.38 < high < 0.40
