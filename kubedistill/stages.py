@@ -601,7 +601,10 @@ STAGES += (
             Port("summary", help="every arm's row (JSON)"),
             METRICS,
         ),
-        params=(Param("name", str, "ablation", "the ablation's name"), Param("run_name", str, "", "the run's name")),
+        params=(
+            Param("name", str, "ablation", "the ablation's name"),
+            Param("run_name", str, "", "the run's name (default: $KFP_RUN_ID on the cluster)"),
+        ),
         funnel=False,
     ),
 )

@@ -82,7 +82,7 @@ def run_local(
     # the folders the user chose (else the run's own); everything set here is restored below
     saved_env = {k: os.environ.get(k) for k in (BROKER_ENV, REQUEST_CACHE_ENV, STORAGE_ENV, "KUBEDISTILL_REPORT_DIR")}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # run the cleanup below on `kill`, as on Ctrl-C
-    tasks = _TaskLog()
+    tasks = _TaskLog(on_task=lambda name: _release_for(broker, name))
     try:
         if teacher is not None and not endpoints and teacher.local is not None:
             # Started by the first task with a request no cache answers (kubedistill/serve/lazy.py): a re-run
@@ -132,6 +132,21 @@ def run_local(
         reused=tasks.reused,
         teacher_started=None if broker is None else bool(broker.started),
     )
+
+
+_MACHINE_ROLES = ("train", "serve")  # tasks that want every core (and, on a cluster, the GPUs)
+
+
+def _release_for(broker: Any, task: str) -> None:
+    """Before a training or evaluation task, stop the local teacher: an idle vLLM CPU server keeps a core
+    busy. A later teacher-bound task starts it again through the broker."""
+    if broker is None:
+        return
+    from kubedistill_kfp.cluster import DEFAULT_ROLES
+
+    component = re.sub(r"-\d+$", "", task)  # kfp.local names a component's second task "<name>-2"
+    if DEFAULT_ROLES.get(component) in _MACHINE_ROLES and broker.release():
+        print(f"teacher: stopped before {task} (it starts again if a later task asks it)", file=sys.stderr)
 
 
 def local_teacher_endpoint(lt: Any) -> Any:
@@ -188,8 +203,9 @@ class _TaskLog(logging.Filter):
     _RAN = re.compile(r"^Executing task '?([\w.-]+)'?")
     _HIT = re.compile(r"^Task '?([\w.-]+)'? cache hit")
 
-    def __init__(self) -> None:
+    def __init__(self, on_task: Any = None) -> None:
         super().__init__()
+        self.on_task = on_task  # called with the name of each task about to execute
         self.executed: list[str] = []
         self.reused: list[str] = []
         self._level = logging.NOTSET
@@ -201,6 +217,8 @@ class _TaskLog(logging.Filter):
             return True
         if m := self._RAN.match(msg):
             self.executed.append(m.group(1))
+            if self.on_task is not None:
+                self.on_task(m.group(1))
         elif m := self._HIT.match(msg):
             self.reused.append(m.group(1))
         return True

@@ -120,10 +120,8 @@ def ablation(
         arms=dsl.Collected(evaluate.outputs["results"]),
         reference=reference_eval.outputs["results"],
         name=name,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         tracking=tracking,
-    )
-    table.set_caching_options(False)  # it logs the parent MLflow run
+    )  # cached like every task (no per-run input); the run's id reaches it as $KFP_RUN_ID on the cluster
     report = run_report(
         "ablation",
         tracking=tracking,

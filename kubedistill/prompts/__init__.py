@@ -25,9 +25,19 @@ class PromptError(BadInputError, ValueError):
     pass
 
 
+class Shot(BaseModel):
+    """One worked example, sent as a prior user turn and the assistant's answer to it (few-shot prompting
+    as chat turns; Brown et al. 2020, "Language Models are Few-Shot Learners")."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    assistant: str
+
+
 class Template(BaseModel):
     model_config = ConfigDict(extra="forbid")
     system: str | None = None
+    shots: list[Shot] = Field(default_factory=list)  # worked examples, before the user's turn
     user: str
 
 
@@ -50,6 +60,8 @@ class Prompt(BaseModel):
         out = []
         if tpl.system:
             out.append({"role": "system", "content": render(tpl.system, variables, self.ref)})
+        for shot in tpl.shots:  # fixed text: a worked example takes no variables
+            out += [{"role": "user", "content": shot.user}, {"role": "assistant", "content": shot.assistant}]
         out.append({"role": "user", "content": render(tpl.user, variables, self.ref)})
         return out
 

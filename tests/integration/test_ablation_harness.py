@@ -115,7 +115,7 @@ def test_the_compiled_ablation_trains_its_arms_in_parallel(tmp_path: Path) -> No
         "kubedistill-train" in images["exec-arm-train-op-2"] and "kubedistill-serve" in images["exec-arm-evaluate-op-2"]
     )
 
-    for example in ("examples/ablation.yaml", "examples/ablation_cluster.yaml"):
+    for example in ("examples/ablation.yaml", "examples/cluster_ablation.yaml"):
         recipe = load_recipe(example)
         args = recipe.pipeline_arguments([EndpointConfig(url="http://127.0.0.1:9/v1", model="t")])
         assert args["arms"] and "sft_verified" not in args["arms"] and args["reference_arm"] == "sft_verified"

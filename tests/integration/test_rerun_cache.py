@@ -126,6 +126,32 @@ def test_a_local_teacher_starts_only_for_a_request_no_cache_answers(
         _ = endpoint.request_url
 
 
+def test_a_released_teacher_starts_again_for_the_next_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before a training or evaluation task a local run releases its teacher (an idle vLLM CPU worker
+    keeps a core busy); a later teacher-bound task starts it again."""
+    from kubedistill.serve.lazy import LazyTeacher
+    from kubedistill_kfp.local import _release_for
+
+    events: list[str] = []
+
+    def start() -> str:
+        events.append("start")
+        return f"http://127.0.0.1:{8000 + len(events)}/v1"
+
+    broker = LazyTeacher({"teacher": start}, {"teacher": lambda: events.append("stop")})
+    _release_for(broker, "sft-op")  # nothing running: nothing to stop
+    assert broker.ensure("teacher") == "http://127.0.0.1:8001/v1"
+    _release_for(broker, "judge-op")  # teacher-bound: keeps it
+    _release_for(broker, "merge-shards-op-2")
+    assert events == ["start"]
+    _release_for(broker, "evaluate-op")  # a task that wants the cores
+    assert events == ["start", "stop"]
+    assert broker.ensure("teacher") == "http://127.0.0.1:8003/v1" and events == ["start", "stop", "start"]
+    _release_for(broker, "dpo-op-2")
+    broker.stop()  # the run's end stops nothing twice
+    assert events == ["start", "stop", "start", "stop"] and broker.started == ["teacher", "teacher"]
+
+
 def test_a_teacher_that_cannot_start_fails_every_task_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from kubedistill.chat import local as chat_local
     from kubedistill.core.errors import BadInputError

@@ -28,8 +28,7 @@ def _pool() -> list[Sample]:
     out = []
     for i in range(12):
         out.append(
-            Sample(
-                id=f"s{i}",
+            Sample(  # id derived: p<i % 6>::t::t0.7::<i // 6>; the test names CoT i "s<i>" (_name)
                 problem_id=f"p{i % 6}",
                 teacher="t",
                 temperature=0.7,
@@ -45,13 +44,19 @@ def _pool() -> list[Sample]:
     return out
 
 
+def _name(sample: Sample) -> str:
+    """The test's name of a pool CoT: "s<i>" for the i-th of _pool()."""
+    problem, index = int(sample.problem_id[1:]), sample.sample_index
+    return f"s{problem + 6 * index}"
+
+
 def _cfg(**kw: object) -> ArmConfig:
     return ArmConfig(budget=Budget(sft_steps=10, dpo_steps=2, grpo_steps=2), **kw)  # type: ignore[arg-type]
 
 
 def test_each_arm_trains_on_its_own_cots() -> None:
     pool, cfg = _pool(), _cfg()
-    ids = {a.name: [s.id for s in arm_samples(pool, cfg.arm(a.name), cfg)[0]] for a in cfg.arms if a.kind == "sft"}
+    ids = {a.name: [_name(s) for s in arm_samples(pool, cfg.arm(a.name), cfg)[0]] for a in cfg.arms if a.kind == "sft"}
     assert ids["sft_all"] == [f"s{i}" for i in range(11)]  # every finished CoT, right or wrong
     assert ids["sft_verified"] == ["s1", "s2", "s4", "s5", "s7", "s8", "s10"]  # s11 verified but cut off
     assert ids["curriculum"] == ids["shuffled"] == ["s2", "s5", "s7", "s8", "s10"]  # verified, medium or hard
@@ -59,7 +64,7 @@ def test_each_arm_trains_on_its_own_cots() -> None:
     assert window and set(window) <= set(ids["sft_verified"])
     assert len(ids["random"]) == len(window) and set(ids["random"]) <= set(ids["sft_verified"])
     again = arm_samples(pool, cfg.arm("random"), cfg)[0]
-    assert [s.id for s in again] == ids["random"]  # seeded
+    assert [_name(s) for s in again] == ids["random"]  # seeded
 
 
 def test_the_budget_is_the_same_and_a_curriculum_splits_it() -> None:
