@@ -613,6 +613,7 @@ def ablation_report(
                 metrics[f"{arm}.{h}.distance"] = float(r[h]["distance"])
     parent_id = None
     if tracking is not None and getattr(tracking, "enabled", True):
+        run_name = run_name or os.environ.get("KFP_RUN_ID", "")  # not a task input: no per-run value in its key
         parent_id = _log_parent(name, run_name, tracking, metrics, rows, report, report_html, png)
     Path(summary).write_text(json.dumps({"name": name, "parent_run_id": parent_id, "rows": rows}, indent=2))
     local_copy = os.environ.get("KUBEDISTILL_REPORT_DIR")  # a local run: the report lands beside its outputs

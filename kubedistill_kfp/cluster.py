@@ -65,8 +65,8 @@ MANAGED_ENV = {
 _POD_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
 
 # Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op"),
-# from the stage table.
-DEFAULT_ROLES: dict[str, Role] = component_roles()
+# from the stage table; each pipeline's preflight (components/__init__.py: not a row) is a CPU task.
+DEFAULT_ROLES: dict[str, Role] = {**component_roles(), "preflight-op": "cpu"}
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # what KFP's set_cpu_request/limit accept
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # what set_memory_request/limit accept

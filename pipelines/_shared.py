@@ -1,11 +1,91 @@
 """What the pipelines share: the end of every training pipeline (evaluate the trained student against its
 base on the held-out problems, register it, promote it when the gate passes) and the run report task."""
 
+import inspect
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset
-from kubedistill_kfp.components import evaluate_op, promote_op, register_op, report_op
+from kubedistill_kfp.components import evaluate_op, preflight_op, promote_op, register_op, report_op
+
+from kubedistill.recipes import BASE_MODEL_OF, form_docstring, form_fields
+
+# What the parameters that are not form fields mean (the compiled YAML's inputDefinitions descriptions).
+PARAM_HELP = {
+    "tracking": "the tracking section (JSON, whole: from `kubedistill submit --dry-run --json`); empty: built "
+    "from the tracking_* fields",
+    "gate": 'the promotion gate (JSON), e.g. {"metric": "student.heldout.accuracy", "beat_base_by": 0.0}',
+    "promote": "move the registry's `champion` alias to the student when it passes the gate",
+    "work_dir": "checkpoints of the training steps (empty: on the storage PVC, keyed by the step's inputs)",
+    "shards": "the teacher-bound stages run as this many parallel tasks",
+    "models": "label -> models:/NAME@ALIAS, a model directory or an endpoint (JSON); the first is the baseline",
+    "benchmarks": 'benchmark names (JSON list), e.g. ["math500", "aime2024"]',
+    "benchmark_paths": "benchmark -> a file on the storage PVC (JSON)",
+    "limit": "at most this many problems per benchmark (0: all)",
+    "arms": "the arms trained side by side (JSON list of names of arm_config's arms)",
+    "reference_arm": "the arm the others start from",
+    "name": "the ablation's name",
+}
+
+
+def _section_help(name: str) -> str:
+    stem = name.removesuffix("_config")
+    return (
+        f"the {stem} section of a recipe (JSON, whole: from `kubedistill submit --dry-run --json`); empty: built "
+        f"from the {stem}_* fields over its defaults"
+    )
+
+
+def with_form(pipeline: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a pipeline function its UI form (put it under ``@dsl.pipeline``): the function's own parameters
+    (the section JSONs and the plain ones) followed by the flat, typed form fields of
+    :data:`kubedistill.recipes.FORMS`, and an ``Args:`` docstring describing every parameter. The function
+    itself takes its own parameters and ``form`` (field name -> the field's pipeline channel)."""
+
+    def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(body).parameters.values() if p.name != "form"]
+        fields = form_fields(pipeline)
+        extra = [
+            inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=f.type)
+            for f in fields
+        ]
+        signature = inspect.signature(body).replace(parameters=[*own, *extra])
+        form_names = {f.name for f in fields}
+
+        def pipeline_function(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+            form = {k: values.pop(k) for k in list(values) if k in form_names}
+            return body(**values, form=form)
+
+        pipeline_function.__name__ = body.__name__
+        pipeline_function.__qualname__ = body.__qualname__
+        pipeline_function.__module__ = body.__module__
+        pipeline_function.__signature__ = signature  # type: ignore[attr-defined]
+        helps = {p.name: _section_help(p.name) if p.name.endswith("_config") else PARAM_HELP[p.name] for p in own}
+        summary = inspect.getdoc(body) or f"The {pipeline} pipeline."
+        pipeline_function.__doc__ = summary + "\n\n" + form_docstring(pipeline, helps)
+        return pipeline_function
+
+    return decorate
+
+
+def preflight(pipeline: str, params: Mapping[str, Any], crds: list | None = None) -> SimpleNamespace:
+    """The first task of a pipeline: ``params`` are the pipeline function's ``locals()`` (its section
+    parameters and ``form``). Returns the checked sections by name (``.sft_config``, ``.tracking``) and, where
+    the pipeline has one, ``.base_model``: every later task reads its settings from here."""
+    sections = tuple(k for k in params if k.endswith("_config") or k == "tracking")
+    has_base = pipeline in BASE_MODEL_OF
+    op = preflight_op(pipeline, sections, has_base)
+    task = op(**{k: params[k] for k in sections}, **params["form"], crds=list(crds or []))
+    task.set_caching_options(False)  # its checks are of the moment; its outputs are the same values every run
+    checked = {k: task.outputs[f"checked_{k}"] for k in sections}
+    if has_base:
+        checked["base_model"] = task.outputs["base_model"]
+    return SimpleNamespace(task=task, **checked)
 
 
 class Outputs(NamedTuple):
