@@ -505,15 +505,15 @@ def object_store_problems(environ: Mapping[str, str], timeout_s: float) -> list[
     return problems
 
 
-def crd_problems(crds: Iterable[Crd], namespace: str | None, api_client: Any | None = None) -> list[str]:
+def crd_problems(crds: Iterable[Crd], namespace: str | None, api_client: Any | None = None) -> list[str] | None:
     """Each CRD listed in ``namespace`` through the Kubernetes API (in-cluster credentials unless
-    ``api_client``); nothing to check outside a cluster (no ``api_client`` and no service account)."""
+    ``api_client``); None when there is no cluster to ask (no ``api_client`` and no service account)."""
     crds = list(crds)
     if not crds:
         return []
     if api_client is None:
         if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return []
+            return None
         from kubernetes import config as k8s_config
 
         try:
@@ -581,11 +581,15 @@ def run_preflight(
         problems += [p for p in (tracking.result(),) if p]
         problems += store.result()
     crds = list(crds)
-    problems += crd_problems(crds, namespace or pod_namespace(), api_client)
+    crd = crd_problems(crds, namespace or pod_namespace(), api_client)
+    problems += crd or []
     if problems:
         raise PreflightFailed(f"preflight: {len(problems)} problem(s): " + "; ".join(problems))
     checked = [f"{where}: {e.url} serves {e.model}" for where, e in endpoints]
     checked += [f"tracking: {tracking_uri} answers"] if tracking_uri else []
     checked += [f"references of {', '.join(sections)} resolve"]
-    checked += [f"{c.plural}.{c.group} installed" for c in crds]
+    if crd is None:
+        checked += [f"{c.plural}.{c.group}: not checked (no Kubernetes API here)" for c in crds]
+    else:
+        checked += [f"{c.plural}.{c.group} installed" for c in crds]
     return checked
