@@ -86,7 +86,7 @@ __all__ = ["COMPONENTS", "component_source", "preflight_op", "preflight_source",
 # form's flat fields, kubedistill/recipes.py FORMS), so each pipeline gets its own, generated the same way.
 
 
-def preflight_source(pipeline: str, sections: tuple[str, ...], base_model: bool) -> str:
+def preflight_source(pipeline: str, sections: tuple[str, ...], base_model: bool, deploy: bool = False) -> str:
     """The Python source of ``pipeline``'s preflight component: its section parameters and form fields in,
     each section (merged, validated, checked) out as ``checked_<section>``, and ``base_model`` where the
     pipeline compares its student with a base."""
@@ -94,29 +94,30 @@ def preflight_source(pipeline: str, sections: tuple[str, ...], base_model: bool)
 
     args = [f"{name}: dict" for name in sections]
     args += [f"{f.name}: {f.type.__name__}" for f in form_fields(pipeline)]
-    args += ["crds: list"]
+    args += ["crds: list"] + (["deploy: bool"] if deploy else [])
     outputs = [f'("checked_{name}", dict)' for name in sections] + (['("base_model", str)'] if base_model else [])
     body = "".join(f"    {a},\n" for a in args)
     return (
         f"def preflight_op(\n{body}) -> NamedTuple('Checked', [{', '.join(outputs)}]):\n"
         f'    """Preflight of {pipeline}: the form merged into the sections, each validated; teachers and judges '
-        'answer, the tracking server and object store are reachable, references and secrets resolve, CRDs are '
+        "answer, the tracking server and object store are reachable, references and secrets resolve, CRDs are "
         'installed."""\n'
         "    from kubedistill_kfp.runtime import run_preflight\n\n"
         f'    return run_preflight("{pipeline}", locals())\n'
     )
 
 
-_PREFLIGHT: dict[tuple[str, tuple[str, ...], bool], Any] = {}
+_PREFLIGHT: dict[tuple[str, tuple[str, ...], bool, bool], Any] = {}
 
 
-def preflight_op(pipeline: str, sections: tuple[str, ...], base_model: bool = False) -> Any:
-    """The preflight component of ``pipeline`` (one per pipeline; its component name is ``preflight-op``)."""
-    key = (pipeline, sections, base_model)
+def preflight_op(pipeline: str, sections: tuple[str, ...], base_model: bool = False, deploy: bool = False) -> Any:
+    """The preflight component of ``pipeline`` (one per pipeline; its component name is ``preflight-op``);
+    with ``deploy`` it takes the pipeline's ``deploy`` switch (the KServe CRD is checked only with it on)."""
+    key = (pipeline, sections, base_model, deploy)
     if key not in _PREFLIGHT:
         from typing import NamedTuple
 
-        source = preflight_source(pipeline, sections, base_model)
+        source = preflight_source(pipeline, sections, base_model, deploy)
         filename = f"<kubedistill-component preflight_op of {pipeline}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         namespace = {**_NAMESPACE, "NamedTuple": NamedTuple}

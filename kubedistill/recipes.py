@@ -26,6 +26,7 @@ from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
 from kubedistill.evaluate.stage import LocalEvalConfig
 from kubedistill.registry import RegisterConfig, RewardRegisterConfig
+from kubedistill.serve.kserve import ServeConfig
 from kubedistill.tracking import TrackingConfig
 from kubedistill.train.dpo import DPOConfig
 from kubedistill.train.grpo import GRPOConfig
@@ -107,6 +108,16 @@ class _Recipe(_DataRecipe):
 
     evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
+    serve: ServeConfig | None = Field(
+        default=None,
+        description="deploy the student that passes the gate on KServe (the pipeline's deploy step); None: no deploy",
+    )
+
+    @model_validator(mode="after")
+    def _deploy_behind_the_gate(self) -> _Recipe:
+        if self.serve is not None and self.registry.gate is None:
+            raise ValueError("serve: the deploy step serves the student that passes the gate; set registry.gate")
+        return self
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> _Recipe:
@@ -126,6 +137,8 @@ class _Recipe(_DataRecipe):
             "register_config": kfp_param(self.registry.model_copy(update={"gate": None}), "registry"),
             "gate": kfp_param(self.registry.gate, "registry.gate") if self.registry.gate else {},
             "promote": self.registry.gate is not None,
+            "deploy": self.serve is not None,
+            "serve_config": kfp_param(self.serve, "serve") if self.serve is not None else {},
         }
 
 
@@ -400,6 +413,7 @@ SECTION_MODELS: dict[str, type[StrictModel]] = {
     "register_config": RegisterConfig,
     "arm_config": ArmConfig,
     "tracking": TrackingConfig,
+    "serve_config": ServeConfig,
 }
 # Sections whose model differs in one pipeline.
 PIPELINE_SECTION_MODELS: dict[str, dict[str, type[StrictModel]]] = {
@@ -488,7 +502,13 @@ _EVAL_FORM = (
     _field("eval_config", "n", 4, "samples per held-out problem (pass@1 averaged over them)"),
     _field("eval_config", "max_tokens", 16384, "at most this many tokens per answer"),
 )
-_REGISTER_FORM = (_field("register_config", "name", "kubedistill-student", "MLflow registered model name"),)
+_REGISTER_FORM = (
+    _field("register_config", "name", "kubedistill-student", "MLflow registered model name"),
+    _field("serve_config", "name", "kubedistill-student", "the deploy step's InferenceService (with deploy on)"),
+    _field("serve_config", "gpus", 1, "GPUs of each student replica (tensor parallel above 1)"),
+    _field("serve_config", "max_model_len", 16384, "the student's context length (vLLM)"),
+    _field("serve_config", "min_replicas", 1, "replicas kept up (0: scale to zero when idle)"),
+)
 
 FORMS: dict[str, tuple[FormField, ...]] = {
     "slow_thinking": (

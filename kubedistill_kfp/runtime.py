@@ -150,8 +150,8 @@ def run_preflight(pipeline: str, args: Mapping[str, Any]) -> tuple[Any, ...]:
     from kubedistill.preflight import run_preflight as checks
     from kubedistill.recipes import BASE_MODEL_OF, FORMS, form_sections, validate_sections
 
-    form_names = {f.name for f in FORMS.get(pipeline, ())}
-    sections = {k: v for k, v in args.items() if k not in form_names and k != "crds"}
+    form_names = {f.name for f in FORMS.get(pipeline, ())}  # args: the component's locals()
+    sections = {k: v for k, v in args.items() if k.endswith("_config") or k == "tracking"}
     form = {k: v for k, v in args.items() if k in form_names}
     merged = form_sections(pipeline, sections, form)
     checked = validate_sections(pipeline, merged)
@@ -160,7 +160,11 @@ def run_preflight(pipeline: str, args: Mapping[str, Any]) -> tuple[Any, ...]:
     uri = None
     if tracking.get("enabled", True):
         uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.get("tracking_uri")
-    crds = [Crd(**c) for c in args.get("crds") or []]
+    crds = [
+        Crd(**{k: v for k, v in c.items() if k != "when"})
+        for c in args.get("crds") or []
+        if not c.get("when") or args.get(c["when"])
+    ]
     for line in checks(checked, tracking_uri=uri, crds=crds):
         print(f"preflight: {line}")
     values: list[Any] = [merged[name] for name in sections]

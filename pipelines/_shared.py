@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset
-from kubedistill_kfp.components import evaluate_op, preflight_op, promote_op, register_op, report_op
+from kubedistill_kfp.components import deploy_op, evaluate_op, preflight_op, promote_op, register_op, report_op
 
 from kubedistill.recipes import BASE_MODEL_OF, form_docstring, form_fields
 
@@ -18,6 +18,7 @@ PARAM_HELP = {
     "from the tracking_* fields",
     "gate": 'the promotion gate (JSON), e.g. {"metric": "student.heldout.accuracy", "beat_base_by": 0.0}',
     "promote": "move the registry's `champion` alias to the student when it passes the gate",
+    "deploy": "serve the student that passes the gate on KServe (the serve_* fields; needs promote)",
     "work_dir": "checkpoints of the training steps (empty: on the storage PVC, keyed by the step's inputs)",
     "shards": "the teacher-bound stages run as this many parallel tasks",
     "models": "label -> models:/NAME@ALIAS, a model directory or an endpoint (JSON); the first is the baseline",
@@ -73,14 +74,30 @@ def with_form(pipeline: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
+# The custom resources a step needs, checked by the preflight (``when``: only with that pipeline parameter on).
+DEPLOY_CRDS = [
+    {
+        "group": "serving.kserve.io",
+        "version": "v1beta1",
+        "plural": "inferenceservices",
+        "why": "the deploy step",
+        "when": "deploy",
+    }
+]
+
+
 def preflight(pipeline: str, params: Mapping[str, Any], crds: list | None = None) -> SimpleNamespace:
     """The first task of a pipeline: ``params`` are the pipeline function's ``locals()`` (its section
-    parameters and ``form``). Returns the checked sections by name (``.sft_config``, ``.tracking``) and, where
-    the pipeline has one, ``.base_model``: every later task reads its settings from here."""
+    parameters, ``form``, and ``deploy`` where it has a deploy step). Returns the checked sections by name
+    (``.sft_config``, ``.tracking``) and, where the pipeline has one, ``.base_model``: every later task reads
+    its settings from here."""
     sections = tuple(k for k in params if k.endswith("_config") or k == "tracking")
     has_base = pipeline in BASE_MODEL_OF
-    op = preflight_op(pipeline, sections, has_base)
-    task = op(**{k: params[k] for k in sections}, **params["form"], crds=list(crds or []))
+    has_deploy = "deploy" in params
+    crds = list(crds or []) + (DEPLOY_CRDS if has_deploy else [])
+    op = preflight_op(pipeline, sections, has_base, has_deploy)
+    switches = {"deploy": params["deploy"]} if has_deploy else {}
+    task = op(**{k: params[k] for k in sections}, **params["form"], crds=crds, **switches)
     task.set_caching_options(False)  # its checks are of the moment; its outputs are the same values every run
     checked = {k: task.outputs[f"checked_{k}"] for k in sections}
     if has_base:
@@ -95,13 +112,21 @@ class Outputs(NamedTuple):
     summary: Dataset
 
 
-def evaluate_register_promote(*, model, heldout, base_model, eval_config, register_config, gate, promote, tracking):
-    """Returns the evaluate and register tasks (``register.output`` is the ``models:/NAME/VERSION`` URI)."""
+def evaluate_register_promote(
+    *, model, heldout, base_model, eval_config, register_config, gate, promote, tracking, deploy=None, serve_config=None
+):
+    """Returns the evaluate and register tasks (``register.output`` is the ``models:/NAME/VERSION`` URI). With
+    ``deploy`` on, a version that passes the gate is served on KServe (deploy_op: apply, wait, smoke test)."""
     evaluate = evaluate_op(config=eval_config, tracking=tracking, problems=heldout, model=model, base_model=base_model)
     register = register_op(config=register_config, tracking=tracking, model=model, results=evaluate.outputs["results"])
     # cached like every task: a re-run with the same model and results reports the version it registered
     with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 - a KFP condition, not a Python one
-        promote_op(gate=gate, model_uri=register.output)
+        gate_task = promote_op(gate=gate, model_uri=register.output)
+        if deploy is not None:
+            passed, wanted = gate_task.output == True, deploy == True  # noqa: E712 - KFP conditions
+            with dsl.If(passed, name="passed-gate"), dsl.If(wanted, name="deploy-student"):
+                served = deploy_op(settings=serve_config, model_uri=register.output)
+                served.set_caching_options(False)  # it changes the cluster: a re-run applies and checks again
     return evaluate, register
 
 

@@ -28,6 +28,8 @@ def adaptive_thinking(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
     work_dir: str = "",
     shards: int = 1,
@@ -62,4 +64,6 @@ def adaptive_thinking(
         gate=gate,
         promote=promote,
         tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

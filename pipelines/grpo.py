@@ -33,6 +33,8 @@ def grpo(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
     work_dir: str = "",
     shards: int = 1,
@@ -77,4 +79,6 @@ def grpo(
         gate=gate,
         promote=promote,
         tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

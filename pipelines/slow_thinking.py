@@ -43,6 +43,8 @@ def slow_thinking(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
     work_dir: str = "",
     shards: int = 1,
@@ -101,4 +103,6 @@ def slow_thinking(
         gate=gate,
         promote=promote,
         tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

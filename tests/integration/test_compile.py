@@ -147,7 +147,8 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
             "score-op",
         }
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
-    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3", "preflight-op"]  # merged scores, its section
+    # the merged scores, and its section from the preflight
+    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3", "preflight-op"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"preflight-op", "evaluate-models-op"}
 

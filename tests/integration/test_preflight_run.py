@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -36,10 +37,10 @@ class _KubeStub(BaseHTTPRequestHandler):
     """``GET /apis/{group}/{version}/namespaces/{ns}/{plural}``: 200 with an empty list for an installed
     resource, 404 (a Status, as the API server answers for a route no CRD serves), 403 where RBAC says no."""
 
-    installed: set[str] = set()
-    forbidden: set[str] = set()
+    installed: ClassVar[set[str]] = set()
+    forbidden: ClassVar[set[str]] = set()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
         plural = parts[5] if len(parts) >= 6 and parts[0] == "apis" and parts[3] == "namespaces" else ""
         key = f"{parts[1]}/{plural}" if plural else ""
@@ -147,9 +148,11 @@ def test_every_problem_is_named_at_once_in_seconds(tmp_path: Path) -> None:
 
 
 def test_a_teacher_that_serves_another_model_is_named(tracking_uri: str) -> None:
-    with running_server(ServerScript(models=["qwq-32b"])) as url:
-        with pytest.raises(PreflightFailed, match=r"serves \['qwq-32b'\], not model 'teacher'"):
-            run_preflight(_sections(url, key_env=None), tracking_uri=tracking_uri, environ={})
+    with (
+        running_server(ServerScript(models=["qwq-32b"])) as url,
+        pytest.raises(PreflightFailed, match=r"serves \['qwq-32b'\], not model 'teacher'"),
+    ):
+        run_preflight(_sections(url, key_env=None), tracking_uri=tracking_uri, environ={})
 
 
 def test_outside_a_cluster_crds_are_not_asked_for(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

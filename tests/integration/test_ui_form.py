@@ -104,5 +104,54 @@ def test_a_recipe_passed_whole_wins_over_the_form(example: str) -> None:
     form = {f.name: f.default for f in FORMS[recipe.recipe]}
     form["sft_learning_rate"] = form["grpo_learning_rate"] = 0.5  # ignored: the sections are given
     merged = form_sections(recipe.recipe, sections, form)
+    if not args.get("deploy"):  # no deploy: the unused serve section is the form's
+        assert sections.pop("serve_config", {}) == {} and merged.pop("serve_config", None) is not None
     assert merged == sections
     validate_sections(recipe.recipe, merged)
+
+
+@pytest.mark.parametrize("pipeline", ["slow_thinking", "adaptive_thinking", "grpo"])
+def test_the_deploy_step_sits_behind_the_promotion_gate(compiled: dict[str, dict], pipeline: str) -> None:
+    """promotion-gate (promote on) -> promote-op -> passed-gate (its verdict) -> deploy-student (deploy on) ->
+    deploy-op, serving the version register-op registered with the serve section the preflight checked;
+    the preflight checks KServe's CRD only with deploy on."""
+    spec = compiled[pipeline]
+    comps = spec["components"]
+
+    def conditions(dag: dict) -> dict[str, dict]:
+        return {n: t for n, t in dag["tasks"].items() if n.startswith("condition-")}
+
+    (gate,) = conditions(spec["root"]["dag"]).values()
+    assert "promote" in gate["triggerPolicy"]["condition"]
+    inner = comps[gate["componentRef"]["name"]]["dag"]
+    assert "promote-op" in inner["tasks"]
+    (passed,) = conditions(inner).values()
+    assert "promote-op-Output'] == true" in passed["triggerPolicy"]["condition"]
+    (wanted,) = conditions(comps[passed["componentRef"]["name"]]["dag"]).values()
+    assert "pipelinechannel--deploy'] == true" in wanted["triggerPolicy"]["condition"]
+    deploy = comps[wanted["componentRef"]["name"]]["dag"]["tasks"]["deploy-op"]
+    assert deploy["inputs"]["parameters"]["model_uri"]["componentInputParameter"].endswith("register-op-Output")
+    settings = deploy["inputs"]["parameters"]["settings"]["componentInputParameter"]
+    assert settings.endswith("preflight-op-checked_serve_config")
+    assert deploy.get("cachingOptions", {}).get("enableCache") is not True
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["deploy"]["defaultValue"] is False and params["serve_gpus"]["defaultValue"] == 1
+    pre = spec["root"]["dag"]["tasks"]["preflight-op"]["inputs"]["parameters"]
+    assert pre["deploy"] == {"componentInputParameter": "deploy"}
+    (crd,) = pre["crds"]["runtimeValue"]["constant"]
+    assert crd["plural"] == "inferenceservices" and crd["when"] == "deploy"
+
+
+def test_a_recipe_that_deploys_needs_a_gate(tmp_path: Path) -> None:
+    recipe = yaml.safe_load((ROOT / "examples" / "cluster_slow_thinking.yaml").read_text())
+    recipe["serve"] = {"name": "student", "gpus": 1}
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(recipe))
+    args = load_recipe(ok, check=False).pipeline_arguments()
+    assert args["deploy"] is True and args["serve_config"]["name"] == "student"
+    assert "namespace" not in args["serve_config"]  # the pipeline's own namespace
+    del recipe["registry"]["gate"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match="serve: the deploy step serves the student that passes the gate"):
+        load_recipe(bad, check=False)
