@@ -549,7 +549,8 @@ FORMS: dict[str, tuple[FormField, ...]] = {
         *_REGISTER_FORM,
     ),
     "evaluate": (*_EVAL_FORM, _DATA_FORM[-1]),
-    "ablation": _DATA_FORM,
+    # the arms' loop takes tracking as given (pipelines/ablation.py): no tracking field here
+    "ablation": tuple(f for f in _DATA_FORM if f.param != "tracking"),
 }
 # The parameter the evaluation compares against (the student's base), by pipeline: preflight's `base_model`.
 BASE_MODEL_OF: dict[str, tuple[str, str]] = {

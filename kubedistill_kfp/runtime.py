@@ -144,7 +144,8 @@ def run_preflight(pipeline: str, args: Mapping[str, Any]) -> tuple[Any, ...]:
     """The body of a pipeline's preflight component (its ``locals()``): merge the UI form into the section
     parameters (:func:`kubedistill.recipes.form_sections`), validate each section, then run every check of
     :func:`kubedistill.preflight.run_preflight` in this pod. Returns the sections as merged, in the
-    component's output order (``checked_<section>`` ..., then ``base_model`` where the component has it);
+    component's output order (``checked_<section>`` ..., then ``base_model`` and ``loop_settings`` where the
+    component has them);
     raises ``PreflightFailed`` (exit 2) naming every problem."""
     from kubedistill.preflight import Crd
     from kubedistill.preflight import run_preflight as checks
@@ -171,4 +172,6 @@ def run_preflight(pipeline: str, args: Mapping[str, Any]) -> tuple[Any, ...]:
     if pipeline in BASE_MODEL_OF:
         param, key = BASE_MODEL_OF[pipeline]
         values.append(str(getattr(checked[param], key)))
+    if "loop_sections" in args:
+        values.append({name: merged[name] for name in args["loop_sections"]})
     return tuple(values)

@@ -86,22 +86,30 @@ DEPLOY_CRDS = [
 ]
 
 
-def preflight(pipeline: str, params: Mapping[str, Any], crds: list | None = None) -> SimpleNamespace:
+def preflight(
+    pipeline: str, params: Mapping[str, Any], crds: list | None = None, loop: tuple[str, ...] = ()
+) -> SimpleNamespace:
     """The first task of a pipeline: ``params`` are the pipeline function's ``locals()`` (its section
     parameters, ``form``, and ``deploy`` where it has a deploy step). Returns the checked sections by name
-    (``.sft_config``, ``.tracking``) and, where the pipeline has one, ``.base_model``: every later task reads
-    its settings from here."""
+    (``.sft_config``, ``.tracking``), where the pipeline has one ``.base_model``, and with ``loop`` (the
+    sections the tasks of its shard loop take) ``.loop_settings`` for ``shard_plan_op(settings=...)``: the
+    tasks in a ParallelFor read their sections from the loop item (``shard.generate_config``), because
+    kfp.local 2.17 gives a loop's tasks the loop item in place of any other task's output parameter."""
     sections = tuple(k for k in params if k.endswith("_config") or k == "tracking")
     has_base = pipeline in BASE_MODEL_OF
     has_deploy = "deploy" in params
     crds = list(crds or []) + (DEPLOY_CRDS if has_deploy else [])
-    op = preflight_op(pipeline, sections, has_base, has_deploy)
+    op = preflight_op(pipeline, sections, has_base, has_deploy, bool(loop))
     switches = {"deploy": params["deploy"]} if has_deploy else {}
+    if loop:
+        switches["loop_sections"] = list(loop)
     task = op(**{k: params[k] for k in sections}, **params["form"], crds=crds, **switches)
     task.set_caching_options(False)  # its checks are of the moment; its outputs are the same values every run
     checked = {k: task.outputs[f"checked_{k}"] for k in sections}
     if has_base:
         checked["base_model"] = task.outputs["base_model"]
+    if loop:
+        checked["loop_settings"] = task.outputs["loop_settings"]
     return SimpleNamespace(task=task, **checked)
 
 

@@ -23,10 +23,9 @@ from kubedistill_kfp.components import (
     pairs_op,
     reward_models_op,
     score_op,
-    shard_plan_op,
     verify_op,
 )
-from kubedistill_kfp.pipelines._sharding import merged
+from kubedistill_kfp.pipelines._sharding import merged, shard_loop
 from kubedistill_kfp.pipelines._shared import preflight, run_report, with_form
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/ablation*.yaml) gives every value.
@@ -65,21 +64,22 @@ def ablation(
     shards: int = 1,
     form: dict | None = None,
 ) -> AblationOutputs:
-    c = preflight("ablation", locals())  # the first task: the form merged, every section checked
+    c = preflight(  # the first task: the form merged, every section checked
+        "ablation", locals(), loop=("generate_config", "verify_config", "judge_config", "score_config", "tracking")
+    )
     collect = collect_op(config=c.collect_config, tracking=c.tracking)
     problems = collect.outputs["problems"]
     heldout = collect.outputs["heldout"]
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=c.generate_config, **part)
+    with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
+        generate = generate_op(config=shard.generate_config, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         verify = verify_op(
-            config=c.verify_config, tracking=c.tracking, problems=problems, samples=generate.outputs["samples"]
+            config=shard.verify_config, tracking=shard.tracking, problems=problems, samples=generate.outputs["samples"]
         )
-        judge = judge_op(config=c.judge_config, samples=verify.outputs["verified"], **part)
+        judge = judge_op(config=shard.judge_config, samples=verify.outputs["verified"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")
-        score = score_op(config=c.score_config, samples=judge.outputs["judged"], **part)
+        score = score_op(config=shard.score_config, samples=judge.outputs["judged"], **part)
         score.set_retry(num_retries=2, backoff_duration="60s")
     generated = merged(generate, "samples", "generate")
     verified = merged(verify, "verified", "verify")
@@ -90,6 +90,8 @@ def ablation(
     reward_models = reward_models_op(
         config=c.reward_models_config, tracking=c.tracking, problems=problems, samples=pool
     )
+    # The arms' loop takes arm_config and tracking as given (the form has no field of theirs, so the
+    # preflight's are the same values): kfp.local would hand a loop's tasks its item for a task output.
     shared = {
         "config": arm_config,
         "tracking": tracking,
@@ -114,8 +116,8 @@ def ablation(
     with dsl.ParallelFor(arms, name="arms") as arm:  # one pod per arm on a cluster
         train = arm_train_op(arm=arm, reference=reference.outputs["model"], **shared)
         evaluate = arm_evaluate_op(
-            config=c.arm_config,
-            tracking=c.tracking,
+            config=arm_config,
+            tracking=tracking,
             problems=heldout,
             model=train.outputs["model"],
             reward_models=reward_models.outputs["models"],

@@ -5,7 +5,7 @@ collect -> generate -> verify -> score (RV, CD) -> select (fits the student) -> 
 
 from kfp import dsl
 from kubedistill_kfp.components import select_op, sft_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
 from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 _EMPTY: dict = {}
@@ -35,15 +35,10 @@ def adaptive_thinking(
     shards: int = 1,
     form: dict | None = None,
 ) -> Outputs:
-    c = preflight("adaptive_thinking", locals())  # the first task: the form merged, every section checked
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=c.collect_config,
-        tracking=c.tracking,
-        shards=shards,
-        generate_config=c.generate_config,
-        verify_config=c.verify_config,
-        score_config=c.score_config,
-    )
+    c = preflight(
+        "adaptive_thinking", locals(), loop=SCORED_LOOP
+    )  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
     select = select_op(config=c.select_config, tracking=c.tracking, samples=scored.outputs["merged"])
     sft = sft_op(
         config=c.sft_config,

@@ -10,7 +10,7 @@ distilled from the judge) -> GRPO of the student with R = R_format + R_accuracy 
 
 from kfp import dsl
 from kubedistill_kfp.components import grpo_op, reward_models_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
 from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 _EMPTY: dict = {}
@@ -40,15 +40,8 @@ def grpo(
     shards: int = 1,
     form: dict | None = None,
 ) -> Outputs:
-    c = preflight("grpo", locals())  # the first task: the form merged, every section checked
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=c.collect_config,
-        tracking=c.tracking,
-        shards=shards,
-        generate_config=c.generate_config,
-        verify_config=c.verify_config,
-        score_config=c.score_config,
-    )
+    c = preflight("grpo", locals(), loop=SCORED_LOOP)  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
     problems = collect.outputs["problems"]
     reward_models = reward_models_op(
         config=c.reward_models_config, tracking=c.tracking, problems=problems, samples=scored.outputs["merged"]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 from kubedistill_kfp.components import register_reward_models_op, reward_models_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
 from kubedistill_kfp.pipelines._shared import preflight, run_report, with_form
 
 _EMPTY: dict = {}
@@ -42,15 +42,8 @@ def reward_models(
     shards: int = 1,
     form: dict | None = None,
 ) -> Outputs:
-    c = preflight("reward_models", locals())  # the first task: the form merged, every section checked
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=c.collect_config,
-        tracking=c.tracking,
-        shards=shards,
-        generate_config=c.generate_config,
-        verify_config=c.verify_config,
-        score_config=c.score_config,
-    )
+    c = preflight("reward_models", locals(), loop=SCORED_LOOP)  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
     train = reward_models_op(
         config=c.reward_models_config,
         tracking=c.tracking,

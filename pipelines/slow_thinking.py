@@ -14,10 +14,9 @@ from kubedistill_kfp.components import (
     pairs_op,
     rewrite_op,
     sft_op,
-    shard_plan_op,
     verify_op,
 )
-from kubedistill_kfp.pipelines._sharding import merged
+from kubedistill_kfp.pipelines._sharding import merged, shard_loop
 from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
@@ -50,17 +49,18 @@ def slow_thinking(
     shards: int = 1,
     form: dict | None = None,
 ) -> Outputs:
-    c = preflight("slow_thinking", locals())  # the first task: the form merged, every section checked
+    c = preflight(  # the first task: the form merged, every section checked
+        "slow_thinking", locals(), loop=("generate_config", "judge_config", "rewrite_config", "tracking")
+    )
     collect = collect_op(config=c.collect_config, tracking=c.tracking)
     problems = collect.outputs["problems"]
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=c.generate_config, **part)
+    with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
+        generate = generate_op(config=shard.generate_config, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
-        judge = judge_op(config=c.judge_config, samples=generate.outputs["samples"], **part)
+        judge = judge_op(config=shard.judge_config, samples=generate.outputs["samples"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")
-        rewrite = rewrite_op(config=c.rewrite_config, samples=judge.outputs["judged"], **part)
+        rewrite = rewrite_op(config=shard.rewrite_config, samples=judge.outputs["judged"], **part)
         rewrite.set_retry(num_retries=2, backoff_duration="60s")
     generated = merged(generate, "samples", "generate")
     judged = merged(judge, "judged", "judge")
