@@ -21,10 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # checks the cluster as it is now (its outputs, the checked sections, are the same values every run, so the
 # tasks after it stay cached). The ablation table logs the parent MLflow run of the arms' runs. The deploy step
 # changes the cluster (apply, wait, smoke test).
-NEVER_CACHED = {("evaluate.yaml", "evaluate-models-op"), ("ablation.yaml", "ablation-report-op")} | {
-    (f"{p}.yaml", "preflight-op")
-    for p in ("slow_thinking", "adaptive_thinking", "reward_models", "grpo", "evaluate", "ablation")
-} | {(f"{p}.yaml", "deploy-op") for p in ("slow_thinking", "adaptive_thinking", "grpo")}
+NEVER_CACHED = (
+    {("evaluate.yaml", "evaluate-models-op"), ("ablation.yaml", "ablation-report-op")}
+    | {
+        (f"{p}.yaml", "preflight-op")
+        for p in ("slow_thinking", "adaptive_thinking", "reward_models", "grpo", "evaluate", "ablation")
+    }
+    | {(f"{p}.yaml", "deploy-op") for p in ("slow_thinking", "adaptive_thinking", "grpo")}
+)
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "cluster.yaml")
 
 
