@@ -77,4 +77,58 @@ def _make(spec: Stage) -> Any:
 COMPONENTS: dict[str, Any] = {spec.name: _make(spec) for spec in ALL if spec.component}
 globals().update({f"{name}_op": op for name, op in COMPONENTS.items()})
 
-__all__ = ["COMPONENTS", "component_source", *(f"{name}_op" for name in COMPONENTS)]
+__all__ = ["COMPONENTS", "component_source", "preflight_op", "preflight_source", *(f"{name}_op" for name in COMPONENTS)]
+
+
+# ------------------------------------------------------------------------------------------ preflight
+#
+# Not a row of the stage table: its inputs are a pipeline's own parameters (the section JSONs and the UI
+# form's flat fields, kubedistill/recipes.py FORMS), so each pipeline gets its own, generated the same way.
+
+
+def preflight_source(
+    pipeline: str, sections: tuple[str, ...], base_model: bool, deploy: bool = False, loop: bool = False
+) -> str:
+    """The Python source of ``pipeline``'s preflight component: its section parameters and form fields in,
+    each section (merged, validated, checked) out as ``checked_<section>``, ``base_model`` where the
+    pipeline compares its student with a base, and with ``loop`` the sections its shard loop takes
+    (``loop_sections``) as one ``loop_settings`` dict (for :func:`kubedistill.core.sharding.shard_plan`)."""
+    from kubedistill.recipes import form_fields
+
+    args = [f"{name}: dict" for name in sections]
+    args += [f"{f.name}: {f.type.__name__}" for f in form_fields(pipeline)]
+    args += ["crds: list"] + (["deploy: bool"] if deploy else []) + (["loop_sections: list"] if loop else [])
+    outputs = [f'("checked_{name}", dict)' for name in sections] + (['("base_model", str)'] if base_model else [])
+    outputs += ['("loop_settings", dict)'] if loop else []
+    body = "".join(f"    {a},\n" for a in args)
+    return (
+        f"def preflight_op(\n{body}) -> NamedTuple('Checked', [{', '.join(outputs)}]):\n"
+        f'    """Preflight of {pipeline}: the form merged into the sections, each validated; teachers and judges '
+        "answer, the tracking server and object store are reachable, references and secrets resolve, CRDs are "
+        'installed."""\n'
+        "    from kubedistill_kfp.runtime import run_preflight\n\n"
+        f'    return run_preflight("{pipeline}", locals())\n'
+    )
+
+
+_PREFLIGHT: dict[tuple[str, tuple[str, ...], bool, bool, bool], Any] = {}
+
+
+def preflight_op(
+    pipeline: str, sections: tuple[str, ...], base_model: bool = False, deploy: bool = False, loop: bool = False
+) -> Any:
+    """The preflight component of ``pipeline`` (one per pipeline; its component name is ``preflight-op``);
+    with ``deploy`` it takes the pipeline's ``deploy`` switch (the KServe CRD is checked only with it on)."""
+    key = (pipeline, sections, base_model, deploy, loop)
+    if key not in _PREFLIGHT:
+        from typing import NamedTuple
+
+        source = preflight_source(pipeline, sections, base_model, deploy, loop)
+        filename = f"<kubedistill-component preflight_op of {pipeline}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        namespace = {**_NAMESPACE, "NamedTuple": NamedTuple}
+        exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # our own generated source
+        _PREFLIGHT[key] = dsl.component(base_image=image_for("cpu"), install_kfp_package=False)(
+            namespace["preflight_op"]
+        )
+    return _PREFLIGHT[key]

@@ -35,6 +35,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +367,229 @@ _CHECKS: dict[str, Callable[[str, Any, Any], list[tuple[str, str]]]] = {
     "prompt": _check_prompt,
     "deepspeed": _check_deepspeed,
 }
+
+
+# -------------------------------------------------------------------------------- the run's preflight
+#
+# The first task of every pipeline (kubedistill_kfp/runtime.run_preflight) checks, in its own pod and in
+# seconds, what the later tasks would otherwise find out after holding GPUs for an hour: every teacher and
+# judge answers, the tracking server and the object store are reachable, the base model and every other
+# reference resolves, every secret a config names is set, the CRDs the run needs are installed.
+
+
+@dataclass(frozen=True)
+class Crd:
+    """A custom resource a run needs (checked by listing it in the run's namespace: a 404 means the CRD is not
+    installed, a 403 that the pipeline's service account may not use it)."""
+
+    group: str
+    version: str
+    plural: str
+    why: str
+
+
+class PreflightFailed(ConfigError):
+    """The run cannot start: the message names every check that failed (exit 2, before any GPU is held)."""
+
+
+def endpoints_of(sections: Mapping[str, BaseModel]) -> list[tuple[str, Any]]:
+    """Every endpoint named in ``sections`` (teachers, judges, rewriters...), once per (url, model), with the
+    first key that names it (``generate_config.teachers.0``)."""
+    from kubedistill.chat.config import EndpointConfig
+
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, EndpointConfig):
+            found.setdefault((value.url, value.model), (where, value))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{where}.{name}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}.{i}")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, f"{where}.{k}")
+
+    for name, section in sections.items():
+        walk(section, name)
+    return list(found.values())
+
+
+def _http(url: str, *, token: str | None, timeout_s: float) -> tuple[int | None, bytes, str]:
+    """GET ``url``: (status, body, error). status None: no HTTP answer at all (error says why)."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, resp.read(65536), ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(2048), ""
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return None, b"", f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+
+
+def endpoint_problem(where: str, endpoint: Any, environ: Mapping[str, str], timeout_s: float) -> str | None:
+    """Why the endpoint does not answer as configured (``GET <url>/models`` with its key), or None."""
+    import json
+
+    url = endpoint.url
+    if url.startswith("local://"):  # started on demand by `kubedistill run --local`
+        return None
+    token = None
+    if endpoint.api_key_env:
+        token = environ.get(endpoint.api_key_env)
+        if not token:
+            return f"{where}: ${endpoint.api_key_env} (its API key) is not set in the pod"
+    status, body, error = _http(f"{url}/models", token=token, timeout_s=timeout_s)
+    if status is None:
+        return f"{where}: {url} does not answer ({error})"
+    if status in (401, 403):
+        return f"{where}: {url} refused the key (HTTP {status}): check ${endpoint.api_key_env or '(no key set)'}"
+    if status != 200:
+        return f"{where}: {url}/models answered HTTP {status}"
+    try:
+        served = [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        return f"{where}: {url}/models answered a body that is not an OpenAI model list"
+    if endpoint.model not in served:
+        return f"{where}: {url} serves {served}, not model {endpoint.model!r}"
+    return None
+
+
+def tracking_problem(uri: str | None, timeout_s: float) -> str | None:
+    """Why the MLflow tracking store at ``uri`` cannot be used (one request, no retries), or None."""
+    if not uri:
+        return None
+    import mlflow
+
+    from kubedistill.core.secrets import mask_url
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(timeout_s)))
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # any failure of the store: its message, first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"tracking: the MLflow store {mask_url(uri)} cannot be used ({first[:300]})"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return None
+
+
+def object_store_problems(environ: Mapping[str, str], timeout_s: float) -> list[str]:
+    """The S3-compatible object store MLflow's artifacts go to (``MLFLOW_S3_ENDPOINT_URL`` or
+    ``AWS_ENDPOINT_URL``): reachable (any HTTP answer) and its credentials set. Nothing to check without one."""
+    endpoint = environ.get("MLFLOW_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return []
+    problems = [
+        f"object store: ${name} is not set in the pod (map the S3 Secret in the cluster config)"
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        if not environ.get(name)
+    ]
+    status, _, error = _http(endpoint, token=None, timeout_s=timeout_s)
+    if status is None:
+        problems.append(f"object store: {endpoint} does not answer ({error})")
+    return problems
+
+
+def crd_problems(crds: Iterable[Crd], namespace: str | None, api_client: Any | None = None) -> list[str] | None:
+    """Each CRD listed in ``namespace`` through the Kubernetes API (in-cluster credentials unless
+    ``api_client``); None when there is no cluster to ask (no ``api_client`` and no service account)."""
+    crds = list(crds)
+    if not crds:
+        return []
+    if api_client is None:
+        if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return None
+        from kubernetes import config as k8s_config
+
+        try:
+            k8s_config.load_incluster_config()
+        except k8s_config.ConfigException as e:
+            return [f"kubernetes: no in-cluster credentials ({e})"]
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    ns = namespace or "default"
+    problems = []
+    for crd in crds:
+        try:
+            api.list_namespaced_custom_object(crd.group, crd.version, ns, crd.plural, limit=1, _request_timeout=10)
+        except ApiException as e:
+            if e.status == 404:
+                problems.append(f"{crd.plural}.{crd.group}/{crd.version} is not installed ({crd.why})")
+            elif e.status == 403:
+                problems.append(
+                    f"the pipeline's service account may not use {crd.plural}.{crd.group} in {ns} ({crd.why}): "
+                    "apply manifests/rbac"
+                )
+            else:
+                problems.append(f"{crd.plural}.{crd.group}: HTTP {e.status} {e.reason}")
+        except Exception as e:  # connection errors
+            problems.append(f"kubernetes API: {type(e).__name__}: {e}")
+    return problems
+
+
+def pod_namespace() -> str | None:
+    """The namespace of this pod (its service account's), or None outside a cluster."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else os.environ.get("KUBEDISTILL_NAMESPACE")
+
+
+def run_preflight(
+    sections: Mapping[str, BaseModel],
+    *,
+    tracking_uri: str | None,
+    environ: Mapping[str, str] | None = None,
+    crds: Iterable[Crd] = (),
+    namespace: str | None = None,
+    api_client: Any | None = None,
+    timeout_s: float = 10.0,
+) -> list[str]:
+    """Every check of the run's preflight (see above), side by side; returns what was checked (one line each)
+    or raises :class:`PreflightFailed` naming every failure. ``sections`` are the validated config sections
+    (``generate_config`` -> GenerateConfig...)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for name, section in sections.items():
+        try:
+            check_references(section, name)
+        except UnresolvedReference as e:
+            problems.append(str(e))
+    endpoints = endpoints_of(sections)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = pool.map(lambda item: endpoint_problem(item[0], item[1], env, timeout_s), endpoints)
+        tracking = pool.submit(tracking_problem, tracking_uri, timeout_s)
+        store = pool.submit(object_store_problems, env, timeout_s)
+        problems += [p for p in answers if p]
+        problems += [p for p in (tracking.result(),) if p]
+        problems += store.result()
+    crds = list(crds)
+    crd = crd_problems(crds, namespace or pod_namespace(), api_client)
+    problems += crd or []
+    if problems:
+        raise PreflightFailed(f"preflight: {len(problems)} problem(s): " + "; ".join(problems))
+    checked = [f"{where}: {e.url} serves {e.model}" for where, e in endpoints]
+    checked += [f"tracking: {tracking_uri} answers"] if tracking_uri else []
+    checked += [f"references of {', '.join(sections)} resolve"]
+    if crd is None:
+        checked += [f"{c.plural}.{c.group}: not checked (no Kubernetes API here)" for c in crds]
+    else:
+        checked += [f"{c.plural}.{c.group} installed" for c in crds]
+    return checked

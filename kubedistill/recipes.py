@@ -8,6 +8,7 @@ Unknown keys are errors, with the key's path in a one-line message.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from kubedistill.cot.verify import VerifyConfig
 from kubedistill.data.collect import CollectConfig
 from kubedistill.evaluate.stage import LocalEvalConfig
 from kubedistill.registry import RegisterConfig, RewardRegisterConfig
+from kubedistill.serve.kserve import ServeConfig
 from kubedistill.tracking import TrackingConfig
 from kubedistill.train.dpo import DPOConfig
 from kubedistill.train.grpo import GRPOConfig
@@ -106,6 +108,16 @@ class _Recipe(_DataRecipe):
 
     evaluate: LocalEvalConfig = Field(default_factory=LocalEvalConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
+    serve: ServeConfig | None = Field(
+        default=None,
+        description="deploy the student that passes the gate on KServe (the pipeline's deploy step); None: no deploy",
+    )
+
+    @model_validator(mode="after")
+    def _deploy_behind_the_gate(self) -> _Recipe:
+        if self.serve is not None and self.registry.gate is None:
+            raise ValueError("serve: the deploy step serves the student that passes the gate; set registry.gate")
+        return self
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> _Recipe:
@@ -125,6 +137,8 @@ class _Recipe(_DataRecipe):
             "register_config": kfp_param(self.registry.model_copy(update={"gate": None}), "registry"),
             "gate": kfp_param(self.registry.gate, "registry.gate") if self.registry.gate else {},
             "promote": self.registry.gate is not None,
+            "deploy": self.serve is not None,
+            "serve_config": kfp_param(self.serve, "serve") if self.serve is not None else {},
         }
 
 
@@ -135,7 +149,6 @@ class _SFTRecipe(_Recipe):
         return {
             **super()._common(endpoints),
             "sft_config": kfp_param(self.sft, "sft"),
-            "base_model": self.sft.base_model,
         }
 
 
@@ -234,7 +247,6 @@ class GRPORecipe(_Recipe):
             "score_config": kfp_param(_judge_with(self.score, endpoints), "score"),
             "reward_models_config": kfp_param(self.reward_models, "reward_models"),
             "grpo_config": kfp_param(self.grpo, "grpo"),
-            "base_model": self.grpo.base_model,
         }
 
 
@@ -371,3 +383,251 @@ def load_recipe(
 
         check_references(recipe, str(path), here=here)
     return recipe
+
+
+# ------------------------------------------------------------------------------------------ the UI form
+#
+# A person starting a run from the Kubeflow UI fills a form: each pipeline's top-level parameters are flat,
+# typed and stage-prefixed (``sft_learning_rate: float``), described by the pipeline's docstring ``Args:``
+# (KFP copies them into the compiled YAML's inputDefinitions), with defaults that fit a GPU cluster. Beside
+# them each pipeline keeps one JSON parameter per section (``sft_config``...): what ``kubedistill submit`` and
+# ``kubedistill run --local`` send, the recipe passed whole. The first task of every pipeline (preflight)
+# merges the two with :func:`form_sections`: a section given (non-empty) is taken whole and its form fields
+# are ignored; an empty section is built from its form fields over the section's defaults.
+
+# The section parameters and their config models (what preflight validates each merged section with).
+SECTION_MODELS: dict[str, type[StrictModel]] = {
+    "collect_config": CollectConfig,
+    "generate_config": GenerateConfig,
+    "verify_config": VerifyConfig,
+    "judge_config": JudgeConfig,
+    "score_config": JudgeConfig,
+    "rewrite_config": RewriteConfig,
+    "pairs_config": PairsConfig,
+    "sft_config": SFTConfig,
+    "dpo_config": DPOConfig,
+    "select_config": SelectConfig,
+    "reward_models_config": RewardModelConfig,
+    "grpo_config": GRPOConfig,
+    "eval_config": LocalEvalConfig,
+    "register_config": RegisterConfig,
+    "arm_config": ArmConfig,
+    "tracking": TrackingConfig,
+    "serve_config": ServeConfig,
+}
+# Sections whose model differs in one pipeline.
+PIPELINE_SECTION_MODELS: dict[str, dict[str, type[StrictModel]]] = {
+    "reward_models": {"register_config": RewardRegisterConfig},
+}
+# Sections whose endpoint defaults to the first teacher (the recipe's `_judge_with` rule), by key.
+_TEACHER_DEFAULTED = {"judge_config": "judge", "score_config": "judge", "rewrite_config": "rewriter"}
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of a pipeline's UI form: pipeline parameter ``name`` (stage-prefixed) sets ``key`` of the
+    section parameter ``param`` when that section is left empty. ``key`` ``teachers.url`` / ``.model`` /
+    ``.api_key_env`` make the one teacher endpoint; ``sources.preset`` / ``sources.limit`` the one source;
+    ``as_list`` puts the value in a one-item list (``generate.temperatures``). An empty string is "unset"."""
+
+    name: str
+    param: str
+    key: str
+    type: type
+    default: Any
+    help: str
+    as_list: bool = False
+
+    @property
+    def docstring_line(self) -> str:
+        return f"{self.name}: {self.help}"
+
+
+def _field(param: str, key: str, default: Any, help: str = "", *, name: str = "", as_list: bool = False) -> FormField:
+    stem = param.removesuffix("_config")
+    leaf = key.rsplit(".", 1)[-1] if "." in key else key
+    name = name or f"{stem}_{leaf}"
+    if not help:
+        model = SECTION_MODELS[param]
+        info = model.model_fields.get(key)
+        help = (info.description if info is not None else None) or key.replace("_", " ")
+    return FormField(name, param, key, type(default), default, help, as_list)
+
+
+CLUSTER_STUDENT = "Qwen/Qwen2.5-7B-Instruct"
+_DATA_FORM: tuple[FormField, ...] = (
+    _field(
+        "generate_config",
+        "teachers.url",
+        "http://qwq-32b-teacher.kubedistill.svc.cluster.local/openai/v1",
+        "the teacher's OpenAI API base (a KServe teacher: <url>/openai/v1); judges and rewriters default to it",
+        name="teacher_url",
+    ),
+    _field("generate_config", "teachers.model", "qwq-32b", "the teacher's served model name", name="teacher_model"),
+    _field(
+        "generate_config",
+        "teachers.api_key_env",
+        "",
+        "the environment variable holding the teacher's API key (a Secret mapped by the cluster config); empty: no key",
+        name="teacher_api_key_env",
+    ),
+    _field("collect_config", "sources.preset", "deepmath-103k", "the problem set: a preset name (docs/recipes.md)"),
+    _field("collect_config", "sources.limit", 20000, "read at most this many problems of it"),
+    _field("collect_config", "seed", 7),
+    _field("generate_config", "num_generations", 2, "CoTs per problem and teacher"),
+    _field(
+        "generate_config",
+        "temperatures",
+        0.6,
+        "sampling temperature of the teacher",
+        name="generate_temperature",
+        as_list=True,
+    ),
+    _field("generate_config", "max_tokens", 16384, "at most this many tokens per CoT"),
+    _field("tracking", "experiment", "kubedistill", "the MLflow experiment", name="tracking_experiment"),
+)
+
+
+def _trainer_form(param: str, base: str, *, lr: float, deepspeed: str = "zero3") -> tuple[FormField, ...]:
+    return (
+        _field(param, "base_model", base, "the model trained: a hub id, a models:/ URI or a path on the storage PVC"),
+        _field(param, "learning_rate", lr, "peak learning rate"),
+        _field(param, "deepspeed", deepspeed, "DeepSpeed: zero2 | zero3 | a JSON file; empty: none"),
+        _field(param, "per_device_batch_size", 1, "sequences per GPU per step"),
+        _field(param, "gradient_accumulation_steps", 16, "steps accumulated per optimizer step"),
+    )
+
+
+_EVAL_FORM = (
+    _field("eval_config", "n", 4, "samples per held-out problem (pass@1 averaged over them)"),
+    _field("eval_config", "max_tokens", 16384, "at most this many tokens per answer"),
+)
+_REGISTER_FORM = (
+    _field("register_config", "name", "kubedistill-student", "MLflow registered model name"),
+    _field("serve_config", "name", "kubedistill-student", "the deploy step's InferenceService (with deploy on)"),
+    _field("serve_config", "gpus", 1, "GPUs of each student replica (tensor parallel above 1)"),
+    _field("serve_config", "max_model_len", 16384, "the student's context length (vLLM)"),
+    _field("serve_config", "min_replicas", 1, "replicas kept up (0: scale to zero when idle)"),
+)
+
+FORMS: dict[str, tuple[FormField, ...]] = {
+    "slow_thinking": (
+        *_DATA_FORM,
+        _field("judge_config", "max_tokens", 512, "the difficulty judge's answer budget"),
+        _field("rewrite_config", "max_tokens", 16384, "at most this many tokens per rewritten CoT"),
+        *_trainer_form("sft_config", CLUSTER_STUDENT, lr=1e-5),
+        _field("sft_config", "max_length", 16384, "longest training sequence (tokens)"),
+        _field("dpo_config", "learning_rate", 5e-7, "DPO's peak learning rate"),
+        _field("dpo_config", "beta", 0.1, "DPO's beta (per pair when pairs carry one)"),
+        _field("dpo_config", "deepspeed", "zero3", "DeepSpeed of the DPO step"),
+        *_EVAL_FORM,
+        *_REGISTER_FORM,
+    ),
+    "adaptive_thinking": (
+        *_DATA_FORM,
+        _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
+        _field("select_config", "profile", "medium", "the student's size: small | medium | large (RV/CD windows)"),
+        *_trainer_form("sft_config", CLUSTER_STUDENT, lr=1e-5),
+        _field("sft_config", "max_length", 16384, "longest training sequence (tokens)"),
+        *_EVAL_FORM,
+        *_REGISTER_FORM,
+    ),
+    "reward_models": (
+        *_DATA_FORM,
+        _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
+        *_trainer_form("reward_models_config", "Qwen/Qwen2.5-1.5B-Instruct", lr=2e-5, deepspeed=""),
+        _field("register_config", "name", "kubedistill-student", "the reward models register as <name>-rv, -cd"),
+    ),
+    "grpo": (
+        *_DATA_FORM,
+        _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
+        *_trainer_form("reward_models_config", "Qwen/Qwen2.5-1.5B-Instruct", lr=2e-5, deepspeed=""),
+        *_trainer_form("grpo_config", CLUSTER_STUDENT, lr=1e-6),
+        _field("grpo_config", "num_generations", 8, "completions per prompt (the GRPO group)"),
+        _field("grpo_config", "max_completion_length", 8192, "at most this many tokens per completion"),
+        *_EVAL_FORM,
+        *_REGISTER_FORM,
+    ),
+    "evaluate": (*_EVAL_FORM, _DATA_FORM[-1]),
+    # the arms' loop takes tracking as given (pipelines/ablation.py): no tracking field here
+    "ablation": tuple(f for f in _DATA_FORM if f.param != "tracking"),
+}
+# The parameter the evaluation compares against (the student's base), by pipeline: preflight's `base_model`.
+BASE_MODEL_OF: dict[str, tuple[str, str]] = {
+    "slow_thinking": ("sft_config", "base_model"),
+    "adaptive_thinking": ("sft_config", "base_model"),
+    "grpo": ("grpo_config", "base_model"),
+}
+
+
+def form_fields(pipeline: str) -> tuple[FormField, ...]:
+    """The UI form of ``pipeline`` (``slow_thinking``...), in form order."""
+    return FORMS[pipeline]
+
+
+def form_docstring(pipeline: str, sections: dict[str, str]) -> str:
+    """The ``Args:`` docstring of a pipeline: every section parameter (``sections``: name -> help) and every
+    form field, one line each (KFP puts them in the compiled YAML's inputDefinitions descriptions)."""
+    lines = [f"{name}: {help}" for name, help in sections.items()]
+    lines += [f.docstring_line for f in FORMS[pipeline]]
+    return "Args:\n" + "\n".join(f"    {line}" for line in lines) + "\n"
+
+
+def form_sections(pipeline: str, sections: dict[str, Any], form: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Merge the section parameters ``sections`` (``sft_config`` -> dict, as submit sends them) with the
+    form's values ``form`` (field name -> value; a missing field takes its default): a non-empty section is
+    taken whole, an empty one is built from its form fields. Endpoints left unset in the judge, score and
+    rewrite sections built from the form are the teacher's. Returns every section, not yet validated
+    (:func:`validate_sections` does that)."""
+    out = {name: dict(value or {}) for name, value in sections.items() if isinstance(value, dict)}
+    given = {name for name, value in sections.items() if value}
+    teacher: dict[str, Any] = {}
+    source: dict[str, Any] = {}
+    for f in FORMS.get(pipeline, ()):
+        if f.param in given or f.param not in out:
+            continue
+        value = form.get(f.name, f.default)
+        if value == "" and f.type is str:
+            continue
+        if f.key.startswith("teachers."):
+            teacher[f.key.split(".", 1)[1]] = value
+        elif f.key.startswith("sources."):
+            source[f.key.split(".", 1)[1]] = value
+        else:
+            out[f.param][f.key] = [value] if f.as_list else value
+    if teacher and "generate_config" not in given:
+        out["generate_config"]["teachers"] = [teacher]
+    if source and "collect_config" not in given:
+        out["collect_config"]["sources"] = [{"kind": "hf", **source}]
+    teachers = out.get("generate_config", {}).get("teachers") or []
+    if teachers:
+        for param, key in _TEACHER_DEFAULTED.items():
+            if param in out and param not in given and key not in out[param]:
+                out[param][key] = dict(teachers[0])
+        rewrite = out.get("rewrite_config")
+        if rewrite is not None and "rewrite_config" not in given and rewrite.get("keep_rewrites", "medium") != "all":
+            rewrite.setdefault("judge", out.get("judge_config") or {"judge": dict(teachers[0])})
+    return out
+
+
+def validate_sections(pipeline: str, sections: dict[str, dict[str, Any]]) -> dict[str, StrictModel]:
+    """Each section validated by its config model (:data:`SECTION_MODELS`); one :class:`ConfigError` line
+    naming every section and key that is wrong."""
+    from pydantic import ValidationError
+
+    models = {**SECTION_MODELS, **PIPELINE_SECTION_MODELS.get(pipeline, {})}
+    checked: dict[str, StrictModel] = {}
+    problems: list[str] = []
+    for name, data in sections.items():
+        model = models.get(name)
+        if model is None:
+            continue
+        try:
+            checked[name] = model.model_validate(data)
+        except ValidationError as e:
+            for err in e.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "(section)"
+                problems.append(f"{name}.{where}: {err['msg']}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return checked

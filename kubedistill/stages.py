@@ -498,7 +498,10 @@ STAGES: tuple[Stage, ...] = (
         role="cpu",
         kind="task",
         tracked=False,
-        params=(Param("count", int, required=True, help="number of shards"),),
+        params=(
+            Param("count", int, required=True, help="number of shards"),
+            Param("settings", dict, {}, "sections every shard's tasks take (each item: index + these)"),
+        ),
         returns=list,
     ),
     Stage(

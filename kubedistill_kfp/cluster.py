@@ -54,6 +54,7 @@ from kubedistill_kfp.versions import DEFAULT_KFP_VERSION, SINCE, KfpVersion, at_
 
 # Environment variables the config sets itself (from tracking, object_store, storage): not in `env:`.
 MANAGED_ENV = {
+    "KUBEDISTILL_TRAINJOB": "roles.train.nodes",
     "MLFLOW_TRACKING_URI": "tracking.uri",
     "MLFLOW_S3_ENDPOINT_URL": "object_store.endpoint",
     "AWS_ENDPOINT_URL_S3": "object_store.endpoint",
@@ -65,8 +66,8 @@ MANAGED_ENV = {
 _POD_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
 
 # Which role each component runs as (component names as KFP writes them: collect_op -> "collect-op"),
-# from the stage table.
-DEFAULT_ROLES: dict[str, Role] = component_roles()
+# from the stage table; each pipeline's preflight (components/__init__.py: not a row) is a CPU task.
+DEFAULT_ROLES: dict[str, Role] = {**component_roles(), "preflight-op": "cpu"}
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # what KFP's set_cpu_request/limit accept
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # what set_memory_request/limit accept
@@ -128,6 +129,17 @@ class RoleConfig(StrictModel):
     memory_request: str | None = Field(default=None, description="e.g. '8Gi'")
     memory_limit: str | None = None
     gpus: int = Field(default=0, ge=0, le=64, description="GPUs per pod (one node's worth at most)")
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=512,
+        description="train role: above 1, each train stage runs as a Kubeflow Trainer TrainJob of `nodes` x `gpus` "
+        "(torchrun on every node, the storage PVC mounted) and its KFP task is a small pod that launches and awaits "
+        "it (kubedistill/launch.py); 1: the stage trains in its KFP pod",
+    )
+    trainjob_runtime: str = Field(
+        default="torch-distributed", description="the (Cluster)TrainingRuntime a multi-node train stage runs on"
+    )
     accelerator: str = Field(default="nvidia.com/gpu", description="the GPU resource name (or KFP accelerator type)")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -416,6 +428,15 @@ class ClusterConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _nodes_for_training(self) -> ClusterConfig:
+        for r in ROLES:
+            if r != "train" and self.role(r).nodes > 1:
+                raise ValueError(f"roles.{r}.nodes: only train stages run on several nodes (as TrainJobs)")
+        if self.roles.train.nodes > 1 and not self.roles.train.gpus:
+            raise ValueError("roles.train.nodes: a TrainJob of several nodes needs roles.train.gpus (per node)")
+        return self
+
+    @model_validator(mode="after")
     def _readable_by_the_server(self) -> ClusterConfig:
         since = SINCE["secretAsEnv.optional"]
         optional = [s.name for s in self.secrets if s.optional]
@@ -445,10 +466,40 @@ class ClusterConfig(StrictModel):
         env = self.managed_env()
         env.update(self.env)
         env.update(self.role(role).env)
-        gpus = self.role(role).gpus
-        if gpus:
-            env["KUBEDISTILL_GPUS"] = str(gpus)
+        r = self.role(role)
+        if r.nodes > 1:  # this pod launches a TrainJob: the GPUs are the job's nodes'
+            env["KUBEDISTILL_TRAINJOB"] = self.trainjob(role).model_dump_json(exclude_none=True)
+        elif r.gpus:
+            env["KUBEDISTILL_GPUS"] = str(r.gpus)
         return env
+
+    def trainjob(self, role: str = "train") -> Any:
+        """The TrainJob a train stage of ``role`` runs as (:class:`kubedistill.launch.TrainJobConfig`): ``nodes``
+        x ``gpus`` on the train image, the storage PVC mounted where the tasks mount it."""
+        from kubedistill.launch import TrainJobConfig
+        from kubedistill_kfp.components.images import image_for
+
+        r = self.role(role)
+        return TrainJobConfig(
+            num_nodes=r.nodes,
+            gpus_per_node=r.gpus,
+            image=image_for(role),
+            runtime=r.trainjob_runtime,
+            storage_claim=self.storage.pvc,
+            storage_mount=self.storage.mount_path,
+            cpu=r.cpu_request,
+            memory=r.memory_request,
+            env={k: v for k, v in {**self.managed_env(), **self.env, **r.env}.items() if k != "KUBEDISTILL_ON_CLUSTER"}
+            | {"KUBEDISTILL_ON_CLUSTER": "1"},
+            node_selector=dict(r.node_selector),
+            tolerations=[t.model_dump(exclude_none=True) for t in r.tolerations],
+            secret_env=[
+                {"name": env, "secret": sec.name, "key": key, "optional": sec.optional}
+                for sec in self.all_secrets()
+                if role in sec.roles
+                for key, env in sec.keys.items()
+            ],
+        )
 
     def all_secrets(self) -> list[SecretEnvConfig]:
         """``secrets`` plus the object store's Secret (when it is not listed already)."""
@@ -575,7 +626,7 @@ def apply(task: Any, role: Role | str, cfg: ClusterConfig | None = None) -> Any:
         task.set_memory_request(s.memory_request)
     if s.memory_limit:
         task.set_memory_limit(s.memory_limit)
-    if s.gpus:
+    if s.gpus and s.nodes == 1:  # with nodes > 1 the GPUs are the TrainJob's, not this launcher pod's
         task.set_accelerator_type(s.accelerator)
         task.set_accelerator_limit(s.gpus)
     for key, value in s.node_selector.items():

@@ -138,3 +138,40 @@ def log_metrics(artifact: Any, values: Mapping[str, float]) -> None:
         artifact.log_metric(k, v)
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     Path(artifact.path).write_text(json.dumps(dict(values), indent=2, sort_keys=True))
+
+
+def run_preflight(pipeline: str, args: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The body of a pipeline's preflight component (its ``locals()``): merge the UI form into the section
+    parameters (:func:`kubedistill.recipes.form_sections`), validate each section, then run every check of
+    :func:`kubedistill.preflight.run_preflight` in this pod. Returns the sections as merged, in the
+    component's output order (``checked_<section>`` ..., then ``base_model`` and ``loop_settings`` where the
+    component has them);
+    raises ``PreflightFailed`` (exit 2) naming every problem."""
+    from kubedistill.preflight import Crd
+    from kubedistill.preflight import run_preflight as checks
+    from kubedistill.recipes import BASE_MODEL_OF, FORMS, form_sections, validate_sections
+
+    form_names = {f.name for f in FORMS.get(pipeline, ())}  # args: the component's locals()
+    sections = {k: v for k, v in args.items() if k.endswith("_config") or k == "tracking"}
+    form = {k: v for k, v in args.items() if k in form_names}
+    merged = form_sections(pipeline, sections, form)
+    checked = validate_sections(pipeline, merged)
+    tracking = merged.get("tracking") or {}
+    check_tracking_store(tracking)
+    uri = None
+    if tracking.get("enabled", True):
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.get("tracking_uri")
+    crds = [
+        Crd(**{k: v for k, v in c.items() if k != "when"})
+        for c in args.get("crds") or []
+        if not c.get("when") or args.get(c["when"])
+    ]
+    for line in checks(checked, tracking_uri=uri, crds=crds):
+        print(f"preflight: {line}")
+    values: list[Any] = [merged[name] for name in sections]
+    if pipeline in BASE_MODEL_OF:
+        param, key = BASE_MODEL_OF[pipeline]
+        values.append(str(getattr(checked[param], key)))
+    if "loop_sections" in args:
+        values.append({name: merged[name] for name in args["loop_sections"]})
+    return tuple(values)

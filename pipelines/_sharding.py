@@ -1,4 +1,4 @@
-"""Fan-out of the teacher-bound stages: ``dsl.ParallelFor`` over ``shard_plan_op(count=shards)``, each
+"""Fan-out of the teacher-bound stages: ``dsl.ParallelFor`` over ``shard_plan_op(count=shards, settings=...)``, each
 task taking the problems whose id hashes to its shard (kubedistill/sharding.py); ``merged`` joins a
 stage's parts after the loop."""
 
@@ -18,17 +18,28 @@ def merged(task, records: str, stage: str):
     return merge
 
 
-def scored_cots(*, problems, tracking, shards, generate_config, verify_config, score_config):
-    """generate -> verify -> score (RV, CD) over the shards; returns the three merge tasks."""
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=generate_config, **part)
+# The sections the tasks of scored_cots' loop take (preflight(..., loop=SCORED_LOOP)).
+SCORED_LOOP = ("generate_config", "verify_config", "score_config", "tracking")
+
+
+def shard_loop(settings, shards):
+    """``dsl.ParallelFor`` over the shards; each item carries ``index`` and the ``settings`` sections
+    (the preflight's ``loop_settings``), which the loop's tasks read as ``shard.generate_config``..."""
+    plan = shard_plan_op(count=shards, settings=settings)
+    return dsl.ParallelFor(plan.output, name="teacher-shards")
+
+
+def scored_cots(*, problems, shards, settings):
+    """generate -> verify -> score (RV, CD) over the shards (``settings``: the preflight's loop_settings of
+    SCORED_LOOP); returns the three merge tasks."""
+    with shard_loop(settings, shards) as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
+        generate = generate_op(config=shard.generate_config, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         verify = verify_op(
-            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
+            config=shard.verify_config, tracking=shard.tracking, problems=problems, samples=generate.outputs["samples"]
         )
-        score = score_op(config=score_config, samples=verify.outputs["verified"], **part)
+        score = score_op(config=shard.score_config, samples=verify.outputs["verified"], **part)
         score.set_retry(num_retries=2, backoff_duration="60s")
     return (
         merged(generate, "samples", "generate"),
@@ -37,16 +48,12 @@ def scored_cots(*, problems, tracking, shards, generate_config, verify_config, s
     )
 
 
-def collected_scored_cots(*, collect_config, tracking, shards, generate_config, verify_config, score_config):
+def collected_scored_cots(*, checked, shards):
     """collect, then generate -> verify -> score over the shards: the start of the adaptive-thinking, reward-model
-    and GRPO pipelines. Returns the collect task and the generate, verify and score merge tasks."""
-    collect = collect_op(config=collect_config, tracking=tracking)
+    and GRPO pipelines (``checked``: the preflight's sections, made with ``loop=SCORED_LOOP``). Returns the
+    collect task and the generate, verify and score merge tasks."""
+    collect = collect_op(config=checked.collect_config, tracking=checked.tracking)
     generated, verified, scored = scored_cots(  # side by side over the shards
-        problems=collect.outputs["problems"],
-        tracking=tracking,
-        shards=shards,
-        generate_config=generate_config,
-        verify_config=verify_config,
-        score_config=score_config,
+        problems=collect.outputs["problems"], shards=shards, settings=checked.loop_settings
     )
     return collect, generated, verified, scored

@@ -23,11 +23,10 @@ from kubedistill_kfp.components import (
     pairs_op,
     reward_models_op,
     score_op,
-    shard_plan_op,
     verify_op,
 )
-from kubedistill_kfp.pipelines._sharding import merged
-from kubedistill_kfp.pipelines._shared import run_report
+from kubedistill_kfp.pipelines._sharding import merged, shard_loop
+from kubedistill_kfp.pipelines._shared import preflight, run_report, with_form
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/ablation*.yaml) gives every value.
 _EMPTY: dict = {}
@@ -47,6 +46,7 @@ class AblationOutputs(NamedTuple):
     "budget and seed (SFT on all / verified / curriculum / shuffled / RV-CD window / random subset, DPO, GRPO with "
     "and without RV/CD rewards), every arm evaluated on the same held-out problems; one table.",
 )
+@with_form("ablation")
 def ablation(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
@@ -62,29 +62,36 @@ def ablation(
     tracking: dict = _EMPTY,
     work_dir: str = "",
     shards: int = 1,
+    form: dict | None = None,
 ) -> AblationOutputs:
-    collect = collect_op(config=collect_config, tracking=tracking)
+    c = preflight(  # the first task: the form merged, every section checked
+        "ablation", locals(), loop=("generate_config", "verify_config", "judge_config", "score_config", "tracking")
+    )
+    collect = collect_op(config=c.collect_config, tracking=c.tracking)
     problems = collect.outputs["problems"]
     heldout = collect.outputs["heldout"]
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=generate_config, **part)
+    with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
+        generate = generate_op(config=shard.generate_config, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         verify = verify_op(
-            config=verify_config, tracking=tracking, problems=problems, samples=generate.outputs["samples"]
+            config=shard.verify_config, tracking=shard.tracking, problems=problems, samples=generate.outputs["samples"]
         )
-        judge = judge_op(config=judge_config, samples=verify.outputs["verified"], **part)
+        judge = judge_op(config=shard.judge_config, samples=verify.outputs["verified"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")
-        score = score_op(config=score_config, samples=judge.outputs["judged"], **part)
+        score = score_op(config=shard.score_config, samples=judge.outputs["judged"], **part)
         score.set_retry(num_retries=2, backoff_duration="60s")
     generated = merged(generate, "samples", "generate")
     verified = merged(verify, "verified", "verify")
     judged = merged(judge, "judged", "judge")
     scored = merged(score, "scored", "score")
     pool = scored.outputs["merged"]
-    pairs = pairs_op(config=pairs_config, tracking=tracking, problems=problems, samples=pool)
-    reward_models = reward_models_op(config=reward_models_config, tracking=tracking, problems=problems, samples=pool)
+    pairs = pairs_op(config=c.pairs_config, tracking=c.tracking, problems=problems, samples=pool)
+    reward_models = reward_models_op(
+        config=c.reward_models_config, tracking=c.tracking, problems=problems, samples=pool
+    )
+    # The arms' loop takes arm_config and tracking as given (the form has no field of theirs, so the
+    # preflight's are the same values): kfp.local would hand a loop's tasks its item for a task output.
     shared = {
         "config": arm_config,
         "tracking": tracking,
@@ -98,8 +105,8 @@ def ablation(
     reference = arm_train_op(arm=reference_arm, **shared)
     reference.set_display_name("arm-train-reference")
     reference_eval = arm_evaluate_op(
-        config=arm_config,
-        tracking=tracking,
+        config=c.arm_config,
+        tracking=c.tracking,
         problems=heldout,
         model=reference.outputs["model"],
         reward_models=reward_models.outputs["models"],
@@ -120,11 +127,11 @@ def ablation(
         arms=dsl.Collected(evaluate.outputs["results"]),
         reference=reference_eval.outputs["results"],
         name=name,
-        tracking=tracking,
+        tracking=c.tracking,
     )  # cached like every task (no per-run input); the run's id reaches it as $KFP_RUN_ID on the cluster
     report = run_report(
         "ablation",
-        tracking=tracking,
+        tracking=c.tracking,
         model_uri="",
         stages={
             "collect": collect,

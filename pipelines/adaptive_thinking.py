@@ -5,8 +5,8 @@ collect -> generate -> verify -> score (RV, CD) -> select (fits the student) -> 
 
 from kfp import dsl
 from kubedistill_kfp.components import select_op, sft_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
-from kubedistill_kfp.pipelines._shared import Outputs, finish_training
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 _EMPTY: dict = {}
 
@@ -16,6 +16,7 @@ _EMPTY: dict = {}
     description="ThoughtX/ThoughtY: verified CoTs scored for reasoning verbosity and cognitive difficulty; the "
     "subset that fits the student trains it; evaluated against the base student; registered in MLflow.",
 )
+@with_form("adaptive_thinking")
 def adaptive_thinking(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
@@ -27,23 +28,21 @@ def adaptive_thinking(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
-    base_model: str = "tiny-qwen3",
     work_dir: str = "",
     shards: int = 1,
+    form: dict | None = None,
 ) -> Outputs:
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=collect_config,
-        tracking=tracking,
-        shards=shards,
-        generate_config=generate_config,
-        verify_config=verify_config,
-        score_config=score_config,
-    )
-    select = select_op(config=select_config, tracking=tracking, samples=scored.outputs["merged"])
+    c = preflight(
+        "adaptive_thinking", locals(), loop=SCORED_LOOP
+    )  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
+    select = select_op(config=c.select_config, tracking=c.tracking, samples=scored.outputs["merged"])
     sft = sft_op(
-        config=sft_config,
-        tracking=tracking,
+        config=c.sft_config,
+        tracking=c.tracking,
         problems=collect.outputs["problems"],
         samples=select.outputs["selected"],
         work_dir=work_dir,
@@ -54,10 +53,12 @@ def adaptive_thinking(
         collect=collect,
         scored=scored.outputs["merged"],
         stages={"generate": generated, "verify": verified, "score": scored, "select": select, "sft": sft},
-        base_model=base_model,
-        eval_config=eval_config,
-        register_config=register_config,
+        base_model=c.base_model,
+        eval_config=c.eval_config,
+        register_config=c.register_config,
         gate=gate,
         promote=promote,
-        tracking=tracking,
+        tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

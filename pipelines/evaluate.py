@@ -5,12 +5,14 @@ GSM8K, HumanEval, reasoning-gym tasks, local files)."""
 from kfp import dsl
 from kfp.dsl import HTML
 from kubedistill_kfp.components import evaluate_models_op
+from kubedistill_kfp.pipelines._shared import preflight, with_form
 
 _EMPTY: dict = {}
 _NONE: list = []
 
 
 @dsl.pipeline(name="evaluate", description="Benchmarks for students and baselines: pass@k, lengths, side by side.")
+@with_form("evaluate")
 def evaluate(
     models: dict = _EMPTY,
     benchmarks: list = _NONE,
@@ -18,10 +20,12 @@ def evaluate(
     eval_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
     limit: int = 0,
+    form: dict | None = None,
 ) -> HTML:
+    c = preflight("evaluate", locals())  # the first task: the form merged, every section checked
     task = evaluate_models_op(
-        config=eval_config,
-        tracking=tracking,
+        config=c.eval_config,
+        tracking=c.tracking,
         models=models,
         benchmarks=benchmarks,
         benchmark_paths=benchmark_paths,

@@ -10,8 +10,8 @@ distilled from the judge) -> GRPO of the student with R = R_format + R_accuracy 
 
 from kfp import dsl
 from kubedistill_kfp.components import grpo_op, reward_models_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
-from kubedistill_kfp.pipelines._shared import Outputs, finish_training
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 _EMPTY: dict = {}
 
@@ -21,6 +21,7 @@ _EMPTY: dict = {}
     description="ThoughtY RL: RV and CD reward models distilled from the judge's scores, then GRPO of the student "
     "with format, accuracy and interval rewards; evaluated against the starting policy; registered in MLflow.",
 )
+@with_form("grpo")
 def grpo(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
@@ -32,29 +33,25 @@ def grpo(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
-    base_model: str = "tiny-qwen3",
     work_dir: str = "",
     shards: int = 1,
+    form: dict | None = None,
 ) -> Outputs:
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=collect_config,
-        tracking=tracking,
-        shards=shards,
-        generate_config=generate_config,
-        verify_config=verify_config,
-        score_config=score_config,
-    )
+    c = preflight("grpo", locals(), loop=SCORED_LOOP)  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
     problems = collect.outputs["problems"]
     reward_models = reward_models_op(
-        config=reward_models_config, tracking=tracking, problems=problems, samples=scored.outputs["merged"]
+        config=c.reward_models_config, tracking=c.tracking, problems=problems, samples=scored.outputs["merged"]
     )
     policy = grpo_op(
-        config=grpo_config,
-        tracking=tracking,
+        config=c.grpo_config,
+        tracking=c.tracking,
         problems=problems,
         reward_models=reward_models.outputs["models"],
-        base_model=base_model,
+        base_model=c.base_model,
         work_dir=work_dir,
     )
     return finish_training(
@@ -69,10 +66,12 @@ def grpo(
             "reward_models": reward_models,
             "grpo": policy,
         },
-        base_model=base_model,
-        eval_config=eval_config,
-        register_config=register_config,
+        base_model=c.base_model,
+        eval_config=c.eval_config,
+        register_config=c.register_config,
         gate=gate,
         promote=promote,
-        tracking=tracking,
+        tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

@@ -13,8 +13,8 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 from kubedistill_kfp.components import register_reward_models_op, reward_models_op
-from kubedistill_kfp.pipelines._sharding import collected_scored_cots
-from kubedistill_kfp.pipelines._shared import run_report
+from kubedistill_kfp.pipelines._sharding import SCORED_LOOP, collected_scored_cots
+from kubedistill_kfp.pipelines._shared import preflight, run_report, with_form
 
 _EMPTY: dict = {}
 
@@ -30,6 +30,7 @@ class Outputs(NamedTuple):
     description="ThoughtY reward models: teacher CoTs scored for reasoning verbosity and cognitive difficulty by "
     "an LLM judge; two regressors distilled from those scores; registered in MLflow.",
 )
+@with_form("reward_models")
 def reward_models(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
@@ -39,26 +40,21 @@ def reward_models(
     register_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
     shards: int = 1,
+    form: dict | None = None,
 ) -> Outputs:
-    collect, generated, verified, scored = collected_scored_cots(
-        collect_config=collect_config,
-        tracking=tracking,
-        shards=shards,
-        generate_config=generate_config,
-        verify_config=verify_config,
-        score_config=score_config,
-    )
+    c = preflight("reward_models", locals(), loop=SCORED_LOOP)  # the first task: the form merged, every section checked
+    collect, generated, verified, scored = collected_scored_cots(checked=c, shards=shards)
     train = reward_models_op(
-        config=reward_models_config,
-        tracking=tracking,
+        config=c.reward_models_config,
+        tracking=c.tracking,
         problems=collect.outputs["problems"],
         samples=scored.outputs["merged"],
     )
-    register = register_reward_models_op(config=register_config, tracking=tracking, models=train.outputs["models"])
+    register = register_reward_models_op(config=c.register_config, tracking=c.tracking, models=train.outputs["models"])
     # cached like every task: a re-run with the same reward models reports the versions it registered
     report = run_report(
         "reward-models",
-        tracking=tracking,
+        tracking=c.tracking,
         model_uri=register.output,
         scored=scored.outputs["merged"],
         stages={"collect": collect, "generate": generated, "verify": verified, "score": scored, "reward_models": train},

@@ -14,11 +14,10 @@ from kubedistill_kfp.components import (
     pairs_op,
     rewrite_op,
     sft_op,
-    shard_plan_op,
     verify_op,
 )
-from kubedistill_kfp.pipelines._sharding import merged
-from kubedistill_kfp.pipelines._shared import Outputs, finish_training
+from kubedistill_kfp.pipelines._sharding import merged, shard_loop
+from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
 _EMPTY: dict = {}
@@ -29,6 +28,7 @@ _EMPTY: dict = {}
     description="DistilQwen2.5-R1: CoTs from teachers, judged, rewritten for the student, verified; curriculum "
     "SFT, then DPO on correct-vs-corrupted CoT pairs; evaluated against the base student; registered in MLflow.",
 )
+@with_form("slow_thinking")
 def slow_thinking(
     collect_config: dict = _EMPTY,
     generate_config: dict = _EMPTY,
@@ -42,33 +42,43 @@ def slow_thinking(
     register_config: dict = _EMPTY,
     gate: dict = _EMPTY,
     promote: bool = False,
+    deploy: bool = False,
+    serve_config: dict = _EMPTY,
     tracking: dict = _EMPTY,
-    base_model: str = "tiny-qwen3",
     work_dir: str = "",
     shards: int = 1,
+    form: dict | None = None,
 ) -> Outputs:
-    collect = collect_op(config=collect_config, tracking=tracking)
+    c = preflight(  # the first task: the form merged, every section checked
+        "slow_thinking", locals(), loop=("generate_config", "judge_config", "rewrite_config", "tracking")
+    )
+    collect = collect_op(config=c.collect_config, tracking=c.tracking)
     problems = collect.outputs["problems"]
-    plan = shard_plan_op(count=shards)
-    with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
-        part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=generate_config, **part)
+    with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
+        part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
+        generate = generate_op(config=shard.generate_config, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
-        judge = judge_op(config=judge_config, samples=generate.outputs["samples"], **part)
+        judge = judge_op(config=shard.judge_config, samples=generate.outputs["samples"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")
-        rewrite = rewrite_op(config=rewrite_config, samples=judge.outputs["judged"], **part)
+        rewrite = rewrite_op(config=shard.rewrite_config, samples=judge.outputs["judged"], **part)
         rewrite.set_retry(num_retries=2, backoff_duration="60s")
     generated = merged(generate, "samples", "generate")
     judged = merged(judge, "judged", "judge")
     rewritten = merged(rewrite, "rewritten", "rewrite")
-    verify = verify_op(config=verify_config, tracking=tracking, problems=problems, samples=rewritten.outputs["merged"])
-    sft = sft_op(
-        config=sft_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"], work_dir=work_dir
+    verify = verify_op(
+        config=c.verify_config, tracking=c.tracking, problems=problems, samples=rewritten.outputs["merged"]
     )
-    pairs = pairs_op(config=pairs_config, tracking=tracking, problems=problems, samples=verify.outputs["verified"])
+    sft = sft_op(
+        config=c.sft_config,
+        tracking=c.tracking,
+        problems=problems,
+        samples=verify.outputs["verified"],
+        work_dir=work_dir,
+    )
+    pairs = pairs_op(config=c.pairs_config, tracking=c.tracking, problems=problems, samples=verify.outputs["verified"])
     dpo = dpo_op(
-        config=dpo_config,
-        tracking=tracking,
+        config=c.dpo_config,
+        tracking=c.tracking,
         problems=problems,
         pairs=pairs.outputs["pairs"],
         base_model=sft.outputs["model"],
@@ -87,10 +97,12 @@ def slow_thinking(
             "sft": sft,
             "dpo": dpo,
         },
-        base_model=base_model,
-        eval_config=eval_config,
-        register_config=register_config,
+        base_model=c.base_model,
+        eval_config=c.eval_config,
+        register_config=c.register_config,
         gate=gate,
         promote=promote,
-        tracking=tracking,
+        tracking=c.tracking,
+        deploy=deploy,
+        serve_config=c.serve_config,
     )

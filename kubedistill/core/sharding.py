@@ -78,13 +78,18 @@ def read_metrics(path: str | Path) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(p.read_text()).items()} if p.exists() else {}
 
 
-def shard_plan(count: int) -> list[int]:
+def shard_plan(count: int, settings: dict[str, Any] | None = None) -> list[Any]:
     """Stage `shard_plan`: the shard indices (0 .. count-1) a ParallelFor runs the teacher-bound stages
-    over. Raises ``ConfigError`` (exit 2) outside 1..64."""
+    over; with ``settings`` (the sections the loop's tasks take), one ``{"index": i, **settings}`` per shard,
+    which the tasks in the loop read as ``shard.index``, ``shard.generate_config``... (kfp.local 2.17 hands a
+    loop's tasks the loop item in place of any other task's output parameter: settings reach them this way).
+    Raises ``ConfigError`` (exit 2) outside 1..64."""
     from kubedistill.core.config import ConfigError
 
     if not 1 <= count <= 64:
         raise ConfigError(f"shards: {count} is outside 1..64")
+    if settings:
+        return [{"index": i, **settings} for i in range(count)]
     return list(range(count))
 
 

@@ -21,6 +21,7 @@ probes to ``/healthz`` and ``/metrics`` stay allowed. See docs/cluster.md.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.error
@@ -84,7 +85,11 @@ class ServeConfig(StrictModel):
     """How a student is served on KServe (every knob has a default that fits one GPU)."""
 
     name: str = Field(default="kubedistill-student", description="InferenceService name (DNS label, <= 45 chars)")
-    namespace: str = "kubedistill"
+    namespace: str | None = Field(
+        default=None,
+        description="where the student goes; default: the pod's own namespace inside a cluster (the pipeline's, "
+        "whose manifests/pipeline-namespace gives the student's service account), else kubedistill",
+    )
     served_name: str | None = Field(default=None, description="model name in the OpenAI API (default: name)")
     runtime: str | None = Field(default=None, description="ServingRuntime; None: KServe picks the huggingface one")
     deployment_mode: Literal["Serverless", "RawDeployment"] = "Serverless"
@@ -120,6 +125,17 @@ class ServeConfig(StrictModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig(mode="none"))
+    smoke_via: Literal["auto", "internal", "external"] = Field(
+        default="auto",
+        description="the URL the smoke test calls: internal (status.address.url, reachable from a pod of the "
+        "cluster, e.g. the pipeline's deploy step), external (status.url, through the ingress), auto: internal "
+        "inside a cluster, external elsewhere",
+    )
+    smoke_token_env: str | None = Field(
+        default="KUBEDISTILL_STUDENT_TOKEN",
+        description="environment variable holding a bearer token for the smoke test (auth.mode jwt needs one: the "
+        "student's sidecar refuses a request without it, on the internal URL too)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -146,6 +162,11 @@ class ServeConfig(StrictModel):
     @property
     def model_name(self) -> str:
         return self.served_name or self.name
+
+    @property
+    def target_namespace(self) -> str:
+        """``namespace``, else this pod's namespace, else ``kubedistill``."""
+        return self.namespace or pod_namespace() or "kubedistill"
 
 
 def _settings(settings: ServeConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> ServeConfig:
@@ -291,13 +312,15 @@ def inference_service(s: ServeConfig, resolved: ResolvedModel) -> dict[str, Any]
         predictor["nodeSelector"] = dict(s.node_selector)
     if s.tolerations:
         predictor["tolerations"] = [t.model_dump(exclude_none=True) for t in s.tolerations]
+    elif s.gpus:  # GPU nodes are commonly tainted with the accelerator's resource name (NVIDIA's GPU operator)
+        predictor["tolerations"] = [{"key": s.accelerator, "operator": "Exists", "effect": "NoSchedule"}]
     if s.shm_size:
         predictor["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": s.shm_size}}]
         model["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     return {
         "apiVersion": f"{ISVC_GROUP}/{ISVC_VERSION}",
         "kind": "InferenceService",
-        "metadata": {"name": s.name, "namespace": s.namespace, "labels": labels, "annotations": annotations},
+        "metadata": {"name": s.name, "namespace": s.target_namespace, "labels": labels, "annotations": annotations},
         "spec": {"predictor": predictor},
     }
 
@@ -308,7 +331,7 @@ def auth_policies(s: ServeConfig) -> list[dict[str, Any]]:
     if a.mode == "none":
         return []
     selector = {"matchLabels": {"serving.kserve.io/inferenceservice": s.name}}
-    meta = {"namespace": s.namespace, "labels": {"app.kubernetes.io/part-of": "kubedistill"}}
+    meta = {"namespace": s.target_namespace, "labels": {"app.kubernetes.io/part-of": "kubedistill"}}
     docs: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
     if a.mode == "jwt":
@@ -648,6 +671,12 @@ def deploy(
     ``status.address.url`` from inside the cluster, or a port-forward); ``token`` is the bearer token
     when auth is on. Raises DeployError naming the step that failed."""
     s = _settings(settings, overrides)
+    token = token or (os.environ.get(s.smoke_token_env) if s.smoke_token_env else None)
+    if smoke and s.auth.mode == "jwt" and not token:
+        raise DeployError(
+            f"auth.mode jwt: the smoke test needs a bearer token (set ${s.smoke_token_env or 'smoke_token_env'}, "
+            "e.g. from a Secret) or turn the smoke test off"
+        )
     docs = render(model, settings=s, tracking_uri=tracking_uri)
     isvc = docs[0]
     storage = isvc["spec"]["predictor"]["model"]["storageUri"]
@@ -657,13 +686,13 @@ def deploy(
     for line in applied:
         if log:
             log(line)
-    obj = wait_ready(s.name, s.namespace, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
-    url = endpoint_url or obj["status"]["url"]
+    obj = wait_ready(s.name, s.target_namespace, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
+    url = endpoint_url or smoke_url(obj, s.smoke_via)
     base = openai_base_url(url, s.openai_prefix)
     answer = smoke_test(base, s.model_name, token=token) if smoke else None
     return DeployResult(
         name=s.name,
-        namespace=s.namespace,
+        namespace=s.target_namespace,
         url=obj["status"]["url"],
         openai_base_url=base,
         model_uri=isvc["metadata"]["annotations"]["kubedistill.io/model-uri"],
@@ -673,8 +702,36 @@ def deploy(
     )
 
 
+def in_cluster(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs in a pod of a Kubernetes cluster (the API server's address is set)."""
+    return bool((os.environ if environ is None else environ).get("KUBERNETES_SERVICE_HOST"))
+
+
+def pod_namespace() -> str | None:
+    """The namespace of this pod (its service account's), or ``$KUBEDISTILL_NAMESPACE``, or None."""
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    return os.environ.get("KUBEDISTILL_NAMESPACE") or None
+
+
+def smoke_url(obj: Mapping[str, Any], via: str = "auto", environ: Mapping[str, str] | None = None) -> str:
+    """The URL of a Ready InferenceService the smoke test calls: ``status.address.url`` (the cluster-internal
+    one) for ``internal``, and for ``auto`` inside a cluster; ``status.url`` (through the ingress) otherwise."""
+    status = obj.get("status") or {}
+    internal = (status.get("address") or {}).get("url")
+    if via == "internal" or (via == "auto" and in_cluster(environ)):
+        if not internal:
+            raise DeployError("the InferenceService reports no status.address.url (its cluster-internal URL)")
+        return internal
+    return status["url"]
+
+
 def deploy_uri(settings: ServeConfig, *, model_uri: str) -> str:
     """Stage `deploy`: serve ``model_uri`` with KServe (:func:`deploy`: render, apply, wait until Ready,
-    smoke-test one chat completion); returns the OpenAI base URL. Raises :class:`DeployError` (exit 3)
-    naming the step that failed."""
+    smoke-test one chat completion); returns the OpenAI base URL. A namespace left unset is the pipeline's
+    own (the pod's: :attr:`ServeConfig.target_namespace`), where manifests/pipeline-namespace gives the
+    student's service account and the deploy step's RBAC. Raises :class:`DeployError` (exit 3) naming the
+    step that failed."""
     return deploy(model_uri, settings=settings, log=print).openai_base_url

@@ -30,8 +30,11 @@ class FakeKubeApi:
     """Custom objects in memory. An InferenceService becomes Ready after ``ready_after`` reads of its
     current generation (its status.url pointing at ``url``), or reports ``failure`` instead."""
 
-    def __init__(self, url: str, ready_after: int = 2, failure: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, ready_after: int = 2, failure: dict[str, Any] | None = None, internal_url: str | None = None
+    ) -> None:
         self.url = url
+        self.internal_url = internal_url
         self.ready_after = ready_after
         self.failure = failure
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -87,7 +90,7 @@ class FakeKubeApi:
             obj["status"] = {
                 "observedGeneration": gen,
                 "url": self.url,
-                "address": {"url": f"http://{key[2]}.{key[1]}.svc.cluster.local"},
+                "address": {"url": self.internal_url or f"http://{key[2]}.{key[1]}.svc.cluster.local"},
                 "conditions": [
                     {"type": "PredictorReady", "status": "True"},
                     {"type": "Ready", "status": "True"},
@@ -148,11 +151,14 @@ def fake_kube_api(**kwargs: Any) -> Iterator[tuple[FakeKubeApi, Any]]:
 
 
 @contextmanager
-def ingress(openai_base: str) -> Iterator[str]:
-    """KServe's route: <url>/openai/v1/... -> the scripted server's /v1/..."""
+def ingress(openai_base: str, token: str | None = None) -> Iterator[str]:
+    """KServe's route: <url>/openai/v1/... -> the scripted server's /v1/...; with ``token``, a request without
+    ``Authorization: Bearer <token>`` gets 401, as the student's Istio sidecar answers under auth.mode jwt."""
     upstream = openai_base.removesuffix("/v1")
 
     def handle(method: str, path: str, body: bytes, headers: Any) -> tuple[int, bytes, str]:
+        if token is not None and headers.get("Authorization") != f"Bearer {token}":
+            return 401, b"Jwt is missing", "text/plain"
         if not path.startswith("/openai/v1/"):
             return 404, b'{"error": "no route"}', "application/json"
         req = urllib.request.Request(
@@ -196,6 +202,7 @@ def test_deploy_against_fake_kube_api_creates_waits_for_ready_and_smoke_tests_th
             poll_s=0.05,
             timeout_s=10,
             log=logs.append,
+            token="a-bearer-token",  # jwt: the smoke test carries one (tests/integration/test_deploy_step.py)
         )
         assert result.applied == [
             "created InferenceService/student",
@@ -279,3 +286,42 @@ def test_render_a_registered_student_from_the_mlflow_registry(tracking_uri: str,
 
     with pytest.raises(UserError, match="not found in the MLflow registry"):
         render("models:/distilled@champion")
+
+
+def test_deploy_from_a_pod_uses_its_namespace_the_internal_url_and_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's deploy step: inside a cluster (KUBERNETES_SERVICE_HOST set) the student goes to the pod's
+    namespace and the smoke test calls its cluster-internal URL with the bearer token of
+    $KUBEDISTILL_STUDENT_TOKEN (auth.mode jwt: the sidecar refuses a request without it); the external URL,
+    which a pod may not reach, is not called."""
+    from kubedistill.serve.kserve import ServeConfig, deploy_uri
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBEDISTILL_NAMESPACE", "team-ml")  # the service account's namespace file, off a pod
+    jwt = {"mode": "jwt", "issuer": "https://id", "jwks_uri": "https://id/jwks"}
+    settings = ServeConfig.model_validate({"name": "student", "auth": jwt})
+    external = "http://127.0.0.1:9"  # nothing listens: only the ingress (outside the cluster) would
+    with (
+        running_server(ServerScript(models=["student"])) as openai_url,
+        ingress(openai_url, token="the-token") as internal,
+        fake_kube_api(url=external, ready_after=1, internal_url=internal) as (api, client),
+    ):
+        # the in-cluster client (load_incluster_config), pointed at the fake API
+        monkeypatch.setattr("kubedistill.serve.kserve._api_client", lambda api_client=None: api_client or client)
+
+        monkeypatch.delenv("KUBEDISTILL_STUDENT_TOKEN", raising=False)
+        with pytest.raises(DeployError, match=r"needs a bearer token \(set \$KUBEDISTILL_STUDENT_TOKEN"):
+            deploy_uri(settings, model_uri=S3)
+        assert api.objects == {}  # refused before anything was applied
+
+        monkeypatch.setenv("KUBEDISTILL_STUDENT_TOKEN", "wrong")
+        with pytest.raises(DeployError, match="refused the request"):
+            deploy_uri(settings, model_uri=S3)
+
+        monkeypatch.setenv("KUBEDISTILL_STUDENT_TOKEN", "the-token")
+        base = deploy_uri(settings, model_uri=S3)
+        assert base == f"{internal}/openai/v1"
+        stored = api.objects[("inferenceservices", "team-ml", "student")]
+        assert stored["spec"]["predictor"]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        assert ("requestauthentications", "team-ml", "student-jwt") in api.objects

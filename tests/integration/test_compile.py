@@ -102,6 +102,7 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
         "merge-shards-op-3",
     }
     assert set(tasks) - set(gates) - set(loops) - {t for t in tasks if t.startswith("merge-shards-op")} == {
+        "preflight-op",
         "collect-op",
         "shard-plan-op",
         "verify-op",
@@ -125,6 +126,17 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"collect_config", "generate_config", "judge_config", "sft_config", "eval_config", "tracking"} <= set(params)
     assert params["shards"]["defaultValue"] == 1
+    # the first task checks the run; every stage reads its section from it
+    assert tasks["preflight-op"]["cachingOptions"] == {}  # never cached: its checks are of the moment
+    assert "dependentTasks" not in tasks["preflight-op"]
+    assert tasks["collect-op"]["inputs"]["parameters"]["config"]["taskOutputParameter"] == {
+        "outputParameterKey": "checked_collect_config",
+        "producerTask": "preflight-op",
+    }
+    assert tasks["evaluate-op"]["inputs"]["parameters"]["base_model"]["taskOutputParameter"] == {
+        "outputParameterKey": "base_model",
+        "producerTask": "preflight-op",
+    }
 
     for name in ("adaptive_thinking", "reward_models", "grpo"):  # generate -> verify -> score, sharded
         doc = yaml.safe_load(paths[name].read_text())
@@ -135,9 +147,10 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
             "score-op",
         }
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
-    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3"]  # the merged scores
+    # the merged scores, and its section from the preflight
+    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3", "preflight-op"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
-    assert set(evaluate) == {"evaluate-models-op"}
+    assert set(evaluate) == {"preflight-op", "evaluate-models-op"}
 
     grpo = yaml.safe_load(paths["grpo"].read_text())["root"]["dag"]["tasks"]
     assert {"reward-models-op", "grpo-op", "evaluate-op", "register-op"} <= set(grpo)
@@ -152,7 +165,7 @@ def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: st
     from kubedistill.recipes import load_recipe
     from kubedistill_kfp.compile import compile_all
 
-    recipe = load_recipe(Path("examples") / example, here=not example.startswith("cluster_"))  # cluster: the pods'
+    recipe = load_recipe(Path("examples") / example, here="cluster" not in example)  # cluster: the pods'
     kind = recipe.recipe
     (path,) = compile_all(tmp_path, names=[kind])
     params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
