@@ -116,9 +116,10 @@ def cmd_submit(ns: argparse.Namespace) -> int:
     return 0
 
 
-def run_args(p: argparse.ArgumentParser) -> None:
+def run_args(p: argparse.ArgumentParser, *, local_flag: bool = True) -> None:
     p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (examples/*.yaml)")
-    p.add_argument("--local", action="store_true", help="run on this machine with kfp.local (required for now)")
+    if local_flag:  # `run` needs it (a cluster run is `submit`); `ablate` always runs here
+        p.add_argument("--local", action="store_true", help="run on this machine with kfp.local (required)")
     p.add_argument("--workdir", type=Path, default=Path("outputs"), help="local runs write here (default: outputs/)")
     p.add_argument("--teacher-url", default=None, help="use this OpenAI-compatible teacher instead of the recipe's")
     p.add_argument("--teacher-model", default=None, help="its model name")
@@ -154,7 +155,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def ablate_args(p: argparse.ArgumentParser) -> None:
     """The options of `kubedistill ablate` (those of `run`, without --local: an ablation runs here)."""
-    run_args(p)
+    run_args(p, local_flag=False)
     p.set_defaults(local=True)
 
 

@@ -137,7 +137,6 @@ def _pool(n: int = 8) -> tuple[list, list, list]:
             answer = int(p.answer) + (0 if right else 1)
             pool.append(
                 Sample(
-                    id=f"s{i}-{j}",
                     problem_id=p.id,
                     teacher="t",
                     temperature=0.7,

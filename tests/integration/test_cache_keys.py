@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Tasks that are never cached, and why: the evaluate pipeline scores registry aliases (models:/NAME@champion),
 # which move between runs; its endpoint answers still come from the request cache. Every pipeline's preflight
 # checks the cluster as it is now (its outputs, the checked sections, are the same values every run, so the
-# tasks after it stay cached). The ablation table logs the parent MLflow run of the arms' runs. The deploy step
+# tasks after it stay cached). The deploy step
 # changes the cluster (apply, wait, smoke test).
 NEVER_CACHED = (
-    {("evaluate.yaml", "evaluate-models-op"), ("ablation.yaml", "ablation-report-op")}
+    {("evaluate.yaml", "evaluate-models-op")}
     | {
         (f"{p}.yaml", "preflight-op")
         for p in ("slow_thinking", "adaptive_thinking", "reward_models", "grpo", "evaluate", "ablation")

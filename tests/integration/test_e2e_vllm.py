@@ -32,7 +32,8 @@ def test_quickstart_small_with_real_vllm(tmp_path: Path) -> None:
     recipe["sft"].update(base_model="tiny-qwen3", learning_rate=0.003)
     recipe["sft"].pop("lora", None)
     recipe["dpo"].pop("lora", None)
-    recipe["sft"]["curriculum"] = [{"name": "medium", "difficulties": ["medium", "hard"], "epochs": 2}]
+    # SmolLM2-135M as a constrained judge labels (nearly) every CoT easy: train on every label
+    recipe["sft"]["curriculum"] = [{"name": "all", "difficulties": ["easy", "medium", "hard"], "epochs": 2}]
     # SmolLM2-135M gets few sums right; train on every complete CoT so the run never depends on its luck
     recipe["verify"] = {"keep_all": True}
     path = tmp_path / "recipe.yaml"

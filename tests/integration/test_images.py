@@ -51,6 +51,7 @@ NOT_ON_SERVE = {
     "peft": "trainers run on the train image",
     "mlflow": "mlflow-skinny: the client without the server",
     "kserve": "the deploy step runs on the base image",
+    "kubeflow": "the Trainer SDK: TrainJobs are launched from the train role's pods (train image)",
 }
 
 
