@@ -166,7 +166,8 @@ def test_judge_rewriter_and_verify_do_not_take_an_incomplete_answer_for_one(tmp_
         assert [s.difficulty for s in judged] == ["easy", "easy", "hard"]
         assert stats.metrics["difficulty.unparsable"] == 2
 
-        rewrite_cfg = RewriteConfig(rewriter=teacher, client=ClientConfig(**FAST))
+        # accept_untagged off: the finished reply (no <think> tags) is the third failure, in the strict format
+        rewrite_cfg = RewriteConfig(rewriter=teacher, client=ClientConfig(**FAST), accept_untagged=False)
         rewritten, rstats = rewrite(samples, rewrite_cfg, problems=problems)
         assert rstats.info["counts"]["rewrite_failed"] == 3  # filtered, unfinished, and no <think> format
         whys = " ".join(f["why"] for f in rstats.info["failed"])
