@@ -121,33 +121,23 @@ def generate(
     for res in results:
         if res.ok and (res.complete or res.finish_reason == "length"):
             samples.append(result_to_sample(res))  # a truncated CoT is kept, marked (finish_reason=length)
-        elif res.ok:
-            problem_id, temp = res.request.tag
+            continue
+        problem_id, temp = res.request.tag
+        where = {
+            "problem_id": problem_id,
+            "teacher": res.request.endpoint,
+            "temperature": temp,
+            "sample_index": res.request.sample_index,
+        }
+        if res.ok:
             stats.reject(
                 "incomplete",
                 detail=f"the teacher's answer is not a complete CoT: {res.incomplete_reason}",
-                record={
-                    "problem_id": problem_id,
-                    "teacher": res.request.endpoint,
-                    "temperature": temp,
-                    "sample_index": res.request.sample_index,
-                    "finish_reason": res.finish_reason,
-                    "content": res.content,
-                    "reasoning": res.reasoning,
-                },
+                record={**where, "finish_reason": res.finish_reason, "content": res.content}
+                | {"reasoning": res.reasoning},
             )
         else:
-            problem_id, temp = res.request.tag
-            stats.reject(
-                "request_failed",
-                detail=f"after {res.attempts} attempt(s): {res.error}",
-                record={
-                    "problem_id": problem_id,
-                    "teacher": res.request.endpoint,
-                    "temperature": temp,
-                    "sample_index": res.request.sample_index,
-                },
-            )
+            stats.reject("request_failed", detail=f"after {res.attempts} attempt(s): {res.error}", record=where)
     stats.n_out = len(samples)
     stats.elapsed_s = timer.elapsed
     stats.metrics.update(client.stats.as_metrics("teacher."))
