@@ -452,11 +452,7 @@ def _save(
     by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
     for port in spec.record_outputs:
         if port.name in outputs:
-            write_records(outputs[port.name], _as_list(by_port.get(port.name, [])))
-
-
-def _as_list(records: Iterable[BaseModel] | None) -> Sequence[BaseModel]:
-    return list(records or [])
+            write_records(outputs[port.name], by_port.get(port.name) or ())  # an iterable streams to JSONL
 
 
 def _raise_if_fatal(fatal: Iterable[str], stats: StageStats, rejects: Path | None) -> None:

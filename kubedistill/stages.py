@@ -219,6 +219,12 @@ STAGES: tuple[Stage, ...] = (
         outputs=(
             Port("problems", records="Problem", help="the training problems"),
             Port("heldout", records="Problem", help="the held-out problems (default: <output>.heldout.jsonl)"),
+            Port(
+                "samples",
+                records="Sample",
+                help="existing CoTs of the training problems, from sources with `cots` / `import_cots` "
+                "(default: <output>.samples.jsonl; empty when no source imports CoTs)",
+            ),
             REJECTS,
             METRICS,
         ),

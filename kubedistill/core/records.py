@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -726,12 +726,14 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     os.replace(tmp, p)
 
 
-def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> int:
+def write_records(path: str | os.PathLike[str], records: Iterable[BaseModel]) -> int:
     """Write records as JSONL or Parquet (by suffix), atomically: a reader never sees half a file. Known
-    secret values are redacted (see :func:`write_jsonl`)."""
+    secret values are redacted (see :func:`write_jsonl`). JSONL is written as the iterable yields (a
+    generator is never held in memory whole); Parquet is built in memory."""
     p = Path(path)
     if _format(p) == "jsonl":
         return write_jsonl(p, records)
+    records = list(records)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -754,3 +756,47 @@ def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) ->
 def write_rejects(path: str | os.PathLike[str], rejects: Iterable[Reject]) -> int:
     """Write rejects as JSONL, masked in full (a rejected row or an error body may carry a key)."""
     return write_jsonl(path, rejects, diagnostics=True)
+
+
+class RecordSpool:
+    """Records kept on disk, not in memory: :meth:`append` writes each one to a temporary JSONL file as it
+    comes; iterating reads them back one at a time (in order, as ``cls``). The file is removed by
+    :meth:`close`, or when the spool is garbage-collected. Used where a stage meets records it may only
+    emit later (collect's imported CoTs, which wait for dedup, decontamination and the held-out split)."""
+
+    def __init__(self, cls: type[R], directory: str | os.PathLike[str] | None = None) -> None:
+        import tempfile
+        import weakref
+
+        self.cls = cls
+        self.n = 0
+        fd, name = tempfile.mkstemp(prefix="kubedistill-spool-", suffix=".jsonl", dir=directory)
+        self.path = Path(name)
+        self._f = os.fdopen(fd, "wb")
+        self._finalizer = weakref.finalize(self, _remove_spool, self._f, self.path)
+
+    def append(self, record: BaseModel) -> None:
+        self._f.write(record.model_dump_json().encode("utf-8"))
+        self._f.write(b"\n")
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        self._f.flush()
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield self.cls.model_validate_json(line)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _remove_spool(f: Any, path: Path) -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        f.close()
+    with contextlib.suppress(OSError):
+        path.unlink()
