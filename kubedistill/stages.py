@@ -236,7 +236,16 @@ STAGES: tuple[Stage, ...] = (
         "Ask every teacher for CoTs (teachers x temperatures x num_generations), through the cached, retrying client.",
         role="teacher_bound",
         config="kubedistill.cot.generate:GenerateConfig",
-        inputs=(PROBLEMS,),
+        inputs=(
+            PROBLEMS,
+            Port(
+                "imported",
+                records="Sample",
+                optional=True,
+                empty_ok=True,
+                help="existing CoTs (collect's samples): those of these problems are passed on beside the generated",
+            ),
+        ),
         outputs=(Port("samples", records="Sample", help="CoT samples"), REJECTS, METRICS),
         params=SHARD,
         fatal=("request_failed",),
@@ -292,6 +301,8 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.cot.verify:VerifyConfig",
         inputs=(SAMPLES, PROBLEMS),
         outputs=(Port("verified", records="Sample", help="CoTs with `correct` set"), REJECTS, METRICS),
+        params=SHARD,
+        shardable=True,
         cli=Cli(
             input="samples",
             output="verified",

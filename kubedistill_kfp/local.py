@@ -103,10 +103,11 @@ def run_local(
             # Teacher answers survive a killed or repeated run (kfp.local's cache covers finished tasks).
             generate.client.cache_dir = work / "request-cache"
         args = recipe.pipeline_arguments(endpoints if teacher is not None else None)
-        if "work_dir" in _pipeline_parameters(recipe.recipe):
+        pipeline = getattr(recipe, "pipeline", recipe.recipe)  # cot_source: imported -> <recipe>_imported
+        if "work_dir" in _pipeline_parameters(pipeline):
             args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
-        outputs = _run_kfp_local(recipe.recipe, args, work)
+        outputs = _run_kfp_local(pipeline, args, work)
     except KeyboardInterrupt:
         _stop_children()
         raise
@@ -117,7 +118,7 @@ def run_local(
     model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
     return LocalRunResult(
         recipe=recipe.name,
-        pipeline=recipe.recipe,
+        pipeline=getattr(recipe, "pipeline", recipe.recipe),
         run_dir=work,
         tracking_uri=tracking_uri,
         model_uri=model_uri,

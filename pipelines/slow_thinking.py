@@ -52,7 +52,7 @@ def slow_thinking(
     plan = shard_plan_op(count=shards)
     with dsl.ParallelFor(plan.output, name="teacher-shards") as shard:  # the teacher-bound stages, side by side
         part = {"tracking": tracking, "problems": problems, "shard_index": shard, "shard_count": shards}
-        generate = generate_op(config=generate_config, **part)
+        generate = generate_op(config=generate_config, imported=collect.outputs["samples"], **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         judge = judge_op(config=judge_config, samples=generate.outputs["samples"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")

@@ -96,7 +96,11 @@ def result_to_sample(res: ChatResult) -> Sample:
 
 
 def generate(
-    problems: Sequence[Problem], cfg: GenerateConfig, *, client: ChatClient | None = None
+    problems: Sequence[Problem],
+    cfg: GenerateConfig,
+    *,
+    client: ChatClient | None = None,
+    imported: Sequence[Sample] | None = None,
 ) -> tuple[list[Sample], StageStats]:
     """Stage `generate`: ``cfg.num_generations`` CoTs per (problem, teacher, temperature).
 
@@ -104,7 +108,11 @@ def generate(
     request order; a request that still fails after every retry is a ``request_failed`` reject (fatal for
     the stage); an answer that is not a complete CoT is an ``incomplete`` reject (not fatal). ``client``
     is for tests and callers that hold one; by default one is made from
-    ``cfg.teachers`` and ``cfg.client``. Raises ``ConfigError`` without teachers, ``EndpointError`` for
+    ``cfg.teachers`` and ``cfg.client``. ``imported`` are existing CoTs (collect's ``samples`` output):
+    those of ``problems`` (this shard's) follow the generated ones in the output, so that the stages after
+    see teachers' and a dataset's CoTs of the same problems side by side (metric ``samples.imported``); an
+    imported CoT whose id a generated one already has is an ``imported_id_taken`` reject (give the
+    teacher another label). Raises ``ConfigError`` without teachers, ``EndpointError`` for
     an endpoint that refuses the key. Metrics: the client's request / token / retry counts."""
     if client is None and not cfg.teachers:
         raise ConfigError("generate: no teacher endpoints configured (give --teacher-url/--teacher-model)")
@@ -148,8 +156,25 @@ def generate(
                     "sample_index": res.request.sample_index,
                 },
             )
+    n_imported = 0
+    if imported:
+        mine = {p.id for p in problems}
+        taken = {s.id for s in samples}
+        for s in imported:
+            if s.problem_id not in mine:
+                continue  # another shard's problem, or a problem this run does not have
+            if s.id in taken:
+                stats.reject(
+                    "imported_id_taken",
+                    f"a generated CoT has the id {s.id!r}: label the teacher differently from the imported CoTs",
+                    record={"sample_id": s.id},
+                )
+                continue
+            samples.append(s)
+            n_imported += 1
     stats.n_out = len(samples)
     stats.elapsed_s = timer.elapsed
+    stats.metrics["samples.imported"] = float(n_imported)
     stats.metrics.update(client.stats.as_metrics("teacher."))
     stats.metrics["samples.truncated"] = float(sum(s.truncated for s in samples))
     stats.info["teachers"] = {label: vars(u) for label, u in client.stats.per_endpoint.items()}

@@ -123,7 +123,7 @@ def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: st
     from kubedistill_kfp.compile import compile_all
 
     recipe = load_recipe(Path("examples") / example)
-    kind = recipe.recipe
+    kind = getattr(recipe, "pipeline", recipe.recipe)  # cot_source: imported -> <recipe>_imported
     (path,) = compile_all(tmp_path, names=[kind])
     params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
     args = recipe.pipeline_arguments([EndpointConfig(url="http://127.0.0.1:9/v1", model="t")])
