@@ -109,9 +109,10 @@ def test_the_imported_pipeline_has_no_generate_step(tmp_path: Path) -> None:
     (path,) = compile_all(tmp_path, names=["adaptive_thinking_imported"])
     doc = yaml.safe_load(path.read_text())
     tasks = doc["root"]["dag"]["tasks"]
-    assert "generate-op" not in json.dumps(doc["root"]) and "generate_config" not in doc["root"]["inputDefinitions"][
-        "parameters"
-    ]
+    assert (
+        "generate-op" not in json.dumps(doc["root"])
+        and "generate_config" not in doc["root"]["inputDefinitions"]["parameters"]
+    )
     (loop,) = [t for n, t in tasks.items() if n.startswith("for-loop-")]
     assert set(doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]) == {"verify-op", "score-op"}
     verify = doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["verify-op"]

@@ -11,7 +11,27 @@ from kubedistill.core.records import Problem, StageStats
 from kubedistill.core.sharding import shard_of
 from kubedistill.data.dedup import DedupConfig, DedupKeys, apply_drops, dedup, dedup_keys, global_dedup
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+]
 
 
 def _problem(pid: str, text: str, source: str = "s") -> Problem:
