@@ -328,7 +328,10 @@ STAGES: tuple[Stage, ...] = (
         "Target-aware selection: correct CoTs whose RV / CD fit the student, at most K per problem.",
         role="cpu",
         config="kubedistill.cot.select:SelectConfig",
-        inputs=(SAMPLES,),
+        inputs=(
+            SAMPLES,
+            Port("problems", records="Problem", optional=True, help="problems (for mix_by: domain / domain_source)"),
+        ),
         outputs=(Port("selected", records="Sample", help="the CoTs that fit the student"), REJECTS, METRICS),
         cli=Cli(
             input="samples",

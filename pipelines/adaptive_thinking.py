@@ -43,7 +43,12 @@ def adaptive_thinking(
         verify_config=verify_config,
         score_config=score_config,
     )
-    select = select_op(config=select_config, tracking=tracking, samples=scored.outputs["merged"])
+    select = select_op(
+        config=select_config,
+        tracking=tracking,
+        samples=scored.outputs["merged"],
+        problems=collect.outputs["problems"],  # each CoT's domain, for a mix by domain
+    )
     sft = sft_op(
         config=sft_config,
         tracking=tracking,
@@ -93,7 +98,12 @@ def adaptive_thinking_imported(
         verify_config=verify_config,
         score_config=score_config,
     )
-    select = select_op(config=select_config, tracking=tracking, samples=scored.outputs["merged"])
+    select = select_op(
+        config=select_config,
+        tracking=tracking,
+        samples=scored.outputs["merged"],
+        problems=collect.outputs["problems"],  # each CoT's domain, for a mix by domain
+    )
     sft = sft_op(
         config=sft_config,
         tracking=tracking,

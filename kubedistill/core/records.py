@@ -215,6 +215,44 @@ class Sample(_Record):
         return f"{problem_id}::{teacher}::t{temperature:g}::{sample_index}"
 
 
+def cot_source(sample: Sample) -> str:
+    """Where a CoT came from, for per-source funnels and re-sampling: the dataset source it was imported
+    from (``metadata["imported_from"]``, set by collect), else its teacher's label."""
+    src = sample.metadata.get("imported_from")
+    return str(src) if src else sample.teacher
+
+
+class SourceFunnel:
+    """Per-source counts of a CoT stage: ``add_in`` / ``add_out`` as samples pass (streaming-friendly),
+    then :meth:`into` writes metrics ``source.<src>.n_in`` / ``source.<src>.n_out`` (summed over shards)."""
+
+    def __init__(self) -> None:
+        self.n_in: dict[str, int] = {}
+        self.n_out: dict[str, int] = {}
+
+    def add_in(self, sample: Sample) -> None:
+        src = cot_source(sample)
+        self.n_in[src] = self.n_in.get(src, 0) + 1
+
+    def add_out(self, sample: Sample) -> None:
+        src = cot_source(sample)
+        self.n_out[src] = self.n_out.get(src, 0) + 1
+
+    def into(self, stats: StageStats) -> None:
+        for src in sorted(set(self.n_in) | set(self.n_out)):
+            stats.metrics[f"source.{src}.n_in"] = float(self.n_in.get(src, 0))
+            stats.metrics[f"source.{src}.n_out"] = float(self.n_out.get(src, 0))
+
+    @classmethod
+    def of(cls, stats: StageStats, inputs: Iterable[Sample], outputs: Iterable[Sample]) -> None:
+        f = cls()
+        for s in inputs:
+            f.add_in(s)
+        for s in outputs:
+            f.add_out(s)
+        f.into(stats)
+
+
 # ------------------------------------------------------------------------------------ PreferencePair
 
 

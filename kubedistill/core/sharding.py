@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # Summed over shards; every other metric is averaged (rates, means) except elapsed_s (the slowest shard).
-_SUMMED_PREFIXES = ("n_", "dropped.")
+_SUMMED_PREFIXES = ("n_", "dropped.", "source.")
 _SUMMED_WORDS = ("tokens", "requests", "count", "retries", "failed", "cached")
 
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.core.records import Judgement, Problem, Sample, SourceFunnel, StageStats, Timer
 from kubedistill.prompts import Prompt, load_prompt
 
 _DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
@@ -204,6 +204,7 @@ def label_samples(
     stats.n_out = len(result)
     stats.elapsed_s = timer.elapsed
     stats.metrics.update(cl.stats.as_metrics("judge."))
+    SourceFunnel.of(stats, samples, result)
     return result, stats
 
 

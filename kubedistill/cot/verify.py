@@ -19,7 +19,7 @@ from pydantic import Field
 
 from kubedistill.chat.config import EndpointConfig
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.core.records import Judgement, Problem, Sample, SourceFunnel, StageStats, Timer
 from kubedistill.core.text import split_think
 from kubedistill.verifiers.executors import SandboxConfig
 
@@ -124,4 +124,5 @@ def verify_samples(
     stats.metrics["correct_rate"] = n_true / len(samples) if samples else 0.0
     stats.metrics["n_correct"] = float(n_true)
     stats.info["methods"] = dict(methods)
+    SourceFunnel.of(stats, samples, out)
     return out, stats

@@ -156,6 +156,8 @@ def collect(
     kept_by_label = Counter(label_of[id(p)] for p in out)
     for label, info in per_source.items():
         info["out"] = kept_by_label.get(label, 0)
+        stats.metrics[f"source.{label}.n_in"] = float(info.get("rows", 0))
+        stats.metrics[f"source.{label}.n_out"] = float(info["out"])  # before the held-out split
     stats.info["out_by_domain"] = dict(sorted(Counter(p.domain for p in out).items()))
     stats.info["out_by_source"] = dict(sorted(Counter(p.source for p in out).items()))
     stats.metrics.update({k: round(v, 3) for k, v in timings.items()})
@@ -260,8 +262,10 @@ class _CotSpool:
                 dropped["problem_dropped"] += n
         stats.info["cots"] = {**funnel, "dropped": dropped}
         for label, info in stats.info.get("sources", {}).items():
-            if "cots" in info:
+            if info.get("cots"):
                 info["cots_out"] = out_by_label.get(label, 0)
+                stats.metrics[f"source.{label}.cots_in"] = float(info["cots"])
+                stats.metrics[f"source.{label}.cots_out"] = float(info["cots_out"])
         stats.metrics["cots_in"] = float(funnel["read"])
         stats.metrics["cots_out"] = float(funnel["out"])
         return keep
