@@ -20,7 +20,11 @@ The calling convention a stage function follows, by :attr:`Stage.kind`:
 
 ``records``  ``fn(<first input>, cfg, *, <other inputs>, <params>) -> (records, StageStats)`` — inputs are
              lists of records (the first one is sharded), output records are written by the runner
-             (a dict ``{output name: records}`` when a stage writes several record outputs).
+             (a dict ``{output name: records}`` when a stage writes several record outputs; an iterable
+             is written to JSONL as it yields). A row with ``streams`` gets its first input as a
+             :class:`~kubedistill.core.records.RecordStream` (read lazily, again on each iteration) and a
+             ``reject_sink`` keyword (the rejects file, written as rejects come), and returns an iterator:
+             resident memory does not grow with the input.
 ``files``    ``fn(<first input>, cfg, *, <other inputs>, <output paths>, <params>) -> (anything, StageStats)``
              — the function writes its outputs (model directories, reports) itself; a ``train`` stage
              on a pod with several GPUs is started once per GPU (kubedistill/launch.py).
@@ -143,6 +147,7 @@ class Stage:
     returns: type | None = None
     fatal: tuple[str, ...] = ()
     shardable: bool = False
+    streams: bool = False  # the first input is a RecordStream, the output an iterator, rejects streamed to file
     funnel: bool = True  # its metrics are a row of the run report's funnel
     log_outputs: tuple[str, ...] = ()  # output directories logged as MLflow artifacts of the stage's run
     cli: Cli | None = None
@@ -303,6 +308,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=(Port("verified", records="Sample", help="CoTs with `correct` set"), REJECTS, METRICS),
         params=SHARD,
         shardable=True,
+        streams=True,
         cli=Cli(
             input="samples",
             output="verified",
@@ -333,6 +339,7 @@ STAGES: tuple[Stage, ...] = (
             Port("problems", records="Problem", optional=True, help="problems (for mix_by: domain / domain_source)"),
         ),
         outputs=(Port("selected", records="Sample", help="the CoTs that fit the student"), REJECTS, METRICS),
+        streams=True,
         cli=Cli(
             input="samples",
             output="selected",
