@@ -1,7 +1,7 @@
 """Memory and throughput of the streaming CoT stages (verify, select) at two corpus sizes, side by side.
 
-Synthetic CoTs of realistic length: long-tailed (log-normal, sigma 1.0) with a mean of ``--mean-kb`` KiB
-(default 16), capped at 16x the mean; ``<think>`` reasoning, then a boxed answer (80 % right, 15 %
+Synthetic CoTs of realistic length: long-tailed (log-normal, sigma 1.0, capped at 16x the mean, then scaled so
+the mean is ``--mean-kb`` KiB, default 16); ``<think>`` reasoning, then a boxed answer (80 % right, 15 %
 wrong, 5 % cut off with finish_reason=length). Problems are sums with their answers (math-verify
 checks them). The select input is the same CoTs with ``correct``, RV and CD set.
 
@@ -56,10 +56,12 @@ def write_corpus(directory: Path, n: int, mean_kb: float, seed: int = 0) -> dict
     for _ in range(n_problems):
         a, b = rng_p.randint(10, 999), rng_p.randint(10, 999)
         answers.append(a + b)
+    lengths = [min(rng.lognormvariate(mu, sigma), 16 * mean) for _ in range(n)]
+    scale = mean / (sum(lengths) / n)  # the cap trims the tail: scale back to the asked mean
     with paths["samples"].open("w") as fs, paths["scored"].open("w") as fc:
         for k in range(n):
             pid = k % n_problems
-            length = int(min(rng.lognormvariate(mu, sigma), 16 * mean))
+            length = int(lengths[k] * scale)
             start = rng.randrange(0, len(base) - length - 1)
             reasoning = base[start : start + length]
             roll = rng.random()
@@ -80,7 +82,13 @@ def write_corpus(directory: Path, n: int, mean_kb: float, seed: int = 0) -> dict
             }
             fs.write(json.dumps(row) + "\n")
             fc.write(json.dumps({**row, "correct": right, "rv": rng.randint(0, 9), "cd": rng.randint(0, 9)}) + "\n")
-    print(f"  corpus of {n:,} CoTs: mean {total / n / 1024:.1f} KiB, {total / 2**20:,.0f} MiB of text", flush=True)
+    lens = sorted(lengths)
+    print(
+        f"  corpus of {n:,} CoTs: mean {total / n / 1024:.1f} KiB ({total / n / 1000:.1f} kB), median "
+        f"{lens[n // 2] * scale / 1024:.1f} KiB, p99 {lens[int(n * 0.99)] * scale / 1024:.0f} KiB, "
+        f"{total / 2**20:,.0f} MiB of text",
+        flush=True,
+    )
     return paths
 
 
