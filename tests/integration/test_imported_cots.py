@@ -77,7 +77,8 @@ def test_both_imported_and_generated_cots_of_the_same_problems(tmp_path: Path, j
     from kubedistill.runner import run_stage
 
     problems, samples = tmp_path / "problems.jsonl", tmp_path / "problems.samples.jsonl"
-    assert main(["collect", "--config", str(_collect_config(tmp_path, 0.0)), "--output", str(problems)]) == 0
+    no = ["--no-tracking"]
+    assert main(["collect", "--config", str(_collect_config(tmp_path, 0.0)), "--output", str(problems), *no]) == 0
     n_imported = len(read_records(samples, Sample))
     teacher = {"url": judge_url, "model": "scripted", "name": "qwq-endpoint"}
     generated = tmp_path / "generated.jsonl"
@@ -89,6 +90,7 @@ def test_both_imported_and_generated_cots_of_the_same_problems(tmp_path: Path, j
             config={"teachers": [teacher], "temperatures": [0.6], "client": {"cache_dir": str(tmp_path / "c")}},
             paths={"problems": problems, "imported": samples, "samples": part},
             params={"shard_index": shard, "shard_count": 2},
+            tracking={"enabled": False},
         )
         assert result.stats is not None
         shard_sizes.append(result.stats.metrics["samples.imported"])
@@ -99,7 +101,7 @@ def test_both_imported_and_generated_cots_of_the_same_problems(tmp_path: Path, j
     per_problem = {pid: {s.teacher for s in both if s.problem_id == pid} for pid in {s.problem_id for s in both}}
     assert all(t == {"deepseek-r1", "qwq-endpoint"} for t in per_problem.values())
     verified = tmp_path / "verified.jsonl"
-    rc = main(["verify", "--input", str(generated), "--problems", str(problems), "--output", str(verified)])
+    rc = main(["verify", "--input", str(generated), "--problems", str(problems), "--output", str(verified), *no])
     assert rc == 0 and {s.teacher for s in read_records(verified, Sample)} == {"deepseek-r1", "qwq-endpoint"}
 
 

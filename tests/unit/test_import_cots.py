@@ -319,6 +319,7 @@ def test_collect_cli_writes_the_samples_file_and_verify_reads_it(tmp_path: Path)
         "collect",
         config={"sources": [{"kind": "hf", "preset": "openr1-math", "import_cots": True, "path": str(path)}]},
         paths={"problems": out, "heldout": tmp_path / "held.jsonl", "samples": samples_path},
+        tracking={"enabled": False},
     )
     samples = read_records(samples_path, Sample)
     assert [s.sample_index for s in samples] == [0, 1]
@@ -326,6 +327,7 @@ def test_collect_cli_writes_the_samples_file_and_verify_reads_it(tmp_path: Path)
         "verify",
         config={"keep_all": True},
         paths={"samples": samples_path, "problems": out, "verified": tmp_path / "verified.jsonl"},
+        tracking={"enabled": False},
     )
     verified = read_records(tmp_path / "verified.jsonl", Sample)
     assert [s.correct for s in verified] == [True, False]  # the truncated one is never correct
