@@ -388,7 +388,7 @@ def _run_tracked(
         try:
             result, stats = fn(*positional, **kwargs)
             if stream is not None:  # the output is written as the stage yields it; then its counts are final
-                _save_stream(spec, result, outputs)
+                _save_stream(spec, result, outputs, lambda: stats)
                 stream.finish(stats, other_rejects)
                 other_rejects = {}
         except BaseException:
@@ -420,6 +420,7 @@ def _run_tracked(
             if stream is not None:
                 if stats_path is not None:
                     write_json(stats_path, stats)
+                _raise_if_fatal(spec.fatal, stats, rejects_path)  # its output was not written
             elif spec.kind == "records":
                 _save(spec, result, stats, outputs, rejects_path, stats_path)
             else:
@@ -510,14 +511,37 @@ def _open_stream(spec: Stage, paths: Mapping[str, Any], allow_empty: bool, shard
     return stream
 
 
-def _save_stream(spec: Stage, result: Any, outputs: Mapping[str, Any]) -> None:
+def _save_stream(spec: Stage, result: Any, outputs: Mapping[str, Any], stats_of: Any) -> None:
+    """Write a streaming stage's output as it yields; when the stage then reports a fatal drop reason
+    (``request_failed``), the output is discarded (never half a result) — the caller raises."""
     by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
     for port in spec.record_outputs:
-        if port.name in outputs:
-            write_records(outputs[port.name], by_port.get(port.name) or ())
-        else:  # no path: the records are still produced (the stage's counts depend on it)
-            for _ in by_port.get(port.name) or ():
+        records = by_port.get(port.name) or ()
+        path = outputs.get(port.name)
+        if path is None:  # no path: the records are still produced (the stage's counts depend on it)
+            for _ in records:
                 pass
+            continue
+        if str(path).endswith((".parquet", ".pq")):
+            records = list(records)
+            if not _fatal(spec.fatal, stats_of()):
+                write_records(path, records)
+            continue
+        writer = JsonlWriter(path)
+        try:
+            for r in records:
+                writer.write(r)
+        except BaseException:
+            writer.abort()
+            raise
+        if _fatal(spec.fatal, stats_of()):
+            writer.abort()
+        else:
+            writer.close()
+
+
+def _fatal(fatal: Iterable[str], stats: StageStats) -> bool:
+    return any(stats.dropped.get(r) for r in fatal)
 
 
 def _scalar_params(spec: Stage, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -284,6 +284,7 @@ STAGES: tuple[Stage, ...] = (
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=_judge_cli("judged", "judge", "judge endpoint"),
     ),
     Stage(
@@ -326,6 +327,7 @@ STAGES: tuple[Stage, ...] = (
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=_judge_cli("scored", "judge", "judge endpoint"),
     ),
     Stage(

@@ -151,3 +151,42 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path: Path) -> None:
     per_cot_list = (l_large - l_small) * 1024 / 900
     assert per_cot_list > 8000, peaks  # the text of every CoT
     assert per_cot_stream < 1024 and per_cot_stream < per_cot_list / 10, peaks
+
+
+def test_score_streams_in_chunks_and_a_fatal_failure_writes_no_output(tmp_path: Path) -> None:
+    """The judge stages stream too (chunk by chunk through the client); when requests fail after every
+    retry (`request_failed`, fatal) nothing of the output is left behind, and the rejects say which."""
+    import pytest
+
+    from kubedistill.runner import StageFailed
+    from kubedistill.testing.openai_server import ServerScript, running_server
+
+    problems, path, _ = _files(tmp_path)
+    answers = [(r"REASONING VERBOSITY", "<score>3</score>"), (r"COGNITIVE DIFFICULTY", "<score>2</score>")]
+    with running_server(ServerScript(answers=answers, always_fail=["work for p4"])) as url:
+        judge = {"url": url, "model": "scripted"}
+        client = {"cache_dir": str(tmp_path / "cache"), "max_retries": 0, "progress": False}
+        ok = tmp_path / "scored.jsonl"
+        good = tmp_path / "good.jsonl"
+        good.write_text("".join(ln + "\n" for ln in path.read_text().splitlines() if '"p4"' not in ln))
+        result = run_stage(
+            "score",
+            config={"judge": judge, "client": client, "chunk_size": 4},
+            paths={"samples": good, "problems": problems, "scored": ok},
+            tracking=NO_TRACKING,
+        )
+        scored = read_records(ok, Sample)
+        assert len(scored) == 11 and {(s.rv, s.cd) for s in scored} == {(3, 2)}
+        assert result.stats is not None and result.stats.metrics["source.t.n_out"] == 11
+
+        bad = tmp_path / "bad.jsonl"
+        with pytest.raises(StageFailed, match="request failed"):
+            run_stage(
+                "score",
+                config={"judge": judge, "client": client, "chunk_size": 4},
+                paths={"samples": path, "problems": problems, "scored": bad},
+                tracking=NO_TRACKING,
+            )
+    assert not bad.exists() and not list(tmp_path.glob(".bad.jsonl.tmp-*"))
+    rejects = [json.loads(x) for x in (tmp_path / "bad.rejects.jsonl").read_text().splitlines()]
+    assert {r["reason"] for r in rejects} >= {"request_failed", "invalid_json", "duplicate_id"}
