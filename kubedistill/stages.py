@@ -360,6 +360,7 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.cot.pairs:PairsConfig",
         inputs=(SAMPLES, PROBLEMS),
         outputs=(Port("pairs", records="PreferencePair", help="preference pairs"), REJECTS, METRICS),
+        streams=True,
         cli=Cli(input="samples", output="pairs"),
     ),
     Stage(
