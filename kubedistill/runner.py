@@ -234,9 +234,18 @@ class _Inputs:
     empty: list[str]
 
 
-def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool, *, streamed: bool = False) -> _Inputs:
+def _read_inputs(
+    spec: Stage,
+    paths: Mapping[str, Any],
+    allow_empty: bool,
+    *,
+    streamed: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> _Inputs:
     """Record inputs as lists (their unreadable rows and repeated ids as rejects), other ports as paths.
-    ``streamed``: the first record input is read by a stream instead (left out here)."""
+    ``streamed``: the first record input is read by a stream instead (left out here). A port marked
+    ``streamed`` comes as a :class:`RecordStream` filtered to ``shard`` (its refused rows are collected
+    as they are met, in ``other_rejects``)."""
     from kubedistill.core.config import ConfigError
 
     out = _Inputs({}, [], {}, [])
@@ -254,6 +263,25 @@ def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool, *, st
             if port.type == "Model" and not port.many:
                 _check_model_input(spec, port, paths[port.name])
             out.loaded[port.name] = _port_value(port, paths[port.name])
+            continue
+        if port.streamed and primary is not None:
+            from kubedistill.core.sharding import shard_key, shard_of
+
+            index, count = shard
+            met: list[Reject] = []
+            stream_in = RecordStream(
+                paths[port.name],
+                RECORD_CLASSES[port.records],
+                stage=spec.name,
+                on_reject=met.append,
+                keep=None
+                if count == 1 or not spec.shardable
+                else (lambda r, i=index, c=count: shard_of(shard_key(r), c) == i),
+                allow_empty=allow_empty or port.empty_ok,
+            )
+            stream_in.check()
+            out.loaded[port.name] = stream_in
+            out.other_rejects[port.name] = met
             continue
         collector = StageStats(stage=spec.name)
         records = read_records(
@@ -344,7 +372,7 @@ def _run_tracked(
     _check_outputs(spec, outputs, (rejects_path, stats_path))
     shard = (int(params.get("shard_index", 0)), int(params.get("shard_count", 1)))
     stream = _open_stream(spec, paths, allow_empty, shard) if spec.streams and spec.kind == "records" else None
-    inputs = _read_inputs(spec, paths, allow_empty, streamed=stream is not None)
+    inputs = _read_inputs(spec, paths, allow_empty, streamed=stream is not None, shard=shard)
     loaded = inputs.loaded
     read_rejects = inputs.primary_rejects if stream is None else []
     other_rejects = inputs.other_rejects
@@ -467,6 +495,8 @@ class _Stream:
             stats.dropped[reason] = stats.dropped.get(reason, 0) + n
         counts: dict[str, dict[str, int]] = {}
         for port_name, rejects in other_rejects.items():
+            if not rejects:
+                continue
             by_reason = counts.setdefault(port_name, {})
             for r in rejects:
                 self.write_reject(r)

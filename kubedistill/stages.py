@@ -66,6 +66,7 @@ class Port:
     help: str = ""
     cli_optional: bool = False  # required in the pipeline, optional on the command line
     empty_ok: bool = False  # a records input that may have no rows (else an empty file is refused, exit 2)
+    streamed: bool = False  # a records input other than the first, handed over as a RecordStream (shard-filtered)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ STAGES: tuple[Stage, ...] = (
                 records="Sample",
                 optional=True,
                 empty_ok=True,
+                streamed=True,
                 help="existing CoTs (collect's samples): those of these problems are passed on beside the generated",
             ),
         ),
@@ -255,6 +257,7 @@ STAGES: tuple[Stage, ...] = (
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=Cli(
             input="problems",
             output="samples",
