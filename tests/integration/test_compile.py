@@ -105,7 +105,8 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
             "score-op",
         }
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
-    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3"]  # the merged scores
+    # the merged scores, and collect's problems (each CoT's domain, for select.mix)
+    assert adaptive["select-op"]["dependentTasks"] == ["collect-op", "merge-shards-op-3"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"evaluate-models-op"}
 
