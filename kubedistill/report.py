@@ -31,6 +31,9 @@ class RunSummary(BaseModel):
     pipeline: str
     run_name: str = ""
     funnel: list[FunnelRow] = Field(default_factory=list)
+    # stage -> source -> {n_in, n_out}: the funnel per source (a dataset CoTs were imported from, or a
+    # teacher; collect: per source of problems, and cots_in / cots_out for sources that import CoTs)
+    by_source: dict[str, dict[str, dict[str, int]]] = Field(default_factory=dict)
     training: dict[str, dict[str, float]] = Field(default_factory=dict)  # stage -> loss, MAE, reward, ...
     evaluation: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # model -> benchmark -> result
     # model -> benchmark -> paired difference against the baseline (mean_delta, delta_ci95, shared_problems, ...)
@@ -148,6 +151,20 @@ def funnel_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> list[Funnel
     return rows
 
 
+def by_source_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """``source.<src>.<count>`` metrics of each stage (in pipeline order) as ``{stage: {src: {count: n}}}``."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    order = sorted(stage_metrics, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    for stage in order:
+        for k, v in (stage_metrics[stage] or {}).items():
+            if not k.startswith("source.") or not isinstance(v, int | float):
+                continue
+            src, _, count = k.removeprefix("source.").rpartition(".")
+            if src:
+                out.setdefault(stage, {}).setdefault(src, {})[count] = int(v)
+    return out
+
+
 def training_from_metrics(stage_metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """The trainers' headline figures (losses, reward-model MAE / Spearman, rewards, steps, time)."""
     out: dict[str, dict[str, float]] = {}
@@ -192,6 +209,21 @@ def markdown(summary: RunSummary) -> str:
         lines.append("")
     if summary.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary.warnings] + [""]
+    if summary.by_source:
+        lines += [
+            "## Funnel by source",
+            "",
+            "Problems per source in `collect` (and the CoTs a source imports); CoTs per source (the dataset "
+            "they were imported from, or their teacher) in the CoT stages.",
+            "",
+            "| stage | source | in | out | CoTs in | CoTs out |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for stage, sources in summary.by_source.items():
+            for src, c in sorted(sources.items()):
+                cells = [str(c[k]) if k in c else "—" for k in ("n_in", "n_out", "cots_in", "cots_out")]
+                lines.append(f"| {stage} | {src} | " + " | ".join(cells) + " |")
+        lines.append("")
     if summary.training:
         lines += ["## Training", "", "| stage | metric | value |", "|---|---|---:|"]
         for stage, m in summary.training.items():
@@ -541,6 +573,7 @@ def write_report(
         pipeline=pipeline,
         run_name=run_name,
         funnel=funnel_from_metrics(metrics_by_stage),
+        by_source=by_source_from_metrics(metrics_by_stage),
         training=training_from_metrics(metrics_by_stage),
         evaluation=json.loads(res_file.read_text()) if res_file and res_file.exists() else {},
         model_uri=model_uri or None,

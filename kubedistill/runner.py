@@ -43,8 +43,10 @@ from pydantic import BaseModel
 from kubedistill.core.config import validate_config
 from kubedistill.core.errors import PartialFailure
 from kubedistill.core.records import (
+    JsonlWriter,
     PreferencePair,
     Problem,
+    RecordStream,
     Reject,
     Sample,
     StageStats,
@@ -232,13 +234,27 @@ class _Inputs:
     empty: list[str]
 
 
-def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool) -> _Inputs:
-    """Record inputs as lists (their unreadable rows and repeated ids as rejects), other ports as paths."""
+def _read_inputs(
+    spec: Stage,
+    paths: Mapping[str, Any],
+    allow_empty: bool,
+    *,
+    streamed: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> _Inputs:
+    """Record inputs as lists (their unreadable rows and repeated ids as rejects), other ports as paths.
+    ``streamed``: the first record input is read by a stream instead (left out here). A port marked
+    ``streamed`` comes as a :class:`RecordStream` filtered to ``shard`` (its refused rows are collected
+    as they are met, in ``other_rejects``)."""
     from kubedistill.core.config import ConfigError
 
     out = _Inputs({}, [], {}, [])
     primary: str | None = None
+    first = next((p for p in spec.inputs if p.records is not None), None)
     for port in spec.inputs:
+        if streamed and port is first:
+            primary = port.name
+            continue
         if port.name not in paths:
             if port.records is not None and not (port.optional or port.cli_optional):
                 raise ConfigError(f"{spec.name}: no {port.name} given")
@@ -247,6 +263,25 @@ def _read_inputs(spec: Stage, paths: Mapping[str, Any], allow_empty: bool) -> _I
             if port.type == "Model" and not port.many:
                 _check_model_input(spec, port, paths[port.name])
             out.loaded[port.name] = _port_value(port, paths[port.name])
+            continue
+        if port.streamed and primary is not None:
+            from kubedistill.core.sharding import shard_key, shard_of
+
+            index, count = shard
+            met: list[Reject] = []
+            stream_in = RecordStream(
+                paths[port.name],
+                RECORD_CLASSES[port.records],
+                stage=spec.name,
+                on_reject=met.append,
+                keep=None
+                if count == 1 or not spec.shardable
+                else (lambda r, i=index, c=count: shard_of(shard_key(r), c) == i),
+                allow_empty=allow_empty or port.empty_ok,
+            )
+            stream_in.check()
+            out.loaded[port.name] = stream_in
+            out.other_rejects[port.name] = met
             continue
         collector = StageStats(stage=spec.name)
         records = read_records(
@@ -335,18 +370,22 @@ def _run_tracked(
     outputs = {p.name: paths[p.name] for p in spec.outputs if p.name in paths and p.name != "metrics"}
     rejects_path, stats_path = _side_files(spec, paths)
     _check_outputs(spec, outputs, (rejects_path, stats_path))
-    inputs = _read_inputs(spec, paths, allow_empty)
+    shard = (int(params.get("shard_index", 0)), int(params.get("shard_count", 1)))
+    stream = _open_stream(spec, paths, allow_empty, shard) if spec.streams and spec.kind == "records" else None
+    inputs = _read_inputs(spec, paths, allow_empty, streamed=stream is not None, shard=shard)
     loaded = inputs.loaded
-    read_rejects = inputs.primary_rejects
+    read_rejects = inputs.primary_rejects if stream is None else []
     other_rejects = inputs.other_rejects
     fn = spec.load_fn()
-    shard = (int(params.get("shard_index", 0)), int(params.get("shard_count", 1)))
     record_inputs = [p.name for p in spec.inputs if p.records is not None and p.name in loaded]
     primary = record_inputs[0] if record_inputs else None
-    if primary is not None and spec.shardable:
+    if stream is not None:
+        primary = stream.port
+        loaded[primary] = stream.records
+    elif primary is not None and spec.shardable:
         loaded[primary] = select(loaded[primary], *shard)
-        if shard[0] != 0:
-            read_rejects, other_rejects = [], {}  # unreadable rows have no problem id: shard 0 reports them, once
+    if shard[0] != 0 and spec.shardable:
+        read_rejects, other_rejects = [], {}  # unreadable rows have no problem id: shard 0 reports them, once
     client = getattr(cfg, "client", None)
     if client is not None:  # every teacher-bound stage keeps its answers (kubedistill/core/paths.py)
         client.cache_dir = request_cache_dir(client.cache_dir, stage=spec.name, shard=shard)
@@ -364,6 +403,9 @@ def _run_tracked(
         **_scalar_params(spec, params),
         **{p.name: str(paths[p.name]) for p in spec.inputs if p.records is None and p.name in paths},
     }
+    if stream is not None:  # every input is readable: the rejects file may be started
+        stream.writer = JsonlWriter(rejects_path, diagnostics=True) if rejects_path is not None else None
+        kwargs["reject_sink"] = stream.write_reject
     with tr.stage_run(
         spec.name,
         experiment=tcfg.experiment,
@@ -371,7 +413,16 @@ def _run_tracked(
         params=logged,
         enabled=tcfg.enabled,
     ) as run:
-        result, stats = fn(*positional, **kwargs)
+        try:
+            result, stats = fn(*positional, **kwargs)
+            if stream is not None:  # the output is written as the stage yields it; then its counts are final
+                _save_stream(spec, result, outputs, lambda: stats)
+                stream.finish(stats, other_rejects)
+                other_rejects = {}
+        except BaseException:
+            if stream is not None:
+                stream.abort()
+            raise
         if read_rejects:  # rows refused while reading count as stage input that was dropped
             stats.n_in += len(read_rejects)
             stats.add_rejects(read_rejects)
@@ -384,6 +435,8 @@ def _run_tracked(
                     by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
                 stats.metrics[f"input_rejects.{port_name}"] = float(len(rejects))
             stats.info["input_rejects"] = counts
+        if stream is not None and stream.records.empty:
+            inputs.empty.insert(0, stream.port)
         if inputs.empty:  # accepted (an empty shard is normal in a pipeline), but said
             stats.info["empty_inputs"] = inputs.empty
             import sys
@@ -392,7 +445,11 @@ def _run_tracked(
         if run is not None:
             stats.info["mlflow_run_id"] = run.info.run_id
         try:
-            if spec.kind == "records":
+            if stream is not None:
+                if stats_path is not None:
+                    write_json(stats_path, stats)
+                _raise_if_fatal(spec.fatal, stats, rejects_path)  # its output was not written
+            elif spec.kind == "records":
                 _save(spec, result, stats, outputs, rejects_path, stats_path)
             else:
                 if rejects_path is not None and (stats.rejects or "rejects" in paths):
@@ -411,6 +468,110 @@ def _run_tracked(
         rejects=rejects_path if rejects_path is not None and rejects_path.exists() else None,
         stats_path=stats_path,
     )
+
+
+@dataclass
+class _Stream:
+    """The first input of a streaming stage (``Stage.streams``) and its rejects file, written as rows are
+    refused: unreadable rows of the input (counted as stage input that was dropped), the stage's own
+    rejects (through ``reject_sink``), the other inputs' bad rows (counted apart)."""
+
+    port: str
+    records: RecordStream
+    writer: JsonlWriter | None
+    read_counts: dict[str, int] = field(default_factory=dict)
+
+    def write_reject(self, r: Reject) -> None:
+        if self.writer is not None:
+            self.writer.write(r)
+
+    def read_reject(self, r: Reject) -> None:
+        self.read_counts[r.reason] = self.read_counts.get(r.reason, 0) + 1
+        self.write_reject(r)
+
+    def finish(self, stats: StageStats, other_rejects: Mapping[str, list[Reject]]) -> None:
+        stats.n_in += sum(self.read_counts.values())
+        for reason, n in self.read_counts.items():
+            stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+        counts: dict[str, dict[str, int]] = {}
+        for port_name, rejects in other_rejects.items():
+            if not rejects:
+                continue
+            by_reason = counts.setdefault(port_name, {})
+            for r in rejects:
+                self.write_reject(r)
+                by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+            stats.metrics[f"input_rejects.{port_name}"] = float(len(rejects))
+        if counts:
+            stats.info["input_rejects"] = counts
+        for r in stats.rejects:  # any the stage kept in memory after all
+            self.write_reject(r)
+        if self.writer is not None:
+            self.writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _open_stream(spec: Stage, paths: Mapping[str, Any], allow_empty: bool, shard: tuple[int, int]) -> _Stream:
+    """The first record input of ``spec`` as a :class:`RecordStream` (checked now: a file that cannot be
+    read is exit 2 before any work), filtered to the shard, its refused rows reported by shard 0 only."""
+    from kubedistill.core.config import ConfigError
+    from kubedistill.core.sharding import shard_key, shard_of
+
+    port = next(p for p in spec.inputs if p.records is not None)
+    if port.name not in paths:
+        raise ConfigError(f"{spec.name}: no {port.name} given")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} outside 0..{count - 1}")
+    keep = None if count == 1 else (lambda r: shard_of(shard_key(r), count) == index)
+    stream = _Stream(port.name, None, None)  # type: ignore[arg-type]
+    records = RecordStream(
+        paths[port.name],
+        RECORD_CLASSES[port.records or "Sample"],
+        stage=spec.name,
+        on_reject=stream.read_reject if index == 0 else None,
+        keep=keep,
+        allow_empty=allow_empty or port.empty_ok,
+    )
+    records.check()
+    stream.records = records
+    return stream
+
+
+def _save_stream(spec: Stage, result: Any, outputs: Mapping[str, Any], stats_of: Any) -> None:
+    """Write a streaming stage's output as it yields; when the stage then reports a fatal drop reason
+    (``request_failed``), the output is discarded (never half a result) — the caller raises."""
+    by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
+    for port in spec.record_outputs:
+        records = by_port.get(port.name) or ()
+        path = outputs.get(port.name)
+        if path is None:  # no path: the records are still produced (the stage's counts depend on it)
+            for _ in records:
+                pass
+            continue
+        if str(path).endswith((".parquet", ".pq")):
+            records = list(records)
+            if not _fatal(spec.fatal, stats_of()):
+                write_records(path, records)
+            continue
+        writer = JsonlWriter(path)
+        try:
+            for r in records:
+                writer.write(r)
+        except BaseException:
+            writer.abort()
+            raise
+        if _fatal(spec.fatal, stats_of()):
+            writer.abort()
+        else:
+            writer.close()
+
+
+def _fatal(fatal: Iterable[str], stats: StageStats) -> bool:
+    return any(stats.dropped.get(r) for r in fatal)
 
 
 def _scalar_params(spec: Stage, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -452,11 +613,7 @@ def _save(
     by_port = result if isinstance(result, Mapping) else {spec.record_outputs[0].name: result}
     for port in spec.record_outputs:
         if port.name in outputs:
-            write_records(outputs[port.name], _as_list(by_port.get(port.name, [])))
-
-
-def _as_list(records: Iterable[BaseModel] | None) -> Sequence[BaseModel]:
-    return list(records or [])
+            write_records(outputs[port.name], by_port.get(port.name) or ())  # an iterable streams to JSONL
 
 
 def _raise_if_fatal(fatal: Iterable[str], stats: StageStats, rejects: Path | None) -> None:

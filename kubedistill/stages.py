@@ -20,7 +20,11 @@ The calling convention a stage function follows, by :attr:`Stage.kind`:
 
 ``records``  ``fn(<first input>, cfg, *, <other inputs>, <params>) -> (records, StageStats)`` — inputs are
              lists of records (the first one is sharded), output records are written by the runner
-             (a dict ``{output name: records}`` when a stage writes several record outputs).
+             (a dict ``{output name: records}`` when a stage writes several record outputs; an iterable
+             is written to JSONL as it yields). A row with ``streams`` gets its first input as a
+             :class:`~kubedistill.core.records.RecordStream` (read lazily, again on each iteration) and a
+             ``reject_sink`` keyword (the rejects file, written as rejects come), and returns an iterator:
+             resident memory does not grow with the input.
 ``files``    ``fn(<first input>, cfg, *, <other inputs>, <output paths>, <params>) -> (anything, StageStats)``
              — the function writes its outputs (model directories, reports) itself; a ``train`` stage
              on a pod with several GPUs is started once per GPU (kubedistill/launch.py).
@@ -62,6 +66,7 @@ class Port:
     help: str = ""
     cli_optional: bool = False  # required in the pipeline, optional on the command line
     empty_ok: bool = False  # a records input that may have no rows (else an empty file is refused, exit 2)
+    streamed: bool = False  # a records input other than the first, handed over as a RecordStream (shard-filtered)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ class Stage:
     returns: type | None = None
     fatal: tuple[str, ...] = ()
     shardable: bool = False
+    streams: bool = False  # the first input is a RecordStream, the output an iterator, rejects streamed to file
     funnel: bool = True  # its metrics are a row of the run report's funnel
     log_outputs: tuple[str, ...] = ()  # output directories logged as MLflow artifacts of the stage's run
     cli: Cli | None = None
@@ -219,6 +225,12 @@ STAGES: tuple[Stage, ...] = (
         outputs=(
             Port("problems", records="Problem", help="the training problems"),
             Port("heldout", records="Problem", help="the held-out problems (default: <output>.heldout.jsonl)"),
+            Port(
+                "samples",
+                records="Sample",
+                help="existing CoTs of the training problems, from sources with `cots` / `import_cots` "
+                "(default: <output>.samples.jsonl; empty when no source imports CoTs)",
+            ),
             REJECTS,
             METRICS,
         ),
@@ -230,11 +242,22 @@ STAGES: tuple[Stage, ...] = (
         "Ask every teacher for CoTs (teachers x temperatures x num_generations), through the cached, retrying client.",
         role="teacher_bound",
         config="kubedistill.cot.generate:GenerateConfig",
-        inputs=(PROBLEMS,),
+        inputs=(
+            PROBLEMS,
+            Port(
+                "imported",
+                records="Sample",
+                optional=True,
+                empty_ok=True,
+                streamed=True,
+                help="existing CoTs (collect's samples): those of these problems are passed on beside the generated",
+            ),
+        ),
         outputs=(Port("samples", records="Sample", help="CoT samples"), REJECTS, METRICS),
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=Cli(
             input="problems",
             output="samples",
@@ -264,6 +287,7 @@ STAGES: tuple[Stage, ...] = (
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=_judge_cli("judged", "judge", "judge endpoint"),
     ),
     Stage(
@@ -286,6 +310,9 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.cot.verify:VerifyConfig",
         inputs=(SAMPLES, PROBLEMS),
         outputs=(Port("verified", records="Sample", help="CoTs with `correct` set"), REJECTS, METRICS),
+        params=SHARD,
+        shardable=True,
+        streams=True,
         cli=Cli(
             input="samples",
             output="verified",
@@ -303,6 +330,7 @@ STAGES: tuple[Stage, ...] = (
         params=SHARD,
         fatal=("request_failed",),
         shardable=True,
+        streams=True,
         cli=_judge_cli("scored", "judge", "judge endpoint"),
     ),
     Stage(
@@ -311,8 +339,12 @@ STAGES: tuple[Stage, ...] = (
         "Target-aware selection: correct CoTs whose RV / CD fit the student, at most K per problem.",
         role="cpu",
         config="kubedistill.cot.select:SelectConfig",
-        inputs=(SAMPLES,),
+        inputs=(
+            SAMPLES,
+            Port("problems", records="Problem", optional=True, help="problems (for mix_by: domain / domain_source)"),
+        ),
         outputs=(Port("selected", records="Sample", help="the CoTs that fit the student"), REJECTS, METRICS),
+        streams=True,
         cli=Cli(
             input="samples",
             output="selected",
@@ -331,6 +363,7 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.cot.pairs:PairsConfig",
         inputs=(SAMPLES, PROBLEMS),
         outputs=(Port("pairs", records="PreferencePair", help="preference pairs"), REJECTS, METRICS),
+        streams=True,
         cli=Cli(input="samples", output="pairs"),
     ),
     Stage(

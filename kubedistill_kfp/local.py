@@ -101,12 +101,13 @@ def run_local(
         # hold no path of this run (kfp.local's cache keys stay the same from one run to the next).
         os.environ[REQUEST_CACHE_ENV] = saved_env[REQUEST_CACHE_ENV] or str(work / "request-cache")
         args = recipe.pipeline_arguments(endpoints if teacher is not None else None)
-        if "work_dir" in _pipeline_parameters(recipe.recipe):
+        pipeline = getattr(recipe, "pipeline", recipe.recipe)  # cot_source: imported -> <recipe>_imported
+        if "work_dir" in _pipeline_parameters(pipeline):
             args["work_dir"] = str(work / "work")
         os.environ["KUBEDISTILL_REPORT_DIR"] = str(work)
         os.environ[STORAGE_ENV] = saved_env[STORAGE_ENV] or str(work / "storage")
         with tasks:
-            outputs = _run_kfp_local(recipe.recipe, args, work)
+            outputs = _run_kfp_local(pipeline, args, work)
     except KeyboardInterrupt:
         _stop_children()
         raise
@@ -122,7 +123,7 @@ def run_local(
     model_uri = outputs.get("model_uri") if isinstance(outputs.get("model_uri"), str) else None
     return LocalRunResult(
         recipe=recipe.name,
-        pipeline=recipe.recipe,
+        pipeline=getattr(recipe, "pipeline", recipe.recipe),
         run_dir=work,
         tracking_uri=tracking_uri,
         model_uri=model_uri,

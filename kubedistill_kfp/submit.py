@@ -139,11 +139,12 @@ def plan(
             raise UserError("give both --teacher-url and --teacher-model")
         teachers = [EndpointConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_api_key_env)]
     arguments = rec.pipeline_arguments(teachers)
-    pkg = Path(package) if package else Path("dist") / f"{rec.recipe}.yaml"
+    pipeline = getattr(rec, "pipeline", rec.recipe)  # cot_source: imported -> <recipe>_imported
+    pkg = Path(package) if package else Path("dist") / f"{pipeline}.yaml"
     spec, sha = _read_package(pkg)
     compiled_name = spec["pipelineInfo"].get("name", "")
-    if compiled_name != rec.recipe.replace("_", "-"):
-        raise UserError(f"{pkg} is the pipeline {compiled_name!r}, but the recipe is a {rec.recipe} recipe")
+    if compiled_name != pipeline.replace("_", "-"):
+        raise UserError(f"{pkg} is the pipeline {compiled_name!r}, but the recipe runs {pipeline.replace('_', '-')}")
     declared = set(((spec["root"].get("inputDefinitions") or {}).get("parameters") or {}).keys())
     unknown = sorted(set(arguments) - declared)
     if unknown:

@@ -20,21 +20,23 @@ def merged(task, records: str, stage: str):
 
 # The sections the tasks of scored_cots' loop take (preflight(..., loop=SCORED_LOOP)).
 SCORED_LOOP = ("generate_config", "verify_config", "score_config", "tracking")
+# ... and those of imported_scored_cots' loop (no generate step).
+IMPORTED_LOOP = ("verify_config", "score_config", "tracking")
 
 
-def shard_loop(settings, shards):
+def shard_loop(settings, shards, name="teacher-shards"):
     """``dsl.ParallelFor`` over the shards; each item carries ``index`` and the ``settings`` sections
     (the preflight's ``loop_settings``), which the loop's tasks read as ``shard.generate_config``..."""
     plan = shard_plan_op(count=shards, settings=settings)
-    return dsl.ParallelFor(plan.output, name="teacher-shards")
+    return dsl.ParallelFor(plan.output, name=name)
 
 
-def scored_cots(*, problems, shards, settings):
-    """generate -> verify -> score (RV, CD) over the shards (``settings``: the preflight's loop_settings of
-    SCORED_LOOP); returns the three merge tasks."""
+def scored_cots(*, problems, imported, shards, settings):
+    """generate (plus the ``imported`` CoTs of each shard's problems) -> verify -> score (RV, CD) over the
+    shards (``settings``: the preflight's loop_settings of SCORED_LOOP); returns the three merge tasks."""
     with shard_loop(settings, shards) as shard:  # the teacher-bound stages, side by side
         part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
-        generate = generate_op(config=shard.generate_config, **part)
+        generate = generate_op(config=shard.generate_config, imported=imported, **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         verify = verify_op(
             config=shard.verify_config, tracking=shard.tracking, problems=problems, samples=generate.outputs["samples"]
@@ -54,6 +56,24 @@ def collected_scored_cots(*, checked, shards):
     collect task and the generate, verify and score merge tasks."""
     collect = collect_op(config=checked.collect_config, tracking=checked.tracking)
     generated, verified, scored = scored_cots(  # side by side over the shards
-        problems=collect.outputs["problems"], shards=shards, settings=checked.loop_settings
+        problems=collect.outputs["problems"],
+        imported=collect.outputs["samples"],
+        shards=shards,
+        settings=checked.loop_settings,
     )
     return collect, generated, verified, scored
+
+
+def imported_scored_cots(*, checked, shards):
+    """collect (with sources that import CoTs), then verify -> score over the shards, with no generate step:
+    the start of a pipeline on an existing CoT corpus (``checked``: the preflight's sections, made with
+    ``loop=IMPORTED_LOOP``). Each shard takes the CoTs whose problem id hashes to it. Returns the collect
+    task and the verify and score merge tasks."""
+    collect = collect_op(config=checked.collect_config, tracking=checked.tracking)
+    problems = collect.outputs["problems"]
+    with shard_loop(checked.loop_settings, shards, name="cot-shards") as shard:
+        part = {"tracking": shard.tracking, "shard_index": shard.index, "shard_count": shards}
+        verify = verify_op(config=shard.verify_config, problems=problems, samples=collect.outputs["samples"], **part)
+        score = score_op(config=shard.score_config, problems=problems, samples=verify.outputs["verified"], **part)
+        score.set_retry(num_retries=2, backoff_duration="60s")
+    return collect, merged(verify, "verified", "verify"), merged(score, "scored", "score")

@@ -56,7 +56,7 @@ def slow_thinking(
     problems = collect.outputs["problems"]
     with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
         part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}
-        generate = generate_op(config=shard.generate_config, **part)
+        generate = generate_op(config=shard.generate_config, imported=collect.outputs["samples"], **part)
         generate.set_retry(num_retries=2, backoff_duration="60s")
         judge = judge_op(config=shard.judge_config, samples=generate.outputs["samples"], **part)
         judge.set_retry(num_retries=2, backoff_duration="60s")

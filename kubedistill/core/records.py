@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kubedistill.core.errors import BadInputError
 
@@ -215,6 +215,44 @@ class Sample(_Record):
         return f"{problem_id}::{teacher}::t{temperature:g}::{sample_index}"
 
 
+def cot_source(sample: Sample) -> str:
+    """Where a CoT came from, for per-source funnels and re-sampling: the dataset source it was imported
+    from (``metadata["imported_from"]``, set by collect), else its teacher's label."""
+    src = sample.metadata.get("imported_from")
+    return str(src) if src else sample.teacher
+
+
+class SourceFunnel:
+    """Per-source counts of a CoT stage: ``add_in`` / ``add_out`` as samples pass (streaming-friendly),
+    then :meth:`into` writes metrics ``source.<src>.n_in`` / ``source.<src>.n_out`` (summed over shards)."""
+
+    def __init__(self) -> None:
+        self.n_in: dict[str, int] = {}
+        self.n_out: dict[str, int] = {}
+
+    def add_in(self, sample: Sample) -> None:
+        src = cot_source(sample)
+        self.n_in[src] = self.n_in.get(src, 0) + 1
+
+    def add_out(self, sample: Sample) -> None:
+        src = cot_source(sample)
+        self.n_out[src] = self.n_out.get(src, 0) + 1
+
+    def into(self, stats: StageStats) -> None:
+        for src in sorted(set(self.n_in) | set(self.n_out)):
+            stats.metrics[f"source.{src}.n_in"] = float(self.n_in.get(src, 0))
+            stats.metrics[f"source.{src}.n_out"] = float(self.n_out.get(src, 0))
+
+    @classmethod
+    def of(cls, stats: StageStats, inputs: Iterable[Sample], outputs: Iterable[Sample]) -> None:
+        f = cls()
+        for s in inputs:
+            f.add_in(s)
+        for s in outputs:
+            f.add_out(s)
+        f.into(stats)
+
+
 # ------------------------------------------------------------------------------------ PreferencePair
 
 
@@ -271,21 +309,30 @@ class StageStats(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
     elapsed_s: float = 0.0
     rejects: list[Reject] = Field(default_factory=list, exclude=True)
+    _sink: Any = PrivateAttr(default=None)
+
+    def stream_rejects(self, sink: Callable[[Reject], None] | None) -> None:
+        """From now on, hand each reject to ``sink`` (a streaming stage's rejects file) instead of keeping
+        it in ``rejects``: memory does not grow with the rejects. Counts in ``dropped`` are kept either way."""
+        self._sink = sink
 
     def reject(
         self, reason: str, detail: str = "", record: Any = None, where: str | None = None, raw_b64: str | None = None
     ) -> None:
-        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``);
-        ``record`` is the row as it was, ``raw_b64`` its bytes when they are not UTF-8 text."""
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.rejects.append(
-            Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where, raw_b64=raw_b64)
+        """Record one dropped row, with its reason (counted in ``dropped`` and kept in ``rejects``, or
+        handed to the sink of :meth:`stream_rejects`); ``record`` is the row as it was, ``raw_b64`` its
+        bytes when they are not UTF-8 text."""
+        self.add_rejects(
+            [Reject(stage=self.stage, reason=reason, detail=detail, record=record, where=where, raw_b64=raw_b64)]
         )
 
     def add_rejects(self, rejects: Iterable[Reject]) -> None:
         for r in rejects:
             self.dropped[r.reason] = self.dropped.get(r.reason, 0) + 1
-            self.rejects.append(r)
+            if self._sink is not None:
+                self._sink(r)
+            else:
+                self.rejects.append(r)
 
     @property
     def n_dropped(self) -> int:
@@ -684,33 +731,62 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+class JsonlWriter:
+    """Rows written one at a time to a JSONL file that appears whole, atomically, on :meth:`close` (a
+    temporary file beside it until then; :meth:`abort` removes it). Every line goes through the redaction
+    step (kubedistill/core/secrets.py): known secret values are replaced in data rows; ``diagnostics``
+    rows (rejects) are masked in full (credential keys, bearer tokens, API-key shapes, URL credentials)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, diagnostics: bool = False) -> None:
+        from kubedistill.core.secrets import known_secrets
+
+        self.path = Path(path)
+        self.diagnostics = diagnostics
+        self.secrets = known_secrets()
+        self.tmp = _atomic_path(self.path)
+        self.f = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by close() / abort()
+        self.n = 0
+
+    def write(self, r: Any) -> None:
+        from kubedistill.core.secrets import mask, redact_values
+
+        if self.diagnostics:
+            obj = r.to_json() if isinstance(r, Reject) else r
+            obj = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+            line = json.dumps(mask(obj, self.secrets), ensure_ascii=False, default=str)
+        elif isinstance(r, BaseModel):
+            line = r.model_dump_json()
+        else:
+            line = json.dumps(r, ensure_ascii=False, default=str)
+        self.f.write(redact_values(line, self.secrets) if self.secrets else line)
+        self.f.write("\n")
+        self.n += 1
+
+    def close(self) -> int:
+        if not self.f.closed:
+            self.f.close()
+            os.replace(self.tmp, self.path)
+        return self.n
+
+    def abort(self) -> None:
+        import contextlib
+
+        self.f.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any], *, diagnostics: bool = False) -> int:
-    """Write rows (pydantic models or JSON-able objects) as JSONL, atomically. Returns the row count.
-
-    Every line goes through the redaction step (kubedistill/core/secrets.py): known secret values are
-    replaced in data rows; ``diagnostics`` rows (rejects) are masked in full (credential keys, bearer
-    tokens, API-key shapes, URL credentials too)."""
-    from kubedistill.core.secrets import known_secrets, mask, redact_values
-
-    secrets = known_secrets()
-    p = Path(path)
-    tmp = _atomic_path(p)
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write rows (pydantic models or JSON-able objects) as JSONL, atomically, as the iterable yields them
+    (:class:`JsonlWriter`). Returns the row count."""
+    w = JsonlWriter(path, diagnostics=diagnostics)
+    try:
         for r in rows:
-            if diagnostics:
-                obj = r.to_json() if isinstance(r, Reject) else r
-                obj = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
-                line = json.dumps(mask(obj, secrets), ensure_ascii=False, default=str)
-            elif isinstance(r, BaseModel):
-                line = r.model_dump_json()
-            else:
-                line = json.dumps(r, ensure_ascii=False, default=str)
-            f.write(redact_values(line, secrets) if secrets else line)
-            f.write("\n")
-            n += 1
-    os.replace(tmp, p)
-    return n
+            w.write(r)
+    except BaseException:
+        w.abort()
+        raise
+    return w.close()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -726,12 +802,14 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     os.replace(tmp, p)
 
 
-def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) -> int:
+def write_records(path: str | os.PathLike[str], records: Iterable[BaseModel]) -> int:
     """Write records as JSONL or Parquet (by suffix), atomically: a reader never sees half a file. Known
-    secret values are redacted (see :func:`write_jsonl`)."""
+    secret values are redacted (see :func:`write_jsonl`). JSONL is written as the iterable yields (a
+    generator is never held in memory whole); Parquet is built in memory."""
     p = Path(path)
     if _format(p) == "jsonl":
         return write_jsonl(p, records)
+    records = list(records)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -754,3 +832,98 @@ def write_records(path: str | os.PathLike[str], records: Sequence[BaseModel]) ->
 def write_rejects(path: str | os.PathLike[str], rejects: Iterable[Reject]) -> int:
     """Write rejects as JSONL, masked in full (a rejected row or an error body may carry a key)."""
     return write_jsonl(path, rejects, diagnostics=True)
+
+
+class RecordSpool:
+    """Records kept on disk, not in memory: :meth:`append` writes each one to a temporary JSONL file as it
+    comes; iterating reads them back one at a time (in order, as ``cls``). The file is removed by
+    :meth:`close`, or when the spool is garbage-collected. Used where a stage meets records it may only
+    emit later (collect's imported CoTs, which wait for dedup, decontamination and the held-out split)."""
+
+    def __init__(self, cls: type[R], directory: str | os.PathLike[str] | None = None) -> None:
+        import tempfile
+        import weakref
+
+        self.cls = cls
+        self.n = 0
+        fd, name = tempfile.mkstemp(prefix="kubedistill-spool-", suffix=".jsonl", dir=directory)
+        self.path = Path(name)
+        self._f = os.fdopen(fd, "wb")
+        self._finalizer = weakref.finalize(self, _remove_spool, self._f, self.path)
+
+    def append(self, record: BaseModel) -> None:
+        self._f.write(record.model_dump_json().encode("utf-8"))
+        self._f.write(b"\n")
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        self._f.flush()
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield self.cls.model_validate_json(line)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _remove_spool(f: Any, path: Path) -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        f.close()
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+class RecordStream:
+    """A records file read lazily — and read again on every iteration — for stages that stream
+    (verify, select): memory does not grow with the file. Rows that cannot be records (and, with
+    ``unique_ids``, repeated ids) go to ``on_reject`` on the first full pass only; ``keep`` filters the
+    records (a shard). ``n_rejected`` counts what the first pass refused."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        cls: type[BaseModel],
+        *,
+        stage: str = "read",
+        on_reject: Callable[[Reject], None] | None = None,
+        keep: Callable[[Any], bool] | None = None,
+        allow_empty: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.cls = cls
+        self.stage = stage
+        self.on_reject = on_reject
+        self.keep = keep
+        self.allow_empty = allow_empty
+        self.passes = 0
+        self.n_rejected = 0
+        self.rows = 0  # rows of the first pass (records and rejects)
+        self.empty = False
+
+    def check(self) -> None:
+        """Raise :class:`RecordsError` now (before any work) for a file that cannot be read at all."""
+        for _ in iter_rows(self.path, allow_empty=self.allow_empty):
+            break
+
+    def __iter__(self) -> Iterator[Any]:
+        first = self.passes == 0
+        n = 0
+        for item in iter_records(self.path, self.cls, stage=self.stage, allow_empty=self.allow_empty):
+            n += 1
+            if isinstance(item, Reject):
+                if first:
+                    self.n_rejected += 1
+                    if self.on_reject is not None:
+                        self.on_reject(item)
+                continue
+            if self.keep is None or self.keep(item):
+                yield item
+        if first:
+            self.rows = n
+            self.empty = n == 0
+        self.passes += 1

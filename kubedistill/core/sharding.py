@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # Summed over shards; every other metric is averaged (rates, means) except elapsed_s (the slowest shard).
-_SUMMED_PREFIXES = ("n_", "dropped.")
+_SUMMED_PREFIXES = ("n_", "dropped.", "source.")
 _SUMMED_WORDS = ("tokens", "requests", "count", "retries", "failed", "cached")
 
 
@@ -65,10 +65,11 @@ def merge(parts: Sequence[str | Path], output: str | Path) -> int:
             p = Path(part)
             if not p.exists():
                 continue
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    f.write(line.rstrip("\n") + "\n")
-                    n += 1
+            with p.open() as part_file:  # line by line: a shard's part may be gigabytes
+                for line in part_file:
+                    if line.strip():
+                        f.write(line.rstrip("\n") + "\n")
+                        n += 1
     tmp.replace(out)
     return n
 

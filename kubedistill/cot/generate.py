@@ -11,14 +11,15 @@ and marked (``verify`` never counts it correct).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from kubedistill.chat import ChatClient, ChatRequest, ChatResult, derived_seed
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel, reference
-from kubedistill.core.records import Problem, Sample, StageStats, Timer, Usage
+from kubedistill.core.records import Problem, Reject, Sample, StageStats, Timer, Usage
 from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
 from kubedistill.prompts import problem_messages
 
@@ -38,6 +39,7 @@ class GenerateConfig(StrictModel):
     seed: int | None = Field(default=None, description="base seed; each sample gets its own derived seed")
     prompt: str = reference("prompt", "generate", description="prompt template in kubedistill/prompts")
     client: ClientConfig = Field(default_factory=ClientConfig)
+    chunk_size: int = Field(default=256, ge=1, description="problems asked (and their CoTs held in memory) at a time")
 
     @field_validator("temperatures")
     @classmethod
@@ -96,51 +98,107 @@ def result_to_sample(res: ChatResult) -> Sample:
 
 
 def generate(
-    problems: Sequence[Problem], cfg: GenerateConfig, *, client: ChatClient | None = None
-) -> tuple[list[Sample], StageStats]:
+    problems: Iterable[Problem],
+    cfg: GenerateConfig,
+    *,
+    client: ChatClient | None = None,
+    imported: Iterable[Sample] | None = None,
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
     """Stage `generate`: ``cfg.num_generations`` CoTs per (problem, teacher, temperature).
 
     Input: problems. Output: one :class:`Sample` per (problem, teacher, temperature, sample_index), in
     request order; a request that still fails after every retry is a ``request_failed`` reject (fatal for
     the stage); an answer that is not a complete CoT is an ``incomplete`` reject (not fatal). ``client``
     is for tests and callers that hold one; by default one is made from
-    ``cfg.teachers`` and ``cfg.client``. Raises ``ConfigError`` without teachers, ``EndpointError`` for
-    an endpoint that refuses the key. Metrics: the client's request / token / retry counts."""
+    ``cfg.teachers`` and ``cfg.client``. ``imported`` are existing CoTs (collect's ``samples`` output):
+    those of ``problems`` (this shard's) follow the generated ones in the output, so that the stages after
+    see teachers' and a dataset's CoTs of the same problems side by side (metric ``samples.imported``); an
+    imported CoT whose id a generated one already has is an ``imported_id_taken`` reject (give the
+    teacher another label). Raises ``ConfigError`` without teachers, ``EndpointError`` for an endpoint
+    that refuses the key. Metrics: the client's request / token / retry counts.
+
+    Problems are asked ``cfg.chunk_size`` at a time. Given a list, the output is a list; given another
+    iterable (the runner's stream), an iterator that yields each chunk's CoTs as they are done, rejects
+    handed to ``reject_sink`` — memory holds one chunk's CoTs, not the shard's."""
     if client is None and not cfg.teachers:
         raise ConfigError("generate: no teacher endpoints configured (give --teacher-url/--teacher-model)")
-    stats = StageStats(stage=STAGE, n_in=len(problems))
+    stats = StageStats(stage=STAGE)
+    stats.stream_rejects(reject_sink)
     owned = client is None
-    client = client or ChatClient(cfg.teachers, cfg.client)
-    with Timer() as timer:
+    cl = client or ChatClient(cfg.teachers, cfg.client)
+
+    def run() -> Iterator[Sample]:
+        mine: set[str] = set()
+        taken: set[str] = set()
+        n_imported = n_truncated = 0
         try:
-            results = client.run(build_requests(problems, cfg), desc=STAGE)
+            with Timer() as timer:
+                for chunk in _chunks(problems, cfg.chunk_size):
+                    stats.n_in += len(chunk)
+                    mine.update(p.id for p in chunk)
+                    for res in cl.run(build_requests(chunk, cfg), desc=STAGE):
+                        sample = _result(res, stats)
+                        if sample is not None:
+                            taken.add(sample.id)
+                            n_truncated += sample.truncated
+                            stats.n_out += 1
+                            yield sample
+                for s in imported or ():
+                    if s.problem_id not in mine:
+                        continue  # another shard's problem, or a problem this run does not have
+                    if s.id in taken:
+                        stats.reject(
+                            "imported_id_taken",
+                            f"a generated CoT has the id {s.id!r}: label the teacher apart from the imported CoTs",
+                            record={"sample_id": s.id},
+                        )
+                        continue
+                    n_imported += 1
+                    stats.n_out += 1
+                    yield s
         finally:
             if owned:
-                client.close()
-    samples: list[Sample] = []
-    for res in results:
-        if res.ok and (res.complete or res.finish_reason == "length"):
-            samples.append(result_to_sample(res))  # a truncated CoT is kept, marked (finish_reason=length)
-            continue
-        problem_id, temp = res.request.tag
-        where = {
-            "problem_id": problem_id,
-            "teacher": res.request.endpoint,
-            "temperature": temp,
-            "sample_index": res.request.sample_index,
-        }
-        if res.ok:
-            stats.reject(
-                "incomplete",
-                detail=f"the teacher's answer is not a complete CoT: {res.incomplete_reason}",
-                record={**where, "finish_reason": res.finish_reason, "content": res.content}
-                | {"reasoning": res.reasoning},
-            )
-        else:
-            stats.reject("request_failed", detail=f"after {res.attempts} attempt(s): {res.error}", record=where)
-    stats.n_out = len(samples)
-    stats.elapsed_s = timer.elapsed
-    stats.metrics.update(client.stats.as_metrics("teacher."))
-    stats.metrics["samples.truncated"] = float(sum(s.truncated for s in samples))
-    stats.info["teachers"] = {label: vars(u) for label, u in client.stats.per_endpoint.items()}
-    return samples, stats
+                cl.close()
+        stats.elapsed_s = timer.elapsed
+        stats.metrics["samples.imported"] = float(n_imported)
+        stats.metrics.update(cl.stats.as_metrics("teacher."))
+        stats.metrics["samples.truncated"] = float(n_truncated)
+        stats.info["teachers"] = {label: vars(u) for label, u in cl.stats.per_endpoint.items()}
+
+    if isinstance(problems, Sequence):
+        return list(run()), stats
+    return run(), stats
+
+
+def _chunks(items: Iterable[Problem], size: int) -> Iterator[list[Problem]]:
+    chunk: list[Problem] = []
+    for p in items:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _result(res: ChatResult, stats: StageStats) -> Sample | None:
+    """A teacher's answer as a Sample, or a reject (``incomplete``, ``request_failed``) in its place."""
+    if res.ok and (res.complete or res.finish_reason == "length"):
+        return result_to_sample(res)  # a truncated CoT is kept, marked (finish_reason=length)
+    problem_id, temp = res.request.tag
+    where = {
+        "problem_id": problem_id,
+        "teacher": res.request.endpoint,
+        "temperature": temp,
+        "sample_index": res.request.sample_index,
+    }
+    if res.ok:
+        stats.reject(
+            "incomplete",
+            detail=f"the teacher's answer is not a complete CoT: {res.incomplete_reason}",
+            record={**where, "finish_reason": res.finish_reason, "content": res.content, "reasoning": res.reasoning},
+        )
+    else:
+        stats.reject("request_failed", detail=f"after {res.attempts} attempt(s): {res.error}", record=where)
+    return None

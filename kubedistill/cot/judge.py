@@ -14,7 +14,7 @@ reason) counts as unparsable. A CoT the judge never labelled keeps its field uns
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer
+from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer
 from kubedistill.prompts import Prompt, load_prompt
 
 _DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
@@ -73,6 +73,9 @@ class JudgeConfig(StrictModel):
         "tag alone — a few tokens per reply)",
     )
     client: ClientConfig = Field(default_factory=ClientConfig)
+    chunk_size: int = Field(
+        default=2000, ge=1, description="CoTs judged (and held in memory) at a time; their requests go out together"
+    )
 
     def endpoint(self) -> EndpointConfig:
         if self.judge is None:
@@ -167,18 +170,91 @@ def _client(cfg: JudgeConfig, client: ChatClient | None) -> tuple[ChatClient, bo
 
 
 def label_samples(
-    samples: Sequence[Sample],
+    samples: Iterable[Sample],
     cfg: JudgeConfig,
     *,
     problems: Sequence[Problem],
     labels: Sequence[str],
     stage: str,
     client: ChatClient | None = None,
-) -> tuple[list[Sample], StageStats]:
-    """Set each of ``labels`` (difficulty / rv / cd) on every sample; returns the samples (all of them)."""
-    stats = StageStats(stage=stage, n_in=len(samples))
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
+    """Set each of ``labels`` (difficulty / rv / cd) on every sample; returns the samples (all of them).
+
+    Samples are judged ``cfg.chunk_size`` at a time (each chunk's requests go out together, up to the
+    client's concurrency). Given a list, the output is a list; given any other iterable (the runner's
+    :class:`~kubedistill.core.records.RecordStream`), an iterator that yields each chunk once judged,
+    with rejects handed to ``reject_sink``: memory does not grow with the input. ``stats`` is complete
+    once the output is exhausted."""
+    stats = StageStats(stage=stage)
+    stats.stream_rejects(reject_sink)
     by_id = {p.id: p for p in problems}
-    out = [s.model_copy(deep=True) for s in samples]
+    funnel = SourceFunnel()
+    counts: dict[str, dict[str, int]] = {name: {} for name in labels}
+    not_correct = [0]  # with cfg.only_correct: CoTs passed on unjudged
+
+    def run() -> Iterator[Sample]:
+        cl, owned = _client(cfg, client)
+        judge_label = cfg.endpoint().label
+        try:
+            for chunk in _chunks(samples, cfg.chunk_size):
+                with Timer() as timer:
+                    kept, skipped = _label_chunk(chunk, labels, cfg, cl, judge_label, by_id, stats, counts)
+                not_correct[0] += skipped
+                stats.elapsed_s += timer.elapsed
+                stats.n_in += len(chunk)
+                stats.n_out += len(kept)
+                for s in chunk:
+                    funnel.add_in(s)
+                for s in kept:
+                    funnel.add_out(s)
+                yield from kept
+        finally:
+            if owned:
+                cl.close()
+        if cfg.only_correct:
+            stats.metrics["not_judged.not_correct"] = float(not_correct[0])
+        for name in labels:
+            c = counts[name]
+            stats.info[name] = dict(sorted(c.items()))
+            stats.metrics[f"{name}.unparsable"] = float(c.get("unparsable", 0))
+            # the label's distribution and how much of it the judge gave in its format (the funnel shows it)
+            for value, count in c.items():
+                if value not in ("unparsable", "reasked"):
+                    stats.metrics[f"{name}.{value}"] = float(count)
+            judged = sum(v for k, v in c.items() if k != "reasked")
+            stats.metrics[f"{name}.labelled_fraction"] = (judged - c.get("unparsable", 0)) / judged if judged else 0.0
+        stats.metrics.update(cl.stats.as_metrics("judge."))
+        funnel.into(stats)
+
+    if isinstance(samples, Sequence):
+        return list(run()), stats
+    return run(), stats
+
+
+def _chunks(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    chunk: list[Sample] = []
+    for s in items:
+        chunk.append(s)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _label_chunk(
+    chunk: list[Sample],
+    labels: Sequence[str],
+    cfg: JudgeConfig,
+    cl: ChatClient,
+    judge_label: str,
+    by_id: dict[str, Problem],
+    stats: StageStats,
+    counts: dict[str, dict[str, int]],
+) -> tuple[list[Sample], int]:
+    """Judge one chunk; returns the samples kept and how many were passed on unjudged (only_correct)."""
+    out = [s.model_copy(deep=True) for s in chunk]
     known = [
         (i, by_id[s.problem_id], s)
         for i, s in enumerate(out)
@@ -188,75 +264,67 @@ def label_samples(
         if s.problem_id not in by_id:
             stats.reject("unknown_problem", f"no problem {s.problem_id!r}", record={"sample_id": s.id})
     keep = {i for i, s in enumerate(out) if s.problem_id in by_id}
-    if cfg.only_correct:
-        stats.metrics["not_judged.not_correct"] = float(len(keep) - len(known))
-    cl, owned = _client(cfg, client)
-    judge_label = cfg.endpoint().label
-    try:
-        with Timer() as timer:
-            for name in labels:
-                spec = SPECS[name]
-                outcomes = run_judge([(p, s) for _, p, s in known], spec, cfg, cl)
-                prompt_ref = load_prompt(spec.prompt).ref
-                counts: dict[str, int] = {}
-                for (i, _, s), o in zip(known, outcomes, strict=True):
-                    if o.error is not None:
-                        stats.reject("request_failed", f"judge {name}: {o.error}", record={"sample_id": s.id})
-                        keep.discard(i)
-                        continue
-                    s.judgements[name] = Judgement(
-                        by=judge_label, prompt=prompt_ref, raw=o.raw[-4000:], attempts=o.attempts
-                    )
-                    if o.value is None:
-                        counts["unparsable"] = counts.get("unparsable", 0) + 1
-                        continue
-                    setattr(s, name, o.value)
-                    counts[str(o.value)] = counts.get(str(o.value), 0) + 1
-                    if o.attempts > 1:
-                        counts["reasked"] = counts.get("reasked", 0) + 1
-                stats.info[name] = dict(sorted(counts.items()))
-                stats.metrics[f"{name}.unparsable"] = float(counts.get("unparsable", 0))
-                # the label's distribution and how much of it the judge gave in its format (the funnel shows it)
-                for value, count in counts.items():
-                    if value not in ("unparsable", "reasked"):
-                        stats.metrics[f"{name}.{value}"] = float(count)
-                judged = sum(v for k, v in counts.items() if k != "reasked")
-                stats.metrics[f"{name}.labelled_fraction"] = (
-                    (judged - counts.get("unparsable", 0)) / judged if judged else 0.0
-                )
-    finally:
-        if owned:
-            cl.close()
-    result = [s for i, s in enumerate(out) if i in keep]
-    stats.n_out = len(result)
-    stats.elapsed_s = timer.elapsed
-    stats.metrics.update(cl.stats.as_metrics("judge."))
-    return result, stats
+    skipped = len(keep) - len(known)
+    for name in labels:
+        spec = SPECS[name]
+        outcomes = run_judge([(p, s) for _, p, s in known], spec, cfg, cl)
+        prompt_ref = load_prompt(spec.prompt).ref
+        c = counts[name]
+        for (i, _, s), o in zip(known, outcomes, strict=True):
+            if o.error is not None:
+                stats.reject("request_failed", f"judge {name}: {o.error}", record={"sample_id": s.id})
+                keep.discard(i)
+                continue
+            s.judgements[name] = Judgement(by=judge_label, prompt=prompt_ref, raw=o.raw[-4000:], attempts=o.attempts)
+            if o.value is None:
+                c["unparsable"] = c.get("unparsable", 0) + 1
+                continue
+            setattr(s, name, o.value)
+            c[str(o.value)] = c.get(str(o.value), 0) + 1
+            if o.attempts > 1:
+                c["reasked"] = c.get("reasked", 0) + 1
+    return [s for i, s in enumerate(out) if i in keep], skipped
 
 
 def judge_difficulty(
-    samples: Sequence[Sample], cfg: JudgeConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
-) -> tuple[list[Sample], StageStats]:
+    samples: Iterable[Sample],
+    cfg: JudgeConfig,
+    *,
+    problems: Sequence[Problem],
+    client: ChatClient | None = None,
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
     """Stage `judge`: each CoT's difficulty for the student (``easy`` / ``medium`` / ``hard``), by the LLM
     judge ``cfg.judge``, parsed strictly from ``<difficulty>…</difficulty>`` with bounded re-asks.
 
     Input: samples and their problems. Output: every sample with ``difficulty`` (None when the judge's
     answer could not be parsed: metric ``difficulty.unparsable``) and ``judgements["difficulty"]`` (the
     judge's raw text). Requests that fail after every retry are ``request_failed`` rejects (fatal for
-    the stage). Raises ``ConfigError`` without a judge endpoint."""
-    return label_samples(samples, cfg, problems=problems, labels=["difficulty"], stage="judge", client=client)
+    the stage). In chunks of ``cfg.chunk_size`` (see :func:`label_samples`). Raises ``ConfigError`` without
+    a judge endpoint."""
+    return label_samples(
+        samples, cfg, problems=problems, labels=["difficulty"], stage="judge", client=client, reject_sink=reject_sink
+    )
 
 
 def score_rv_cd(
-    samples: Sequence[Sample], cfg: JudgeConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
-) -> tuple[list[Sample], StageStats]:
+    samples: Iterable[Sample],
+    cfg: JudgeConfig,
+    *,
+    problems: Sequence[Problem],
+    client: ChatClient | None = None,
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
     """Stage `score`: each CoT's reasoning verbosity (``rv``) and cognitive difficulty (``cd``), integers
     0-9, by the LLM judge ``cfg.judge`` (strict ``<score>N</score>`` parsing, bounded re-asks).
 
     Input: samples and their problems. Output: every sample with ``rv`` / ``cd`` (None when unparsable:
     metrics ``rv.unparsable``, ``cd.unparsable``). Requests that fail after every retry are
-    ``request_failed`` rejects (fatal). Raises ``ConfigError`` without a judge endpoint."""
-    return label_samples(samples, cfg, problems=problems, labels=["rv", "cd"], stage="score", client=client)
+    ``request_failed`` rejects (fatal). In chunks of ``cfg.chunk_size`` (see :func:`label_samples`). Raises
+    ``ConfigError`` without a judge endpoint."""
+    return label_samples(
+        samples, cfg, problems=problems, labels=["rv", "cd"], stage="score", client=client, reject_sink=reject_sink
+    )
 
 
 def judge_correctness(items: Sequence[tuple[Problem, Sample]], judge: EndpointConfig, client: Any = None) -> list[Any]:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Difficulty, PreferencePair, Problem, Sample, StageStats, Timer
+from kubedistill.core.records import Difficulty, PreferencePair, Problem, Reject, Sample, StageStats, Timer
 from kubedistill.core.text import last_boxed, split_think
 from kubedistill.prompts import format_completion
 
@@ -129,77 +129,92 @@ CORRUPTIONS = {"number": corrupt_number, "drop_step": corrupt_drop_step, "wrong_
 
 
 def make_pairs(
-    samples: Sequence[Sample], cfg: PairsConfig, *, problems: Sequence[Problem]
-) -> tuple[list[PreferencePair], StageStats]:
+    samples: Iterable[Sample],
+    cfg: PairsConfig,
+    *,
+    problems: Sequence[Problem],
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
     """Stage `pairs`: DPO preference pairs — each verified sample (of the configured difficulties) against
     corrupted copies of it (see the module docstring).
 
     Input: samples (with ``correct``) and their problems. Output: :class:`PreferencePair` records with
     the corruption's kind, magnitude in [0, 1] and, with ``per_pair_beta``, their own beta; samples that
-    give no pair are rejects with the reason. Deterministic for ``cfg.seed``."""
+    give no pair are rejects with the reason. Deterministic for ``cfg.seed``. Given a list, the output is
+    a list; given another iterable (the runner's stream), an iterator of pairs made one sample at a time,
+    rejects handed to ``reject_sink``: memory does not grow with the input."""
     from kubedistill.verifiers import verify
 
-    stats = StageStats(stage=STAGE, n_in=len(samples))
+    stats = StageStats(stage=STAGE)
+    stats.stream_rejects(reject_sink)
     by_id = {p.id: p for p in problems}
     rng = random.Random(cfg.seed)
-    pairs: list[PreferencePair] = []
     kinds_made: dict[str, int] = {}
-    with Timer() as timer:
-        for s in samples:
-            rec = {"sample_id": s.id}
-            difficulty = s.difficulty or ("medium" if cfg.include_unlabelled else None)
-            if s.correct is not True:
-                stats.reject("not_correct", f"correct={s.correct}", record=rec)
-                continue
-            if difficulty not in cfg.difficulties:
-                stats.reject("not_in_difficulties", f"difficulty={s.difficulty}", record=rec)
-                continue
-            chosen = format_completion(s)
-            problem = by_id.get(s.problem_id)
-            if chosen is None or problem is None:
-                stats.reject("unusable", "no problem or no usable CoT", record=rec)
-                continue
-            split = split_think(chosen)
-            options = [(k, m) for k in cfg.kinds for m in cfg.magnitudes]
-            rng.shuffle(options)
-            made = 0
-            for kind, magnitude in options:
-                got = CORRUPTIONS[kind](split.reasoning, split.answer_part, magnitude, rng)
-                if got is None:
+    magnitudes = 0.0
+
+    def run() -> Iterator[PreferencePair]:
+        nonlocal magnitudes
+        with Timer() as timer:
+            for s in samples:
+                stats.n_in += 1
+                rec = {"sample_id": s.id}
+                difficulty = s.difficulty or ("medium" if cfg.include_unlabelled else None)
+                if s.correct is not True:
+                    stats.reject("not_correct", f"correct={s.correct}", record=rec)
                     continue
-                reasoning, answer, actual, detail = got
-                rejected = f"<think>\n{reasoning}\n</think>\n\n{answer}"
-                if rejected == chosen:
+                if difficulty not in cfg.difficulties:
+                    stats.reject("not_in_difficulties", f"difficulty={s.difficulty}", record=rec)
                     continue
-                if kind == "wrong_conclusion" and verify(problem, answer).correct is not False:
-                    continue  # the "wrong" answer is not provably wrong: no pair
-                pid = f"{s.id}::{kind}::{magnitude:g}"
-                if any(p.id == pid for p in pairs[-cfg.pairs_per_sample :]):
+                chosen = format_completion(s)
+                problem = by_id.get(s.problem_id)
+                if chosen is None or problem is None:
+                    stats.reject("unusable", "no problem or no usable CoT", record=rec)
                     continue
-                beta = cfg.beta_max - (cfg.beta_max - cfg.beta_min) * actual if cfg.per_pair_beta else None
-                pairs.append(
-                    PreferencePair(
-                        id=pid,
-                        problem_id=s.problem_id,
-                        chosen_sample_id=s.id,
-                        chosen=chosen,
-                        rejected=rejected,
-                        corruption=kind,
-                        magnitude=round(actual, 4),
-                        beta=beta,
-                        metadata={"detail": detail},
+                split = split_think(chosen)
+                options = [(k, m) for k in cfg.kinds for m in cfg.magnitudes]
+                rng.shuffle(options)
+                mine: list[PreferencePair] = []
+                for kind, magnitude in options:
+                    got = CORRUPTIONS[kind](split.reasoning, split.answer_part, magnitude, rng)
+                    if got is None:
+                        continue
+                    reasoning, answer, actual, detail = got
+                    rejected = f"<think>\n{reasoning}\n</think>\n\n{answer}"
+                    if rejected == chosen:
+                        continue
+                    if kind == "wrong_conclusion" and verify(problem, answer).correct is not False:
+                        continue  # the "wrong" answer is not provably wrong: no pair
+                    pid = f"{s.id}::{kind}::{magnitude:g}"
+                    if any(p.id == pid for p in mine):
+                        continue
+                    beta = cfg.beta_max - (cfg.beta_max - cfg.beta_min) * actual if cfg.per_pair_beta else None
+                    mine.append(
+                        PreferencePair(
+                            id=pid,
+                            problem_id=s.problem_id,
+                            chosen_sample_id=s.id,
+                            chosen=chosen,
+                            rejected=rejected,
+                            corruption=kind,
+                            magnitude=round(actual, 4),
+                            beta=beta,
+                            metadata={"detail": detail},
+                        )
                     )
-                )
-                kinds_made[kind] = kinds_made.get(kind, 0) + 1
-                made += 1
-                if made >= cfg.pairs_per_sample:
-                    break
-            if made == 0:
-                stats.reject("no_corruption_possible", "no corruption applies to this CoT", record=rec)
-    stats.n_out = len(pairs)
-    stats.elapsed_s = timer.elapsed
-    stats.info["kinds"] = kinds_made
-    stats.metrics.update({f"pairs.{k}": float(v) for k, v in kinds_made.items()})
-    if pairs:
-        stats.metrics["pairs.mean_magnitude"] = sum(p.magnitude for p in pairs) / len(pairs)
-    return pairs, stats
+                    kinds_made[kind] = kinds_made.get(kind, 0) + 1
+                    if len(mine) >= cfg.pairs_per_sample:
+                        break
+                if not mine:
+                    stats.reject("no_corruption_possible", "no corruption applies to this CoT", record=rec)
+                stats.n_out += len(mine)
+                magnitudes += sum(p.magnitude for p in mine)
+                yield from mine
+        stats.elapsed_s = timer.elapsed
+        stats.info["kinds"] = kinds_made
+        stats.metrics.update({f"pairs.{k}": float(v) for k, v in kinds_made.items()})
+        if stats.n_out:
+            stats.metrics["pairs.mean_magnitude"] = magnitudes / stats.n_out
+
+    if isinstance(samples, Sequence):
+        return list(run()), stats
+    return run(), stats

@@ -25,13 +25,13 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Domain, Problem, StageStats
+from kubedistill.core.records import Domain, Problem, RecordSpool, Sample, StageStats
 
 from .decontaminate import DecontamConfig, decontaminate
 from .dedup import DedupConfig, dedup
@@ -89,8 +89,14 @@ class CollectConfig(StrictModel):
         return self
 
 
-def collect(records: Sequence[Problem], cfg: CollectConfig) -> tuple[list[Problem], StageStats]:
-    """Load ``cfg.sources`` (plus ``records``) → normalise → dedup → decontaminate → re-sample."""
+def collect(
+    records: Sequence[Problem], cfg: CollectConfig, *, cots: Callable[[Problem, Sample], None] | None = None
+) -> tuple[list[Problem], StageStats]:
+    """Load ``cfg.sources`` (plus ``records``) → normalise → dedup → decontaminate → re-sample.
+
+    ``cots``, when given, receives ``(problem as read, sample)`` for every existing CoT of a source with a
+    ``cots`` mapping (see :func:`kubedistill.data.sources.load_source`); which of them to keep is the
+    caller's choice, by the ids of the problems returned (:func:`collect_stage` does that)."""
     stats = StageStats(stage=STAGE)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -100,7 +106,7 @@ def collect(records: Sequence[Problem], cfg: CollectConfig) -> tuple[list[Proble
     where_of: dict[int, str] = {}  # id(problem object) -> its row ("file:line"), for the rejects of later steps
     labels: list[str] = []  # the config source of each loaded problem (Problem.source may differ)
     for src in cfg.sources:
-        loaded = load_source(src, stats, where_of)
+        loaded = load_source(src, stats, where_of, cots=cots)
         problems.extend(loaded)
         labels.extend([src.label] * len(loaded))
     per_source: dict[str, dict[str, Any]] = stats.info.setdefault("sources", {})
@@ -150,6 +156,8 @@ def collect(records: Sequence[Problem], cfg: CollectConfig) -> tuple[list[Proble
     kept_by_label = Counter(label_of[id(p)] for p in out)
     for label, info in per_source.items():
         info["out"] = kept_by_label.get(label, 0)
+        stats.metrics[f"source.{label}.n_in"] = float(info.get("rows", 0))
+        stats.metrics[f"source.{label}.n_out"] = float(info["out"])  # before the held-out split
     stats.info["out_by_domain"] = dict(sorted(Counter(p.domain for p in out).items()))
     stats.info["out_by_source"] = dict(sorted(Counter(p.source for p in out).items()))
     stats.metrics.update({k: round(v, 3) for k, v in timings.items()})
@@ -193,7 +201,13 @@ def collect_with_holdout(
 
     ``stats.n_out`` stays the number collected (train + held out); ``stats.info["holdout"]`` has the
     split's sizes by domain."""
-    out, stats = collect(records, cfg)
+    return _collect_with_holdout(records, cfg)
+
+
+def _collect_with_holdout(
+    records: Sequence[Problem], cfg: CollectConfig, cots: Callable[[Problem, Sample], None] | None = None
+) -> tuple[list[Problem], list[Problem], StageStats]:
+    out, stats = collect(records, cfg, cots=cots)
     h = cfg.holdout
     seed = cfg.seed if h.seed is None else h.seed
     train, held = split_holdout(out, h.fraction, h.max_items, seed)
@@ -209,13 +223,75 @@ def collect_with_holdout(
     return train, held, stats
 
 
-def collect_stage(cfg: CollectConfig) -> tuple[dict[str, list[Problem]], StageStats]:
+class _CotSpool:
+    """The imported CoTs of a collect run, on disk until the problems they belong to are known: a CoT is
+    kept when its problem is in the training output, and the same row object that brought it is the one
+    kept (a second row with an already-seen problem id does not add its CoTs to the first one's)."""
+
+    def __init__(self) -> None:
+        self.spool = RecordSpool(Sample)
+        self.owner: dict[str, int] = {}  # problem id -> id() of the row's Problem that brought its CoTs
+        self.per_problem: Counter[str] = Counter()
+        self.label_of: dict[str, str] = {}  # problem id -> source label
+        self.shadowed: Counter[str] = Counter()  # per source: CoTs of a repeated problem id
+
+    def add(self, problem: Problem, sample: Sample) -> None:
+        label = str(sample.metadata.get("imported_from", ""))
+        if self.owner.setdefault(problem.id, id(problem)) != id(problem):
+            self.shadowed[label] += 1
+            return
+        self.spool.append(sample)
+        self.per_problem[problem.id] += 1
+        self.label_of[problem.id] = label
+
+    def report(self, train: Sequence[Problem], held: Sequence[Problem], stats: StageStats) -> set[str]:
+        """The problem ids whose CoTs are output; the CoT funnel in ``stats.info["cots"]`` (overall) and
+        ``stats.info["sources"][label]["cots_out"]``, metrics ``cots_in`` / ``cots_out``."""
+        keep = {p.id for p in train}
+        held_ids = {p.id for p in held}
+        funnel: dict[str, int] = {"read": len(self.spool) + sum(self.shadowed.values()), "out": 0}
+        dropped = {"heldout": 0, "problem_dropped": 0, "repeated_problem_id": sum(self.shadowed.values())}
+        out_by_label: Counter[str] = Counter()
+        for pid, n in self.per_problem.items():
+            if pid in keep:
+                funnel["out"] += n
+                out_by_label[self.label_of[pid]] += n
+            elif pid in held_ids:
+                dropped["heldout"] += n
+            else:
+                dropped["problem_dropped"] += n
+        stats.info["cots"] = {**funnel, "dropped": dropped}
+        for label, info in stats.info.get("sources", {}).items():
+            if info.get("cots"):
+                info["cots_out"] = out_by_label.get(label, 0)
+                stats.metrics[f"source.{label}.cots_in"] = float(info["cots"])
+                stats.metrics[f"source.{label}.cots_out"] = float(info["cots_out"])
+        stats.metrics["cots_in"] = float(funnel["read"])
+        stats.metrics["cots_out"] = float(funnel["out"])
+        return keep
+
+    def emit(self, keep: set[str]) -> Iterator[Sample]:
+        try:
+            for s in self.spool:
+                if s.problem_id in keep:
+                    yield s
+        finally:
+            self.spool.close()
+
+
+def collect_stage(cfg: CollectConfig) -> tuple[dict[str, Any], StageStats]:
     """Stage `collect`: :func:`collect_with_holdout` of ``cfg.sources``.
 
-    Returns ``{"problems": train, "heldout": held_out}`` and the stats (``n_out`` counts both splits;
-    metrics ``train`` and ``heldout`` give their sizes). Raises ``SourceError`` (exit 2) for a source that
-    cannot be read at all; bad rows are rejects."""
-    train, held, stats = collect_with_holdout([], cfg)
+    Returns ``{"problems": train, "heldout": held_out, "samples": CoTs}`` and the stats (``n_out`` counts
+    both splits; metrics ``train`` and ``heldout`` give their sizes). ``samples`` are the existing CoTs of
+    the sources that import them (``cots`` / ``import_cots``), those of training problems only, streamed
+    from a spool file (never all in memory); CoTs of problems dropped by dedup, decontamination,
+    re-sampling or the held-out split are counted in ``stats.info["cots"]["dropped"]`` (the problem's own
+    reject says why). Raises ``SourceError`` (exit 2) for a source that cannot be read at all; bad rows
+    are rejects."""
+    spool = _CotSpool()
+    train, held, stats = _collect_with_holdout([], cfg, cots=spool.add)
     stats.metrics["train"] = float(len(train))
     stats.metrics["heldout"] = float(len(held))
-    return {"problems": train, "heldout": held}, stats
+    keep = spool.report(train, held, stats)
+    return {"problems": train, "heldout": held, "samples": spool.emit(keep)}, stats

@@ -29,6 +29,7 @@ import itertools
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydantic import Field
@@ -223,6 +224,24 @@ def find_near_duplicates(
     estimates order and pre-filter them (estimate ≥ threshold - 0.1), the exact similarity decides.
     Empty documents are never near duplicates."""
     hashes, all_counts = batch_shingles(flat, np.asarray(lengths, dtype=np.int64), ngram)
+    return near_duplicates_of_shingles(
+        hashes, all_counts, threshold=threshold, num_perm=num_perm, seed=seed, progress=progress
+    )
+
+
+def near_duplicates_of_shingles(
+    hashes: np.ndarray,
+    all_counts: np.ndarray,
+    *,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    seed: int = 1,
+    progress: str | None = None,
+) -> list[NearDuplicate]:
+    """:func:`find_near_duplicates` from the documents' shingle hashes (:func:`batch_shingles`): the
+    shingles of document ``d`` are the next ``all_counts[d]`` values of ``hashes``. A shingle hash depends
+    on the document alone, so shards can compute theirs apart and a merge step decide over all of them."""
+    all_counts = np.asarray(all_counts, dtype=np.int64)
     nonempty = np.nonzero(all_counts > 0)[0].tolist()  # empty documents have no shingles
     if len(nonempty) < 2:
         return []
@@ -372,3 +391,152 @@ def _dedup_text(p: Problem) -> str:
     if p.choices:
         return p.problem + "\n" + "\n".join(p.choices)
     return p.problem
+
+
+# ------------------------------------------------------------------------------- across shards (global)
+
+
+@dataclass
+class DedupKeys:
+    """What global dedup needs of one shard's problems, in the shard's order: ids, exact keys (64-bit
+    hashes of :func:`~kubedistill.data.normalize.exact_key`), whether each takes part in near dedup, and
+    its shingle hashes (``counts[d]`` values per document, one after the other). About ``8 × (1 +
+    shingles)`` bytes per problem (~1 KB for a 100-token problem): 1M problems are ~1 GB of keys."""
+
+    ids: list[str]
+    exact: np.ndarray  # uint64, one per problem
+    near: np.ndarray  # bool, one per problem
+    shingles: np.ndarray  # uint64, flat
+    counts: np.ndarray  # int64, one per problem
+
+    def save(self, path: str | Path) -> None:
+        """As a ``.npz`` file (no pickles: ids are stored as one JSON text)."""
+        import json
+
+        np.savez_compressed(
+            path,
+            ids=np.frombuffer(json.dumps(self.ids).encode("utf-8"), dtype=np.uint8),
+            exact=self.exact,
+            near=self.near,
+            shingles=self.shingles,
+            counts=self.counts,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> DedupKeys:
+        import json
+
+        with np.load(path, allow_pickle=False) as z:
+            ids = json.loads(z["ids"].tobytes().decode("utf-8"))
+            return cls(ids, z["exact"], z["near"], z["shingles"], z["counts"])
+
+
+def dedup_keys(problems: Sequence[Problem], cfg: DedupConfig, near_exempt_sources: Collection[str] = ()) -> DedupKeys:
+    """The :class:`DedupKeys` of one shard's problems (computed where the shard is, in parallel)."""
+    import hashlib
+
+    exact = np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(exact_key(p.problem, p.choices, p.domain).encode(), digest_size=8).digest())
+            for p in problems
+        ),
+        dtype=np.uint64,
+        count=len(problems),
+    )
+    near = np.fromiter((p.source not in near_exempt_sources for p in problems), dtype=bool, count=len(problems))
+    flat, lengths = hash_tokens([dedup_tokens(_dedup_text(p), p.domain) for p in problems])
+    shingles, counts = batch_shingles(flat, lengths, cfg.ngram)
+    return DedupKeys([p.id for p in problems], exact, near, shingles, counts)
+
+
+@dataclass(frozen=True)
+class GlobalDrop:
+    """A problem that global dedup drops: where it is (``part``, ``position``), why, and the kept id."""
+
+    part: int
+    position: int
+    id: str
+    reason: str  # duplicate | duplicate_id | near_duplicate
+    detail: str
+
+
+def global_dedup(parts: Sequence[DedupKeys], cfg: DedupConfig) -> list[GlobalDrop]:
+    """Dedup over every shard's keys at once, in shard order then row order — the same decisions
+    :func:`dedup` makes on the concatenation of the shards (first occurrence kept; exact keys, then ids,
+    then near duplicates among the rest, decided on exact shingle-set Jaccard), so a duplicate whose two
+    copies fall in different shards is caught. Returns the drops; the shards apply them
+    (:func:`apply_drops`)."""
+    drops: list[GlobalDrop] = []
+    seen_key: dict[int, str] = {}
+    seen_id: set[str] = set()
+    survivors: list[tuple[int, int]] = []
+    for pi, part in enumerate(parts):
+        exact = part.exact.tolist()
+        for pos, pid in enumerate(part.ids):
+            if cfg.exact:
+                first = seen_key.get(exact[pos])
+                if first is not None:
+                    drops.append(GlobalDrop(pi, pos, pid, "duplicate", f"duplicate of {first}"))
+                    continue
+                seen_key[exact[pos]] = pid
+            if pid in seen_id:
+                drops.append(
+                    GlobalDrop(pi, pos, pid, "duplicate_id", f"id {pid} is already taken by a different problem")
+                )
+                continue
+            seen_id.add(pid)
+            survivors.append((pi, pos))
+    if cfg.near:
+        offsets = [np.concatenate(([0], np.cumsum(part.counts))) for part in parts]
+        eligible = [(pi, pos) for pi, pos in survivors if parts[pi].near[pos]]
+        if len(eligible) > 1:
+            pieces = [parts[pi].shingles[offsets[pi][pos] : offsets[pi][pos + 1]] for pi, pos in eligible]
+            counts = np.fromiter((len(x) for x in pieces), dtype=np.int64, count=len(pieces))
+            hashes = np.concatenate(pieces) if pieces else _EMPTY
+            for d in near_duplicates_of_shingles(
+                hashes,
+                counts,
+                threshold=cfg.threshold,
+                num_perm=cfg.num_perm,
+                seed=cfg.seed,
+                progress="global near-dedup",
+            ):
+                pi, pos = eligible[d.index]
+                oi, opos = eligible[d.of]
+                of_id = parts[oi].ids[opos]
+                drops.append(
+                    GlobalDrop(
+                        pi,
+                        pos,
+                        parts[pi].ids[pos],
+                        "near_duplicate",
+                        f"near duplicate of {of_id} (jaccard {d.similarity:.3f})",
+                    )
+                )
+    return sorted(drops, key=lambda d: (d.part, d.position))
+
+
+def apply_drops(
+    problems: Sequence[Problem],
+    drops: Sequence[GlobalDrop],
+    stats: StageStats,
+    *,
+    where_of: Mapping[int, str] | None = None,
+) -> list[Problem]:
+    """One shard's problems without its global drops (``drops`` of this shard, by position), each a
+    reject in ``stats`` naming the kept id; counts in ``stats.info["dedup"]`` with ``"global": true``."""
+    where_of = where_of or {}
+    by_pos = {d.position: d for d in drops}
+    kept: list[Problem] = []
+    counts = {"duplicate": 0, "duplicate_id": 0, "near_duplicate": 0}
+    for i, p in enumerate(problems):
+        d = by_pos.get(i)
+        if d is None:
+            kept.append(p)
+            continue
+        if d.id != p.id:
+            raise ValueError(f"drop list does not match the shard: row {i} is {p.id!r}, the drop names {d.id!r}")
+        stats.reject(d.reason, d.detail, record=preview(p.model_dump(mode="json")), where=where_of.get(id(p)))
+        counts[d.reason] += 1
+    stats.info["dedup"] = {**counts, "global": True}
+    return kept

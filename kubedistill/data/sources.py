@@ -31,7 +31,7 @@ import glob as globlib
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +41,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from kubedistill.core.config import ConfigError, StrictModel, reference
 from kubedistill.core.progress import make_bar
-from kubedistill.core.records import Domain, Problem, StageStats, iter_rows, validation_message
+from kubedistill.core.records import Domain, Problem, Sample, StageStats, iter_rows, validation_message
 
 from .normalize import resolve_domain, stable_id
 
@@ -96,6 +96,50 @@ class FieldMap(StrictModel):
         return [c.split(".", 1)[0] for c in cols if c]
 
 
+class CotMap(StrictModel):
+    """Which columns of a row hold existing chains of thought, and how to read them into
+    :class:`~kubedistill.core.records.Sample` records (one per CoT, beside the row's Problem).
+
+    Every column name may be a dotted path (``conversations.1.value``). A ``text`` column holds one CoT
+    (a string) or several (a list of strings: OpenR1-Math's ``generations``); several ``text`` columns
+    (DeepMath's ``r1_solution_1..3``) are read in order. The CoTs of one row get ``sample_index`` 0, 1,
+    2, ... in that order (a missing or blank CoT keeps its index free, so ids stay stable)."""
+
+    text: list[str] = Field(min_length=1, description="columns holding the CoT text (or a list of CoTs)")
+    reasoning: str | None = Field(
+        default=None,
+        description="a column with the reasoning apart (OpenThoughts' deepseek_reasoning); the text column is "
+        "then the answer part, and the CoT is <think>reasoning</think> answer",
+    )
+    markers: Literal["think", "openthoughts"] = Field(
+        default="think",
+        description="how the text marks its reasoning: <think>...</think>, or OpenThoughts' "
+        "<|begin_of_thought|>...<|end_of_thought|> <|begin_of_solution|>...<|end_of_solution|> "
+        "(rewritten as think tags)",
+    )
+    teacher: str = Field(default="imported", min_length=1, description="teacher label of every CoT (deepseek-r1, ...)")
+    teacher_column: str | None = Field(default=None, description="column with the teacher label (else `teacher`)")
+    temperature: float = Field(
+        default=0.6, ge=0.0, description="sampling temperature recorded on the CoTs (datasets rarely say; R1's is 0.6)"
+    )
+    finish_reason: str | None = Field(
+        default=None, description="column with the finish reason (one value, or a list aligned with the CoTs)"
+    )
+    correct: str | None = Field(
+        default=None,
+        description="column with the dataset's own verdicts (a list aligned with the CoTs) → "
+        "metadata['dataset_correct']; `verify` decides `correct` itself",
+    )
+    per_cot: dict[str, str] = Field(
+        default_factory=dict, description="metadata key → column holding a list aligned with the CoTs"
+    )
+
+    def columns(self) -> list[str]:
+        cols = [*self.text, self.reasoning, self.teacher_column, self.finish_reason, self.correct]
+        cols += list(self.per_cot.values())
+        return [c.split(".", 1)[0] for c in cols if c]
+
+
 # ------------------------------------------------------------------------------------------- presets
 
 #: Built-in HF sources by short name: hub id, subset, split and field mapping of each dataset's real
@@ -128,6 +172,58 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "reference_solution": "deepseek_solution",
             },
         },
+        "cots": {"text": ["deepseek_solution"], "reasoning": "deepseek_reasoning", "teacher": "deepseek-r1"},
+    },
+    "openthoughts-conversations": {
+        # The default subset: `system` + `conversations` [{from: user, value}, {from: assistant, value}], the
+        # assistant turn marked <|begin_of_thought|> ... <|end_of_thought|>
+        # <|begin_of_solution|> ... <|end_of_solution|>.
+        "dataset": "open-thoughts/OpenThoughts-114k",
+        "subset": "default",
+        "split": "train",
+        "fields": {"problem": "conversations.0.value"},
+        "cots": {"text": ["conversations.1.value"], "markers": "openthoughts", "teacher": "deepseek-r1"},
+    },
+    "openthoughts2": {
+        # conversations [{from: human, value}, {from: gpt, value: '<think>...</think>...'}], question, source, id
+        "dataset": "open-thoughts/OpenThoughts2-1M",
+        "split": "train",
+        "fields": {"problem": "question", "id": "id", "metadata": {"origin": "source"}},
+        "cots": {"text": ["conversations.1.value"], "teacher": "deepseek-r1"},
+    },
+    "openthoughts3": {
+        # difficulty, source, domain, conversations [{from: human, value}, {from: gpt, value}]; QwQ-32B traces
+        "dataset": "open-thoughts/OpenThoughts3-1.2M",
+        "split": "train",
+        "fields": {
+            "problem": "conversations.0.value",
+            "domain_column": "domain",
+            "domain_map": {"math": "math", "code": "code", "science": "science"},
+            "metadata": {"origin": "source", "difficulty": "difficulty"},
+        },
+        "cots": {"text": ["conversations.1.value"], "teacher": "qwq-32b"},
+    },
+    "openr1-math": {
+        # problem, solution, answer, problem_type, question_type, source, uuid, is_reasoning_complete (list),
+        # generations (list), correctness_math_verify (list), correctness_llama (list), finish_reasons (list),
+        # correctness_count, messages
+        "dataset": "open-r1/OpenR1-Math-220k",
+        "subset": "default",
+        "split": "train",
+        "fields": {
+            "problem": "problem",
+            "answer": "answer",
+            "id": "uuid",
+            "domain": "math",
+            "metadata": {"origin": "source", "problem_type": "problem_type", "question_type": "question_type"},
+        },
+        "cots": {
+            "text": ["generations"],
+            "teacher": "deepseek-r1",
+            "finish_reason": "finish_reasons",
+            "correct": "correctness_math_verify",
+            "per_cot": {"reasoning_complete": "is_reasoning_complete", "correct_llama": "correctness_llama"},
+        },
     },
     "deepmath-103k": {
         "dataset": "zwhe99/DeepMath-103K",
@@ -139,6 +235,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "reference_cot": "r1_solution_1",
             "metadata": {"difficulty": "difficulty", "topic": "topic"},
         },
+        "cots": {"text": ["r1_solution_1", "r1_solution_2", "r1_solution_3"], "teacher": "deepseek-r1"},
     },
     "opencodereasoning": {
         # split_1 rows carry '-' as input (the question must be fetched from APPS/TACO): those are
@@ -161,6 +258,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "license": "license",
             },
         },
+        "cots": {"text": ["output"], "teacher": "deepseek-r1"},
     },
     "numinamath": {
         "dataset": "AI-MO/NuminaMath-CoT",
@@ -173,6 +271,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "reference_cot": "solution",
             "metadata": {"origin": "source"},
         },
+        # GPT-4o-written solutions, no think tags: the whole text is reasoning and answer part.
+        "cots": {"text": ["solution"], "teacher": "gpt-4o"},
     },
 }
 
@@ -213,6 +313,10 @@ class HFSource(_SourceBase):
         description="local copy: a file or glob (json/jsonl/parquet/csv), a hub snapshot dir or a save_to_disk dir",
     )
     fields: FieldMap = Field(default_factory=FieldMap)
+    cots: CotMap | None = Field(default=None, description="columns with existing CoTs → Samples (see CotMap)")
+    import_cots: bool = Field(
+        default=False, description="import the preset's CoTs as Samples (the preset's `cots` mapping)"
+    )
     streaming: bool = Field(default=False, description="stream rows instead of downloading the split first")
     cache_dir: str | None = Field(default=None, description="datasets cache (default: HF_DATASETS_CACHE)")
 
@@ -227,9 +331,15 @@ class HFSource(_SourceBase):
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(sorted(PRESETS))}")
         merged = copy.deepcopy(PRESETS[name])
+        preset_cots = merged.pop("cots", None)
+        if data.get("import_cots") and preset_cots is not None:
+            merged["cots"] = preset_cots
+            merged.get("fields", {}).pop("reference_cot", None)  # the CoT is a Sample now, not a copy in metadata
         for key, value in data.items():
             if key == "fields" and isinstance(value, dict):
                 merged["fields"] = {**merged.get("fields", {}), **value}
+            elif key == "cots" and isinstance(value, dict) and isinstance(merged.get("cots"), dict):
+                merged["cots"] = {**merged["cots"], **value}
             else:
                 merged[key] = value
         return merged
@@ -238,6 +348,8 @@ class HFSource(_SourceBase):
     def _check(self) -> HFSource:
         if not self.dataset and not self.path:
             raise ValueError("an hf source needs `dataset` (hub id), `preset` or `path` (local copy)")
+        if self.import_cots and self.cots is None:
+            raise ValueError("import_cots: this source has no CoT mapping; give `cots: {text: [COLUMN], ...}`")
         if self.name is None:
             self.name = self.preset or self.dataset or _stem(self.path or "hf")
         return self
@@ -249,6 +361,7 @@ class FileSource(_SourceBase):
     kind: Literal["file"] = "file"
     path: str = reference("files", description="a JSONL/Parquet file or a glob of them")
     fields: FieldMap | None = Field(default=None, description="None: rows are Problems (identity)")
+    cots: CotMap | None = Field(default=None, description="columns with existing CoTs → Samples (see CotMap)")
 
     @model_validator(mode="after")
     def _name(self) -> FileSource:
@@ -436,6 +549,8 @@ class SourceCounts:
     rejected: dict[str, int] = dataclasses.field(default_factory=dict)
     no_answer: int = 0
     tests_kept_raw: int = 0
+    cots: int = 0  # CoTs imported (sources with `cots`)
+    cots_missing: int = 0  # CoT cells that were empty or not text
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -522,6 +637,109 @@ def map_row(row: Mapping[str, Any], fields: FieldMap, source: str, counts: Sourc
     return p
 
 
+_OT_BEGIN_THOUGHT, _OT_END_THOUGHT = "<|begin_of_thought|>", "<|end_of_thought|>"
+_OT_BEGIN_SOLUTION, _OT_END_SOLUTION = "<|begin_of_solution|>", "<|end_of_solution|>"
+
+
+def openthoughts_to_think(text: str) -> str:
+    """OpenThoughts-114k's assistant turn (``<|begin_of_thought|> R <|end_of_thought|> <|begin_of_solution|> S
+    <|end_of_solution|>``) in the one form our CoTs take: ``<think>\nR\n</think>\n\nS``. A thought that never
+    ends stays an open ``<think>`` (a cut-off CoT); text without the markers is returned as it is."""
+    from kubedistill.core.text import THINK_OPEN, join_think
+
+    if _OT_BEGIN_THOUGHT not in text:
+        return text
+    after = text.split(_OT_BEGIN_THOUGHT, 1)[1]
+    if _OT_END_THOUGHT not in after:
+        return f"{THINK_OPEN}\n{after.strip()}"
+    reasoning, _, rest = after.partition(_OT_END_THOUGHT)
+    solution = rest.split(_OT_BEGIN_SOLUTION, 1)[1] if _OT_BEGIN_SOLUTION in rest else rest
+    solution = solution.split(_OT_END_SOLUTION, 1)[0]
+    return join_think(reasoning.strip(), solution.strip())
+
+
+def _aligned(value: Any, i: int) -> Any:
+    """Element ``i`` of a per-CoT list column (None past its end), or the value itself when it is one value."""
+    if isinstance(value, list | tuple):
+        return value[i] if i < len(value) else None
+    tolist = getattr(value, "tolist", None)  # numpy arrays from Arrow
+    if callable(tolist) and getattr(value, "ndim", 0) == 1:
+        items = tolist()
+        return items[i] if i < len(items) else None
+    return value
+
+
+def cot_texts(row: Mapping[str, Any], cots: CotMap) -> list[Any]:
+    """The row's CoT cells in ``sample_index`` order: each ``text`` column's string, or its list's items."""
+    out: list[Any] = []
+    for col in cots.text:
+        value = lookup(row, col)
+        tolist = getattr(value, "tolist", None)
+        if callable(tolist) and not isinstance(value, str):
+            value = tolist()
+        if isinstance(value, list | tuple):
+            out.extend(value)
+        else:
+            out.append(value)
+    return out
+
+
+def cot_samples(row: Mapping[str, Any], problem: Problem, cots: CotMap, source: str) -> tuple[list[Sample], int]:
+    """The existing CoTs of one dataset row as Samples of ``problem``: ``(samples, missing)``.
+
+    Each CoT is split as a generated one is (:func:`kubedistill.core.text.split_think`): ``reasoning`` inside
+    the think tags, ``final_answer`` from what follows (None for a CoT cut off inside ``<think>``). With a
+    ``reasoning`` column the text column is the answer part and ``text`` becomes ``<think>reasoning</think>
+    answer``. ``finish_reason`` is the row's when the dataset records one (else None: not recorded, which
+    counts as complete). ``missing`` counts CoT cells that are empty or not text (their index stays free)."""
+    from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
+
+    teacher = cots.teacher
+    if cots.teacher_column:
+        label = lookup(row, cots.teacher_column)
+        if isinstance(label, str) and label.strip():
+            teacher = label.strip()
+    reasoning_col = lookup(row, cots.reasoning) if cots.reasoning else None
+    finish = lookup(row, cots.finish_reason) if cots.finish_reason else None
+    verdicts = lookup(row, cots.correct) if cots.correct else None
+    extra = {key: lookup(row, col) for key, col in cots.per_cot.items()}
+    out: list[Sample] = []
+    missing = 0
+    for i, cell in enumerate(cot_texts(row, cots)):
+        if not isinstance(cell, str) or not cell.strip():
+            missing += 1
+            continue
+        text = openthoughts_to_think(cell) if cots.markers == "openthoughts" else cell
+        if cots.reasoning:
+            reasoning = _aligned(reasoning_col, i)
+            text = with_reasoning(text, reasoning if isinstance(reasoning, str) and reasoning.strip() else None)
+        split = split_think(text)
+        metadata: dict[str, Any] = {"imported_from": source}
+        if cots.correct:
+            verdict = _aligned(verdicts, i)
+            if verdict is not None:
+                metadata["dataset_correct"] = json_safe(verdict)
+        for key, value in extra.items():
+            item = _aligned(value, i)
+            if item is not None:
+                metadata[key] = json_safe(item)
+        reason = _aligned(finish, i) if cots.finish_reason else None
+        out.append(
+            Sample(
+                problem_id=problem.id,
+                teacher=teacher,
+                temperature=cots.temperature,
+                sample_index=i,
+                text=text,
+                reasoning=split.reasoning,
+                final_answer=extract_final_answer(split.answer_part) if split.closed else None,
+                finish_reason=str(reason) if isinstance(reason, str) and reason else None,
+                metadata=metadata,
+            )
+        )
+    return out, missing
+
+
 def problem_row(row: Any, source: str) -> Problem:
     """A row already in Problem form; ``source`` and ``id`` are filled in when absent."""
     if not isinstance(row, Mapping):
@@ -540,11 +758,14 @@ def problem_row(row: Any, source: str) -> Problem:
         raise RowError("invalid_record", validation_message(e)) from None
 
 
-def _check_columns(fields: FieldMap, columns: Iterable[str] | None, source: str) -> None:
+def _check_columns(
+    fields: FieldMap | None, columns: Iterable[str] | None, source: str, cots: CotMap | None = None
+) -> None:
     if columns is None:
         return
     have = set(columns)
-    missing = [c for c in dict.fromkeys(fields.columns()) if c not in have]
+    wanted = (fields.columns() if fields is not None else []) + (cots.columns() if cots is not None else [])
+    missing = [c for c in dict.fromkeys(wanted) if c not in have]
     if missing:
         raise SourceError(
             f"source {source!r}: mapped column(s) {missing} not in the dataset; columns are {sorted(have)}"
@@ -665,13 +886,22 @@ def load_hf_rows(
 # --------------------------------------------------------------------------------------------- loading
 
 
+CotSink = Callable[[Problem, Sample], None]
+
+
 def load_source(
-    src: HFSource | FileSource | ReasoningGymSource, stats: StageStats, where_of: dict[int, str] | None = None
+    src: HFSource | FileSource | ReasoningGymSource,
+    stats: StageStats,
+    where_of: dict[int, str] | None = None,
+    cots: CotSink | None = None,
 ) -> list[Problem]:
     """All problems of one source; unusable rows become rejects in ``stats`` (reason per row) and the
     per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order.
     ``where_of``, when given, gets ``id(problem) -> "file:line"`` (or the row's place in the source) for
-    every problem, so that later steps can say where a row they drop came from."""
+    every problem, so that later steps can say where a row they drop came from. ``cots``, when given,
+    receives every existing CoT of a source with a ``cots`` mapping as a :class:`Sample` of its problem, as
+    the row is read (so that a caller can spool them to disk: memory does not hold the CoTs); a rejected
+    row's CoTs go with it (the row is the reject)."""
     counts = SourceCounts()
     checked = False  # mapped columns checked against the dataset's columns
     rows: Iterable[tuple[str, Any]]
@@ -692,7 +922,7 @@ def load_source(
             cache_dir=src.cache_dir,
             limit=src.limit,
         )
-        _check_columns(src.fields, loaded.columns, src.label)
+        _check_columns(src.fields, loaded.columns, src.label, src.cots if cots is not None else None)
         checked = loaded.columns is not None
         rows = ((f"{src.label}:row{i}", r) for i, r in enumerate(loaded.rows))
         total = loaded.total
@@ -701,6 +931,9 @@ def load_source(
         total = None
 
     fields = src.fields if not isinstance(src, ReasoningGymSource) else None
+    cot_map = None if isinstance(src, ReasoningGymSource) or cots is None else src.cots
+    if cot_map is not None and fields is None:
+        checked = False
     out: list[Problem] = []
     bar = make_bar(total, desc=f"load {src.label}", unit="row")
     try:
@@ -714,15 +947,25 @@ def load_source(
                     p = row
                 elif isinstance(row, BadRow):
                     raise RowError(row.reason, row.detail)
-                elif fields is None:
-                    p = problem_row(row, src.label)
                 else:
                     if not checked and isinstance(row, Mapping):
-                        _check_columns(fields, row.keys(), src.label)
+                        _check_columns(fields, row.keys(), src.label, cot_map)
                         checked = True
-                    p = map_row(row, fields, src.label, counts)
+                    if fields is None:
+                        own = {c.split(".", 1)[0] for c in cot_map.columns()} if cot_map is not None else set()
+                        bare = {k: v for k, v in row.items() if k not in own} if isinstance(row, Mapping) else row
+                        p = problem_row(bare, src.label)
+                    else:
+                        p = map_row(row, fields, src.label, counts)
                 if len(p.problem.strip()) < src.min_problem_chars:
                     raise RowError("too_short", f"problem text shorter than {src.min_problem_chars} characters")
+                imported: list[Sample] = []
+                if cot_map is not None and isinstance(row, Mapping):
+                    try:
+                        imported, missing = cot_samples(row, p, cot_map, src.label)
+                    except ValidationError as e:
+                        raise RowError("invalid_cot", validation_message(e)) from None
+                    counts.cots_missing += missing
             except RowError as e:
                 counts.rejected[e.reason] = counts.rejected.get(e.reason, 0) + 1
                 record = row.raw if isinstance(row, BadRow) else row
@@ -730,6 +973,10 @@ def load_source(
                 stats.reject(e.reason, f"source {src.label}: {e}", record=preview(record), where=where, raw_b64=raw_b64)
                 continue
             out.append(p)
+            if cots is not None:
+                for sample in imported:
+                    cots(p, sample)
+                counts.cots += len(imported)
             if where_of is not None:
                 where_of[id(p)] = where
     finally:

@@ -25,9 +25,17 @@ NEVER_CACHED = (
     {("evaluate.yaml", "evaluate-models-op")}
     | {
         (f"{p}.yaml", "preflight-op")
-        for p in ("slow_thinking", "adaptive_thinking", "reward_models", "grpo", "evaluate", "ablation")
+        for p in (
+            "slow_thinking",
+            "adaptive_thinking",
+            "adaptive_thinking_imported",
+            "reward_models",
+            "grpo",
+            "evaluate",
+            "ablation",
+        )
     }
-    | {(f"{p}.yaml", "deploy-op") for p in ("slow_thinking", "adaptive_thinking", "grpo")}
+    | {(f"{p}.yaml", "deploy-op") for p in ("slow_thinking", "adaptive_thinking", "adaptive_thinking_imported", "grpo")}
 )
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "cluster.yaml")
 

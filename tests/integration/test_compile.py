@@ -147,8 +147,8 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
             "score-op",
         }
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
-    # the merged scores, and its section from the preflight
-    assert adaptive["select-op"]["dependentTasks"] == ["merge-shards-op-3", "preflight-op"]
+    # the merged scores, collect's problems (each CoT's domain, for select.mix), and its section from the preflight
+    assert adaptive["select-op"]["dependentTasks"] == ["collect-op", "merge-shards-op-3", "preflight-op"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"preflight-op", "evaluate-models-op"}
 
@@ -166,7 +166,7 @@ def test_every_example_recipe_gives_exactly_its_pipelines_parameters(example: st
     from kubedistill_kfp.compile import compile_all
 
     recipe = load_recipe(Path("examples") / example, here="cluster" not in example)  # cluster: the pods'
-    kind = recipe.recipe
+    kind = getattr(recipe, "pipeline", recipe.recipe)  # cot_source: imported -> <recipe>_imported
     (path,) = compile_all(tmp_path, names=[kind])
     params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
     args = recipe.pipeline_arguments([EndpointConfig(url="http://127.0.0.1:9/v1", model="t")])

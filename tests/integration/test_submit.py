@@ -323,7 +323,7 @@ def _recipe_file(tmp: Path, data: dict) -> Path:
 
 def test_submit_checks_package_and_parameters_before_sending_anything(packages: Path) -> None:
     with running_kfp_api_stub() as stub:
-        with pytest.raises(UserError, match="is the pipeline 'adaptive-thinking', but the recipe is a slow_thinking"):
+        with pytest.raises(UserError, match="is the pipeline 'adaptive-thinking', but the recipe runs slow-thinking"):
             submit(ROOT / "examples/quickstart.yaml", packages / "adaptive_thinking.yaml", host=stub.url, **TEACHER)
         stale = yaml.safe_load((packages / "slow_thinking.yaml").read_text())
         del stale["root"]["inputDefinitions"]["parameters"]["pairs_config"]
