@@ -260,6 +260,15 @@ def train_arm(
     if spec.kind == "base":
         stats = StageStats(stage="arm_train", n_in=0)
         out.mkdir(parents=True, exist_ok=True)
+    elif spec.kind == "sft" and not arm_samples(samples, spec, cfg)[0]:
+        # nothing to train on (e.g. a curriculum arm when the judge labelled no CoT medium or hard): the arm is
+        # a row of the table that says so, not a failed harness
+        rows, note = arm_samples(samples, spec, cfg)
+        note["skipped"] = f"no CoTs of kind {spec.data!r} in the pool ({_pool_labels(samples)})"
+        stats = StageStats(stage="arm_train", n_in=len(samples))
+        stats.info["skipped"] = note["skipped"]
+        stats.metrics["rows"] = 0.0
+        out.mkdir(parents=True, exist_ok=True)
     elif spec.kind == "sft":
         rows, note = arm_samples(samples, spec, cfg)
         _, stats = train_sft(rows, _sft_config(spec, cfg), problems=problems, model=out, work_dir=work_dir or None)
@@ -308,6 +317,16 @@ def train_arm(
     (out / ARM_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     stats.info["arm"] = record
     return out, stats
+
+
+def _pool_labels(samples: Sequence[Sample]) -> str:
+    """The verified CoTs' difficulty labels, counted: why a data kind can come out empty."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        if s.correct is True:
+            key = s.difficulty or "unlabelled"
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " verified" if counts else "none verified"
 
 
 def _estimate_sft_tokens(stats: StageStats, rows_per_step: int) -> float:
@@ -361,6 +380,14 @@ def evaluate_arm(
     out = Path(results)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = Path(model)
+    trained = model_dir / ARM_FILE
+    skipped = json.loads(trained.read_text()).get("data", {}).get("skipped") if trained.exists() else None
+    if skipped:  # the arm had nothing to train on: a row that says why, no evaluation
+        row = {"arm": spec.model_dump(mode="json"), "skipped": skipped, "runs": {"evaluate": run_id}}
+        (out / RESULT_FILE).write_text(json.dumps(row, indent=2, sort_keys=True))
+        stats = StageStats(stage="arm_evaluate", n_in=len(problems))
+        stats.info["skipped"] = skipped
+        return row, stats
     ref: Path = resolve_model(cfg.base_model) if spec.kind == "base" else model_dir
     scores, stats = evaluate_local(
         {spec.name: ref},
@@ -384,7 +411,6 @@ def evaluate_arm(
         "per_problem": {it["problem_id"]: it.get("correct") is True for it in items},
         "runs": {"evaluate": run_id},
     }
-    trained = model_dir / ARM_FILE
     if trained.exists():
         record = json.loads(trained.read_text())
         row["training"] = record.get("training", {})
@@ -478,6 +504,11 @@ def table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     )
     lines = [head, "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        if r.get("skipped"):
+            lines.append(
+                f"| {r['arm']['name']} | {r['arm'].get('description', '')} | skipped: {r['skipped']} | — | — | 0 | 0 | — | — |"
+            )
+            continue
         d = paired_delta(r, base)
         delta = f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "—"
         tr = r.get("training") or {}
@@ -500,6 +531,7 @@ def plot_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not r.get("skipped")]  # the table says why
     names = [r["arm"]["name"] for r in rows]
     acc = [r["accuracy"] for r in rows]
     err = [
@@ -572,7 +604,8 @@ def ablation_report(
         [
             f"# {name} — ablation",
             "",
-            f"{len(rows)} arms, every one evaluated on the same {rows[0]['n_problems'] if rows else 0} held-out "
+            f"{len(rows)} arms, every one evaluated on the same "
+            f"{next((r['n_problems'] for r in rows if 'n_problems' in r), 0)} held-out "
             "problems (greedy pass@1); same base model, seed and optimizer steps per kind.",
             "",
             table_markdown(rows),
@@ -604,6 +637,9 @@ def ablation_report(
     metrics: dict[str, float] = {}
     for r in rows:
         arm = r["arm"]["name"]
+        if r.get("skipped"):
+            metrics[f"{arm}.skipped"] = 1.0
+            continue
         metrics[f"{arm}.accuracy"] = float(r["accuracy"])
         metrics[f"{arm}.tokens_mean"] = float(r["tokens_mean"])
         if r.get("delta_vs_base"):

@@ -203,3 +203,34 @@ def test_the_recipe_always_has_the_reference_arm_and_the_pool_keeps_wrong_cots()
         load_recipe("examples/ablation.yaml", {"ablation.arms": ["sft_verified", "grpo_len"]})
     with pytest.raises(ConfigError, match="sft_steps"):
         load_recipe("examples/ablation.yaml", {"ablation.budget.sft_steps": 0})
+
+
+def test_an_arm_with_nothing_to_train_on_is_a_row_that_says_why_not_a_failed_harness(tmp_path: Path) -> None:
+    """A 135M judge labels every CoT easy: the curriculum arms (medium / hard CoTs) have no data. The arm is
+    skipped with its reason, not evaluated, and the table and report carry on with the other arms."""
+    from kubedistill.ablation import ablation_report, evaluate_arm, train_arm
+    from kubedistill.core.records import Problem
+
+    pool = [s.model_copy(update={"difficulty": "easy"}) if s.correct else s for s in _pool()]
+    cfg = _cfg(arms=["sft_verified", "curriculum", "shuffled"])
+    problems = [Problem(id=f"p{i}", problem=f"{i}+{i}", answer=str(2 * i), source="t") for i in range(6)]
+    for arm in ("curriculum", "shuffled"):
+        out, stats = train_arm(pool, cfg, problems=problems, model=tmp_path / arm / "model", arm=arm)
+        assert stats.metrics["rows"] == 0.0
+        assert "no CoTs of kind 'verified_medium_hard'" in stats.info["skipped"]
+        assert "8 easy verified" in stats.info["skipped"]  # why: the pool's labels
+        row, _ = evaluate_arm(problems, cfg, model=out, results=tmp_path / arm / "results", arm=arm)
+        assert row["skipped"] == stats.info["skipped"] and "accuracy" not in row
+    base_dir = tmp_path / "base" / "results"
+    base_dir.mkdir(parents=True)
+    (base_dir / "arm.json").write_text(json.dumps(_row("base", "base", 0.2, {f"p{i}": i < 2 for i in range(6)})))
+    md = table_markdown(load_rows([base_dir, tmp_path / "curriculum" / "results"]))
+    assert "| curriculum | " in md and "skipped: no CoTs of kind 'verified_medium_hard'" in md
+    metrics = ablation_report(
+        arms=[str(base_dir), str(tmp_path / "curriculum" / "results"), str(tmp_path / "shuffled" / "results")],
+        report=str(tmp_path / "t.md"),
+        report_html=str(tmp_path / "t.html"),
+        summary=str(tmp_path / "t.json"),
+    )
+    assert metrics["curriculum.skipped"] == 1.0 and metrics["base.accuracy"] == 0.2
+    assert "skipped:" in (tmp_path / "t.html").read_text()
