@@ -227,3 +227,29 @@ def test_written_records_lose_known_secret_values_and_rejects_are_masked(
     assert "sk-known-value-123456" not in text and "Bearer abcdefghijk" in text  # data: known values only
     write_rejects(tmp_path / "r.jsonl", [Reject(stage="t", reason="x", detail="HTTP 401: Bearer abcdefghijk")])
     assert "abcdefghijk" not in (tmp_path / "r.jsonl").read_text()  # diagnostics: patterns too
+
+
+def test_repeated_ids_name_where_the_first_copy_was_also_after_the_first_repeat(tmp_path) -> None:
+    """The ids read are kept as hashes (memory); the first copy's location is found when a repeat is met,
+    for every repeat of the file, with bad rows counted in the row positions."""
+    import json
+
+    from kubedistill.core.records import Problem, Reject, iter_records
+
+    def p(i: int, answer: str = "1") -> str:
+        return json.dumps({"id": f"p{i}", "problem": f"{i}+1?", "answer": answer, "source": "s"}) + "\n"
+
+    f = tmp_path / "problems.jsonl"
+    f.write_text(p(0) + "not json\n" + p(1) + p(0) + p(2) + p(1, "7") + p(2) + p(3))
+    out = list(iter_records(f, Problem))
+    kept = [r.id for r in out if not isinstance(r, Reject)]
+    assert kept == ["p0", "p1", "p2", "p3"]
+    dups = [(r.where, r.detail) for r in out if isinstance(r, Reject) and r.reason == "duplicate_id"]
+    assert dups == [
+        ("problems.jsonl:4", "id 'p0' was already read at problems.jsonl:1 (the same record)"),
+        (
+            "problems.jsonl:6",
+            "id 'p1' was already read at problems.jsonl:3 (a different record; the first one is kept)",
+        ),
+        ("problems.jsonl:7", "id 'p2' was already read at problems.jsonl:5 (the same record)"),
+    ]
