@@ -103,9 +103,15 @@ def stage_warnings(stage_metrics: dict[str, dict[str, Any]]) -> list[str]:
         for name in ("difficulty", "rv", "cd"):
             frac = m.get(f"{name}.labelled_fraction")
             if isinstance(frac, int | float) and frac < 0.9:
+                cut = _n(m, "judge.truncated")
+                why = (
+                    f"{cut} of its replies were cut at max_tokens: raise max_tokens or lower rationale_chars"
+                    if cut
+                    else "`constrained: true` helps small judges"
+                )
                 out.append(
                     f"{stage}: the judge gave only {frac:.0%} of its {name} labels in its format (unlabelled CoTs "
-                    "are counted, not labelled; `constrained: true` helps small judges)"
+                    f"are counted, not labelled; {why})"
                 )
             values = {k.split(".", 1)[1]: _n(m, k) for k in m if k.startswith(f"{name}.") and k.count(".") == 1}
             values = {k: v for k, v in values.items() if k not in ("unparsable", "labelled_fraction") and v}

@@ -118,6 +118,24 @@ def test_the_funnel_says_what_each_stage_did_and_warns_when_one_did_nothing() ->
     ]
     s = RunSummary(pipeline="p", funnel=funnel_from_metrics(idle), warnings=warnings)
     assert "## Warnings" in markdown(s)
+    assert any("`constrained: true` helps small judges" in w for w in warnings)
+    # replies cut at max_tokens: the warning names that cause, not the constraint a judge may already have
+    cut = stage_warnings(
+        {
+            "score": {
+                "n_in": 13,
+                "n_out": 13,
+                "cd.5": 8.0,
+                "cd.8": 1.0,
+                "cd.labelled_fraction": 0.62,
+                "judge.truncated": 5,
+            }
+        }
+    )
+    assert cut == [
+        "score: the judge gave only 62% of its cd labels in its format (unlabelled CoTs are counted, not "
+        "labelled; 5 of its replies were cut at max_tokens: raise max_tokens or lower rationale_chars)"
+    ]
 
 
 def test_the_gap_between_student_and_base_comes_with_its_interval(tmp_path: Path, capsys) -> None:
