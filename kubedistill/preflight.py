@@ -329,13 +329,27 @@ def _check_files(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:
             continue
         if p.stat().st_size == 0:
             out.append((key, f"{m}: the file is empty"))
+    if not out and matches:
+        out += _columns_problem(key, owner, matches[0])
     return out
 
 
 def _check_data_path(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:
-    if _exists(str(value)) or _elsewhere_path(str(value)):
+    if _elsewhere_path(str(value)):
         return []
-    return [(key, f"{value}: no such file, directory or glob match")]
+    if not _exists(str(value)):
+        return [(key, f"{value}: no such file, directory or glob match")]
+    p = Path(os.path.expanduser(str(value)))
+    return _columns_problem(key, owner, p) if p.is_file() else []
+
+
+def _columns_problem(key: str, owner: Any, path: str | Path) -> list[tuple[str, str]]:
+    """A source's mapped columns (``fields``, ``cots``) missing from its local file: said before any task
+    runs, not as a failed collect task (kubedistill.data.sources.check_source_columns)."""
+    from kubedistill.data.sources import check_source_columns
+
+    problem = check_source_columns(owner, path)
+    return [(key, problem)] if problem else []
 
 
 def _check_prompt(key: str, value: Any, owner: Any) -> list[tuple[str, str]]:

@@ -772,6 +772,66 @@ def _check_columns(
         )
 
 
+PEEK_ROWS = 1000
+
+
+def peek_columns(path: str | Path) -> set[str] | None:
+    """The columns of one local data file, read cheaply: a Parquet file's schema, a CSV header, or the
+    union of keys of the first :data:`PEEK_ROWS` rows of a JSON Lines file (plain or gzipped). ``None``
+    when the file is of another kind or cannot be read (the stage itself then says why)."""
+    import gzip
+    import json
+
+    p = Path(path)
+    name = p.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return set(pq.read_schema(p).names)
+        if name.endswith(".csv"):
+            import csv
+
+            with p.open(newline="", encoding="utf-8-sig") as f:
+                return set(next(csv.reader(f), []))
+        if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".json")):
+            opener = gzip.open if name.endswith(".gz") else open
+            cols: set[str] = set()
+            with opener(p, "rt", encoding="utf-8-sig") as f:  # type: ignore[operator]
+                n = 0
+                for line in f:
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        return None
+                    cols.update(row)
+                    n += 1
+                    if n >= PEEK_ROWS:
+                        break
+            return cols or None
+    except (OSError, ValueError, UnicodeDecodeError, ImportError):
+        return None
+    return None
+
+
+def check_source_columns(source: Any, path: str | Path) -> str | None:
+    """Whether the columns an hf or file ``source`` maps (``fields``, ``cots``) are in the local file ``path``
+    (:func:`peek_columns`); the problem in one line, or ``None`` (also when the file cannot be peeked)."""
+    fields, cots = getattr(source, "fields", None), getattr(source, "cots", None)
+    if fields is None and cots is None:
+        return None
+    columns = peek_columns(path)
+    if columns is None:
+        return None
+    try:
+        _check_columns(fields, columns, getattr(source, "label", str(path)), cots)
+    except SourceError as e:
+        where = "" if str(path).lower().endswith((".parquet", ".pq", ".csv")) else f" (first {PEEK_ROWS:,} rows)"
+        return f"{e}{where}"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ HF loading
 
 _BUILDERS = {

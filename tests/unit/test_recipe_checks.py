@@ -278,3 +278,49 @@ def test_a_directory_at_a_yaml_front_door_is_one_line(
     assert main([a.format(bad=bad, x=x, out=tmp_path / "out") for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "directory" in err and "bad.yaml" in err and "Traceback" not in err, err
+
+
+def _imported_recipe(tmp_path: Path, rows: list[dict[str, Any]], name: str, **source: Any) -> Path:
+    import json
+
+    data = yaml.safe_load((ROOT / "examples" / "adaptive_thinking_imported.yaml").read_text())
+    f = tmp_path / name
+    if name.endswith(".parquet"):
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(f)
+    else:
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data["collect"]["sources"][0].update({"path": str(f), **source})
+    p = tmp_path / "imported.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_mapped_column_missing_from_a_local_file_is_refused_before_any_task(tmp_path: Path, suffix: str) -> None:
+    """A user's copy of a corpus with a renamed CoT column: the recipe is refused when it is loaded (exit 2,
+    one line naming the key, the missing column and the columns there are), not by a failed collect task."""
+    import json
+
+    rows = [json.loads(x) for x in (ROOT / "examples" / "data" / "openr1_math_tiny.jsonl").read_text().splitlines()]
+    renamed = [{("gens" if k == "generations" else k): v for k, v in r.items()} for r in rows]
+    msg = _error(_imported_recipe(tmp_path, renamed, f"renamed{suffix}"))
+    assert "collect.sources.0.path: source 'openr1-math': mapped column(s) ['generations'] not in the dataset" in msg
+    assert "'gens'" in msg
+    # a column that only a later row has is not a mistake within the rows read; the unchanged copy passes
+    assert load_recipe(_imported_recipe(tmp_path, rows, f"ok{suffix}")).collect.sources[0].path.endswith(suffix)
+    # a `cots` mapping of one's own on a file source is checked the same way
+    own = _imported_recipe(
+        tmp_path, rows, f"own{suffix}", preset=None, import_cots=False, cots={"text": ["solution_text"]}
+    )
+    data = yaml.safe_load(own.read_text())
+    src = data["collect"]["sources"][0]
+    data["collect"]["sources"][0] = {
+        "kind": "file",
+        "path": src["path"],
+        "cots": src["cots"],
+        "fields": {"problem": "problem", "answer": "answer"},
+    }
+    own.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert "mapped column(s) ['solution_text'] not in the dataset" in _error(own)
