@@ -244,10 +244,11 @@ def train_arm(
     arm's model directory; ``ConfigError`` without it). DPO trains on ``pairs``; GRPO on ``problems`` (the
     training problems), with the interval rewards of ``arm.rewards`` from ``reward_models`` (a directory
     with ``rv/`` and ``cd/``; ``ConfigError`` when a needed head is missing). The ``base`` arm trains
-    nothing (its directory only names the base model). Writes ``model/kubedistill_arm.json`` (the arm, its
-    training figures, its MLflow run). Metrics: ``rows`` (the training examples: CoTs of an SFT arm, pairs of
-    the DPO arm, prompts a GRPO arm saw), ``training_tokens`` (tokens the trainer processed, TRL's count),
-    ``steps`` and the trainer's."""
+    nothing (its directory only names the base model); an SFT arm with no CoTs of its kind is skipped
+    (``data.skipped`` says why; evaluate_arm and the table carry it as a row). Writes
+    ``model/kubedistill_arm.json`` (the arm, its training figures, its MLflow run). Metrics: ``rows`` (the
+    training examples: CoTs of an SFT arm, pairs of the DPO arm, prompts a GRPO arm saw), ``training_tokens``
+    (tokens the trainer processed, TRL's count), ``steps`` and the trainer's."""
     from kubedistill.train.dpo import train_dpo
     from kubedistill.train.grpo import train_grpo
     from kubedistill.train.sft import train_sft
@@ -260,17 +261,17 @@ def train_arm(
     if spec.kind == "base":
         stats = StageStats(stage="arm_train", n_in=0)
         out.mkdir(parents=True, exist_ok=True)
-    elif spec.kind == "sft" and not arm_samples(samples, spec, cfg)[0]:
+    elif spec.kind == "sft" and not (chosen := arm_samples(samples, spec, cfg))[0]:
         # nothing to train on (e.g. a curriculum arm when the judge labelled no CoT medium or hard): the arm is
         # a row of the table that says so, not a failed harness
-        rows, note = arm_samples(samples, spec, cfg)
+        note = chosen[1]
         note["skipped"] = f"no CoTs of kind {spec.data!r} in the pool ({_pool_labels(samples)})"
         stats = StageStats(stage="arm_train", n_in=len(samples))
         stats.info["skipped"] = note["skipped"]
         stats.metrics["rows"] = 0.0
         out.mkdir(parents=True, exist_ok=True)
     elif spec.kind == "sft":
-        rows, note = arm_samples(samples, spec, cfg)
+        rows, note = chosen
         _, stats = train_sft(rows, _sft_config(spec, cfg), problems=problems, model=out, work_dir=work_dir or None)
         stats.metrics["rows"] = float(len(rows))
         stats.metrics["training_tokens"] = sum(
@@ -505,9 +506,8 @@ def table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [head, "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("skipped"):
-            lines.append(
-                f"| {r['arm']['name']} | {r['arm'].get('description', '')} | skipped: {r['skipped']} | — | — | 0 | 0 | — | — |"
-            )
+            what = f"| {r['arm']['name']} | {r['arm'].get('description', '')} | skipped: {r['skipped']} |"
+            lines.append(what + " — | — | 0 | 0 | — | — |")
             continue
         d = paired_delta(r, base)
         delta = f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else "—"
