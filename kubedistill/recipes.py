@@ -507,21 +507,37 @@ def _field(param: str, key: str, default: Any, help: str = "", *, name: str = ""
 
 
 CLUSTER_STUDENT = "Qwen/Qwen2.5-7B-Instruct"
+
+
+def _endpoint_form(param: str, key: str, name: str, who: str, url_help: str) -> tuple[FormField, ...]:
+    """The three fields of one OpenAI-compatible endpoint (``<name>_url``, ``_model``, ``_api_key_env``) that
+    set ``key`` (``teachers`` / ``judge``) of section ``param``; ``who`` names it in the help texts."""
+    return (
+        _field(
+            param,
+            f"{key}.url",
+            "http://qwq-32b-teacher.kubedistill.svc.cluster.local/openai/v1",
+            url_help,
+            name=f"{name}_url",
+        ),
+        _field(param, f"{key}.model", "qwq-32b", f"{who} served model name", name=f"{name}_model"),
+        _field(
+            param,
+            f"{key}.api_key_env",
+            "",
+            f"the environment variable holding {who} API key (a Secret mapped by the cluster config); empty: no key",
+            name=f"{name}_api_key_env",
+        ),
+    )
+
+
 _DATA_FORM: tuple[FormField, ...] = (
-    _field(
+    *_endpoint_form(
         "generate_config",
-        "teachers.url",
-        "http://qwq-32b-teacher.kubedistill.svc.cluster.local/openai/v1",
+        "teachers",
+        "teacher",
+        "the teacher's",
         "the teacher's OpenAI API base (a KServe teacher: <url>/openai/v1); judges and rewriters default to it",
-        name="teacher_url",
-    ),
-    _field("generate_config", "teachers.model", "qwq-32b", "the teacher's served model name", name="teacher_model"),
-    _field(
-        "generate_config",
-        "teachers.api_key_env",
-        "",
-        "the environment variable holding the teacher's API key (a Secret mapped by the cluster config); empty: no key",
-        name="teacher_api_key_env",
     ),
     _field("collect_config", "sources.preset", "deepmath-103k", "the problem set: a preset name (docs/recipes.md)"),
     _field("collect_config", "sources.limit", 20000, "read at most this many problems of it"),
@@ -562,6 +578,16 @@ _REGISTER_FORM = (
     _field("serve_config", "min_replicas", 1, "replicas kept up (0: scale to zero when idle)"),
 )
 
+# adaptive thinking after its CoTs are in hand (generated or imported): score, select, SFT, evaluate, register
+_ADAPTIVE_FORM: tuple[FormField, ...] = (
+    _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
+    _field("select_config", "profile", "medium", "the student's size: small | medium | large (RV/CD windows)"),
+    *_trainer_form("sft_config", CLUSTER_STUDENT, lr=1e-5),
+    _field("sft_config", "max_length", 16384, "longest training sequence (tokens)"),
+    *_EVAL_FORM,
+    *_REGISTER_FORM,
+)
+
 FORMS: dict[str, tuple[FormField, ...]] = {
     "slow_thinking": (
         *_DATA_FORM,
@@ -575,15 +601,7 @@ FORMS: dict[str, tuple[FormField, ...]] = {
         *_EVAL_FORM,
         *_REGISTER_FORM,
     ),
-    "adaptive_thinking": (
-        *_DATA_FORM,
-        _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
-        _field("select_config", "profile", "medium", "the student's size: small | medium | large (RV/CD windows)"),
-        *_trainer_form("sft_config", CLUSTER_STUDENT, lr=1e-5),
-        _field("sft_config", "max_length", 16384, "longest training sequence (tokens)"),
-        *_EVAL_FORM,
-        *_REGISTER_FORM,
-    ),
+    "adaptive_thinking": (*_DATA_FORM, *_ADAPTIVE_FORM),
     "reward_models": (
         *_DATA_FORM,
         _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
@@ -606,28 +624,14 @@ FORMS: dict[str, tuple[FormField, ...]] = {
         _field("collect_config", "sources.limit", 20000, "read at most this many rows of it"),
         _field("collect_config", "sources.import_cots", True, "its CoTs become Samples (the preset's column layout)"),
         _field("collect_config", "seed", 7),
-        _field(
+        *_endpoint_form(
             "score_config",
-            "judge.url",
-            "http://qwq-32b-teacher.kubedistill.svc.cluster.local/openai/v1",
+            "judge",
+            "score_judge",
+            "the judge's",
             "the RV / CD judge's OpenAI API base (a KServe model: <url>/openai/v1)",
-            name="score_judge_url",
         ),
-        _field("score_config", "judge.model", "qwq-32b", "the judge's served model name", name="score_judge_model"),
-        _field(
-            "score_config",
-            "judge.api_key_env",
-            "",
-            "the environment variable holding the judge's API key (a Secret mapped by the cluster config); empty: "
-            "no key",
-            name="score_judge_api_key_env",
-        ),
-        _field("score_config", "max_tokens", 512, "the RV / CD judge's answer budget"),
-        _field("select_config", "profile", "medium", "the student's size: small | medium | large (RV/CD windows)"),
-        *_trainer_form("sft_config", CLUSTER_STUDENT, lr=1e-5),
-        _field("sft_config", "max_length", 16384, "longest training sequence (tokens)"),
-        *_EVAL_FORM,
-        *_REGISTER_FORM,
+        *_ADAPTIVE_FORM,
         _DATA_FORM[-1],
     ),
     "evaluate": (*_EVAL_FORM, _DATA_FORM[-1]),

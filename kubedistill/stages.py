@@ -128,6 +128,8 @@ class Cli:
     options: tuple[CliOption, ...] = ()
     config_required: bool = False
     name: str | None = None  # the subcommand (default: the stage name with - for _)
+    # (port, metric): the metric that counts each record output's rows, where n_out does not (collect)
+    counts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,11 @@ STAGES: tuple[Stage, ...] = (
             REJECTS,
             METRICS,
         ),
-        cli=Cli(output="problems", config_required=True),
+        cli=Cli(
+            output="problems",
+            config_required=True,
+            counts=(("problems", "train"), ("heldout", "heldout"), ("samples", "cots_out")),
+        ),
     ),
     Stage(
         "generate",

@@ -222,13 +222,11 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
             f"{spec.name}: in={int(m.get('n_in', 0))} out={int(m.get('n_out', 0))} dropped: {drops or 'none'}",
             file=sys.stderr,
         )
-        # a stage with several record outputs (collect: problems, heldout, samples) says how many went where
-        counts = {"problems": "train", "heldout": "heldout", "samples": "cots_out"} if "train" in m else {}
-        n_primary = int(m.get(counts[cli.output], 0)) if cli.output in counts else int(m.get("n_out", 0))
-        print(f"wrote {n_primary} record(s) to {primary}", file=sys.stderr)
+        counts = {port: int(m[metric]) for port, metric in cli.counts if metric in m}  # several record outputs
+        print(f"wrote {counts.get(str(cli.output), int(m.get('n_out', 0)))} record(s) to {primary}", file=sys.stderr)
         for port in spec.record_outputs:
             if port.name != cli.output:
-                n = f"{int(m[counts[port.name]])} record(s): " if port.name in counts and counts[port.name] in m else ""
+                n = f"{counts[port.name]} record(s): " if port.name in counts else ""
                 print(f"{port.name}: {n}{paths[port.name]}", file=sys.stderr)
         others = {k.removeprefix("input_rejects."): int(v) for k, v in m.items() if k.startswith("input_rejects.")}
         for port_name, n in others.items():

@@ -333,3 +333,40 @@ def test_collect_cli_writes_the_samples_file_and_verify_reads_it(tmp_path: Path)
     assert [s.correct for s in verified] == [True, False]  # the truncated one is never correct
     assert verified[1].judgements["correct"].by == "truncated"
     assert result.stats is not None and result.stats.n_in == 2
+
+
+def test_the_collect_command_says_how_many_records_went_to_each_output(tmp_path: Path, capsys) -> None:
+    """`kubedistill collect` writes three record files; each count is that file's, not collect's n_out."""
+    import yaml
+
+    from kubedistill.cli import main
+
+    cfg = tmp_path / "collect.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {
+                        "kind": "hf",
+                        "preset": "openr1-math",
+                        "import_cots": True,
+                        "path": str(
+                            Path(__file__).resolve().parents[2] / "examples" / "data" / "openr1_math_tiny.jsonl"
+                        ),
+                    }
+                ],
+                "holdout": {"fraction": 0.25, "max_items": 4},
+                "seed": 5,
+            }
+        )
+    )
+    out = tmp_path / "p.jsonl"
+    assert main(["collect", "--config", str(cfg), "--output", str(out), "--no-tracking"]) == 0
+    err = capsys.readouterr().err
+    lines = {
+        p: len((tmp_path / f"p{s}.jsonl").read_text().splitlines())
+        for p, s in (("problems", ""), ("heldout", ".heldout"), ("samples", ".samples"))
+    }
+    assert f"wrote {lines['problems']} record(s) to {out}" in err
+    assert f"heldout: {lines['heldout']} record(s): " in err and f"samples: {lines['samples']} record(s): " in err
+    assert lines["problems"] + lines["heldout"] == 13 and lines["samples"] == 20
