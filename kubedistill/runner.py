@@ -393,6 +393,9 @@ def _run_tracked(
     kwargs: dict[str, Any] = {k: v for k, v in loaded.items() if k != primary}
     if spec.kind == "files":
         kwargs.update({k: str(v) for k, v in outputs.items()})
+    else:  # a records stage's outputs that are not records (collect_shard's keys): paths the function writes
+        own = [p.name for p in spec.outputs if p.records is None and p.name in outputs and p.name != "rejects"]
+        kwargs.update({name: str(outputs[name]) for name in own})
     kwargs.update({k: v for k, v in params.items() if k not in ("shard_index", "shard_count") or _accepts(fn, k)})
     if _accepts(fn, "tracking"):
         kwargs["tracking"] = tcfg if tcfg.enabled else None

@@ -67,6 +67,7 @@ class Port:
     cli_optional: bool = False  # required in the pipeline, optional on the command line
     empty_ok: bool = False  # a records input that may have no rows (else an empty file is refused, exit 2)
     streamed: bool = False  # a records input other than the first, handed over as a RecordStream (shard-filtered)
+    suffix: str = ""  # a path output of a records stage: the command line's default, beside --output
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,19 @@ EVAL_OUTPUTS = (
     METRICS,
 )
 
+COLLECT_OUTPUTS = (
+    Port("problems", records="Problem", help="the training problems"),
+    Port("heldout", records="Problem", help="the held-out problems (default: <output>.heldout.jsonl)"),
+    Port(
+        "samples",
+        records="Sample",
+        help="existing CoTs of the training problems, from sources with `cots` / `import_cots` "
+        "(default: <output>.samples.jsonl; empty when no source imports CoTs)",
+    ),
+    REJECTS,
+    METRICS,
+)
+
 TEACHERS = EndpointOptions(
     "teacher", "teachers", "teachers (repeat --teacher-url/--teacher-model per teacher, in order)", many=True
 )
@@ -224,18 +238,53 @@ STAGES: tuple[Stage, ...] = (
         "Load problems from the configured sources; dedup, decontaminate, re-sample; split off a held-out set.",
         role="cpu",
         config="kubedistill.data.collect:CollectConfig",
+        outputs=COLLECT_OUTPUTS,
+        cli=Cli(
+            output="problems",
+            config_required=True,
+            counts=(("problems", "train"), ("heldout", "heldout"), ("samples", "cots_out")),
+        ),
+    ),
+    Stage(
+        "collect_shard",
+        "kubedistill.data.collect:collect_shard_stage",
+        "One shard of a sharded collect: this shard's rows of every source, normalised, with their dedup keys and "
+        "decontamination verdicts (dedup is global: `collect-merge` decides it over all shards).",
+        role="cpu",
+        config="kubedistill.data.collect:CollectConfig",
         outputs=(
-            Port("problems", records="Problem", help="the training problems"),
-            Port("heldout", records="Problem", help="the held-out problems (default: <output>.heldout.jsonl)"),
+            Port("problems", records="Problem", help="this shard's problems (normalised, before dedup)"),
             Port(
                 "samples",
                 records="Sample",
-                help="existing CoTs of the training problems, from sources with `cots` / `import_cots` "
-                "(default: <output>.samples.jsonl; empty when no source imports CoTs)",
+                help="the existing CoTs of this shard's problems (default: <output>.samples.jsonl)",
+            ),
+            Port(
+                "keys",
+                help="the shard's dedup keys and decontamination verdicts (.npz; default: <output>.keys.npz)",
+                suffix=".keys.npz",
             ),
             REJECTS,
             METRICS,
         ),
+        params=SHARD,
+        funnel=False,
+        cli=Cli(output="problems", config_required=True, counts=(("samples", "cots"),)),
+    ),
+    Stage(
+        "collect_merge",
+        "kubedistill.data.collect:collect_merge_stage",
+        "Join a sharded collect: global dedup over every shard's keys (a duplicate in two shards is caught), "
+        "decontamination, re-sampling and the held-out split, as `collect` does in one process.",
+        role="cpu",
+        config="kubedistill.data.collect:CollectConfig",
+        inputs=(
+            Port("parts", many=True, help="each shard's problems, in shard order"),
+            Port("part_samples", many=True, help="each shard's imported CoTs, in shard order"),
+            Port("part_keys", many=True, help="each shard's keys, in shard order"),
+            Port("part_rejects", many=True, optional=True, help="each shard's rejects, in shard order"),
+        ),
+        outputs=COLLECT_OUTPUTS,
         cli=Cli(
             output="problems",
             config_required=True,

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser, spec: Stage) -> None:
     for port in spec.inputs:
         flag = "--input" if port.name == cli.input else _flag(port.name)
         required = not (port.optional or port.cli_optional)
-        p.add_argument(flag, dest=f"port_{port.name}", required=required, default=None, help=port.help or None)
+        many = {"nargs": "+", "metavar": "PATH"} if port.many else {}
+        p.add_argument(flag, dest=f"port_{port.name}", required=required, default=None, help=port.help or None, **many)
     for port in spec.outputs:
         if port.name in ("rejects", "metrics"):
             continue
@@ -195,6 +196,9 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
         for port in spec.record_outputs:
             if port.name not in paths:
                 paths[port.name] = str(_default_output(primary, port.name))
+        for port in spec.outputs:
+            if port.suffix and port.name not in paths:
+                paths[port.name] = str(beside(primary, port.suffix))
         if spec.kind == "records":
             paths["rejects"] = ns.rejects or str(beside(primary, ".rejects.jsonl"))
             paths["stats"] = ns.stats or str(beside(primary, ".stats.json"))

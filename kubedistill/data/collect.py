@@ -22,19 +22,23 @@ added after those of ``cfg.sources``). Its guarantees:
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 from pydantic import Field, model_validator
 
-from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Domain, Problem, RecordSpool, Sample, StageStats
+from kubedistill.core.config import ConfigError, StrictModel
+from kubedistill.core.records import Domain, Problem, RecordSpool, Reject, Sample, StageStats, iter_records
 
 from .decontaminate import DecontamConfig, decontaminate
-from .dedup import DedupConfig, dedup
+from .dedup import DedupConfig, DedupKeys, GlobalDrop, dedup, dedup_keys, from_json_bytes, global_dedup, json_bytes
 from .normalize import NormalizeConfig, normalize_problem
 from .resample import largest_remainder, resample
 from .sources import Source, load_source, preview
@@ -100,13 +104,44 @@ def collect(
     stats = StageStats(stage=STAGE)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    where_of: dict[int, str] = {}  # id(problem object) -> its row ("file:line"), for the rejects of later steps
+    normalised, label_of = _load_and_normalise(records, cfg, stats, where_of, timings, cots=cots)
 
     t = time.perf_counter()
+    exempt = {s.label for s in cfg.sources if not s.near_dedup}
+    kept = dedup(normalised, cfg.dedup, stats, near_exempt_sources=exempt, where_of=where_of)
+    timings["dedup_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    kept = decontaminate(kept, cfg.decontaminate, stats, where_of=where_of)
+    timings["decontaminate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    out = resample(kept, cfg.mix, cfg.size, cfg.seed, stats, by=cfg.mix_by, fill_shortfall=cfg.fill_shortfall)
+    timings["resample_s"] = time.perf_counter() - t
+
+    _finish_stats(out, label_of, stats, timings, t_start)
+    return out, stats
+
+
+def _load_and_normalise(
+    records: Sequence[Problem],
+    cfg: CollectConfig,
+    stats: StageStats,
+    where_of: dict[int, str],
+    timings: dict[str, float],
+    *,
+    cots: Callable[[Problem, Sample], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[list[Problem], dict[int, str]]:
+    """Load ``cfg.sources`` (the rows of ``shard``) plus ``records``, then normalise: ``(problems, label_of)``
+    with ``label_of`` ``id(problem) -> source label``; rejects, ``stats.n_in`` and per-source counts in
+    ``stats``, seconds in ``timings``."""
+    t = time.perf_counter()
     problems: list[Problem] = []
-    where_of: dict[int, str] = {}  # id(problem object) -> its row ("file:line"), for the rejects of later steps
     labels: list[str] = []  # the config source of each loaded problem (Problem.source may differ)
     for src in cfg.sources:
-        loaded = load_source(src, stats, where_of, cots=cots)
+        loaded = load_source(src, stats, where_of, cots=cots, shard=shard)
         problems.extend(loaded)
         labels.extend([src.label] * len(loaded))
     per_source: dict[str, dict[str, Any]] = stats.info.setdefault("sources", {})
@@ -138,20 +173,14 @@ def collect(
         if id(p) in where_of:
             where_of[id(q)] = where_of[id(p)]
     timings["normalize_s"] = time.perf_counter() - t
+    return normalised, label_of
 
-    t = time.perf_counter()
-    exempt = {s.label for s in cfg.sources if not s.near_dedup}
-    kept = dedup(normalised, cfg.dedup, stats, near_exempt_sources=exempt, where_of=where_of)
-    timings["dedup_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    kept = decontaminate(kept, cfg.decontaminate, stats, where_of=where_of)
-    timings["decontaminate_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    out = resample(kept, cfg.mix, cfg.size, cfg.seed, stats, by=cfg.mix_by, fill_shortfall=cfg.fill_shortfall)
-    timings["resample_s"] = time.perf_counter() - t
-
+def _finish_stats(
+    out: Sequence[Problem], label_of: Mapping[int, str], stats: StageStats, timings: Mapping[str, float], t_start: float
+) -> None:
+    """The output's counts (per source, by domain, by source) and the seconds of each step."""
+    per_source: dict[str, dict[str, Any]] = stats.info.setdefault("sources", {})
     stats.n_out = len(out)
     kept_by_label = Counter(label_of[id(p)] for p in out)
     for label, info in per_source.items():
@@ -162,7 +191,6 @@ def collect(
     stats.info["out_by_source"] = dict(sorted(Counter(p.source for p in out).items()))
     stats.metrics.update({k: round(v, 3) for k, v in timings.items()})
     stats.elapsed_s = time.perf_counter() - t_start
-    return out, stats
 
 
 def split_holdout(
@@ -208,6 +236,11 @@ def _collect_with_holdout(
     records: Sequence[Problem], cfg: CollectConfig, cots: Callable[[Problem, Sample], None] | None = None
 ) -> tuple[list[Problem], list[Problem], StageStats]:
     out, stats = collect(records, cfg, cots=cots)
+    train, held = _holdout(out, cfg, stats)
+    return train, held, stats
+
+
+def _holdout(out: Sequence[Problem], cfg: CollectConfig, stats: StageStats) -> tuple[list[Problem], list[Problem]]:
     h = cfg.holdout
     seed = cfg.seed if h.seed is None else h.seed
     train, held = split_holdout(out, h.fraction, h.max_items, seed)
@@ -220,7 +253,7 @@ def _collect_with_holdout(
         "heldout_by_domain": dict(sorted(Counter(p.domain for p in held).items())),
     }
     stats.info["holdout"] = info
-    return train, held, stats
+    return train, held
 
 
 class _CotSpool:
@@ -230,6 +263,7 @@ class _CotSpool:
 
     def __init__(self) -> None:
         self.spool = RecordSpool(Sample)
+        self.n_kept = 0  # CoTs spooled (their problem's first row brought them)
         self.owner: dict[str, int] = {}  # problem id -> id() of the row's Problem that brought its CoTs
         self.per_problem: Counter[str] = Counter()
         self.label_of: dict[str, str] = {}  # problem id -> source label
@@ -241,6 +275,7 @@ class _CotSpool:
             self.shadowed[label] += 1
             return
         self.spool.append(sample)
+        self.n_kept += 1
         self.per_problem[problem.id] += 1
         self.label_of[problem.id] = label
 
@@ -249,7 +284,7 @@ class _CotSpool:
         ``stats.info["sources"][label]["cots_out"]``, metrics ``cots_in`` / ``cots_out``."""
         keep = {p.id for p in train}
         held_ids = {p.id for p in held}
-        funnel: dict[str, int] = {"read": len(self.spool) + sum(self.shadowed.values()), "out": 0}
+        funnel: dict[str, int] = {"read": self.n_kept + sum(self.shadowed.values()), "out": 0}
         dropped = {"heldout": 0, "problem_dropped": 0, "repeated_problem_id": sum(self.shadowed.values())}
         out_by_label: Counter[str] = Counter()
         for pid, n in self.per_problem.items():
@@ -295,3 +330,259 @@ def collect_stage(cfg: CollectConfig) -> tuple[dict[str, Any], StageStats]:
     stats.metrics["heldout"] = float(len(held))
     keep = spool.report(train, held, stats)
     return {"problems": train, "heldout": held, "samples": spool.emit(keep)}, stats
+
+
+# ------------------------------------------------------------------ sharded: collect_shard -> collect_merge
+
+SHARD_STAGE = "collect_shard"
+MERGE_STAGE = "collect_merge"
+
+
+@dataclass
+class ShardKeys:
+    """What :func:`collect_merge_stage` needs of one shard besides its records, in the shard's order
+    (position ``i`` is the shard's ``i``-th problem): the dedup keys (:class:`~kubedistill.data.dedup.
+    DedupKeys`: exact-key hashes, shingle hashes), each problem's source label and row (``file:line``),
+    the decontamination verdicts (position → the ``contaminated`` reject and its benchmark; decided in
+    the shard, applied after global dedup, as :func:`collect` applies them) and the shard's counts
+    (``n_in``, per source). Saved as one ``.npz`` file (no pickles); about ``8 × (1 + shingles)`` bytes
+    per problem plus its label and row."""
+
+    dedup: DedupKeys
+    labels: list[str]
+    where: list[str | None]
+    contaminated: dict[int, dict[str, Any]]  # position -> {"benchmark": name, "reject": Reject as JSON}
+    summary: dict[str, Any]  # n_in, sources (per-source counts), decontaminate (report), shard, cots_shadowed
+
+    def save(self, path: str | Path) -> None:
+        meta = {
+            "labels": self.labels,
+            "where": self.where,
+            "contaminated": [[pos, c] for pos, c in sorted(self.contaminated.items())],
+            "summary": self.summary,
+        }
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with partial.open("wb") as f:  # a KFP output path has no .npz suffix: write to the file itself
+            np.savez_compressed(f, **self.dedup.arrays(), meta=json_bytes(meta))
+        partial.replace(target)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShardKeys:
+        """Raises ``ConfigError`` (exit 2) for a file that is not a shard's keys."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = from_json_bytes(z["meta"])
+                keys = DedupKeys.from_arrays(z)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"{path}: not the dedup keys of a collect shard ({e})") from None
+        contaminated = {int(pos): c for pos, c in meta["contaminated"]}
+        return cls(keys, meta["labels"], meta["where"], contaminated, meta["summary"])
+
+
+def collect_shard_stage(
+    cfg: CollectConfig, *, keys: str, shard_index: int = 0, shard_count: int = 1
+) -> tuple[dict[str, Any], StageStats]:
+    """Stage `collect_shard`: one task of a sharded collect (``collect_shard`` × N → ``collect_merge``).
+
+    Takes the rows of every source whose place in it is ``shard_index`` modulo ``shard_count``; loads and
+    normalises them (bad rows are this shard's rejects), decides decontamination for each and computes its
+    dedup keys, but drops nothing that needs the other shards: dedup is global, in the merge. Returns
+    ``{"problems": the shard's problems (normalised, before dedup), "samples": their imported CoTs}`` and
+    writes :class:`ShardKeys` to ``keys``. Raises ``SourceError`` (exit 2) for a source that cannot be
+    read."""
+    stats = StageStats(stage=SHARD_STAGE)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    where_of: dict[int, str] = {}
+    spool = _CotSpool()
+    problems, label_of = _load_and_normalise(
+        [], cfg, stats, where_of, timings, cots=spool.add, shard=(shard_index, shard_count)
+    )
+
+    t = time.perf_counter()
+    verdicts = StageStats(stage=STAGE)  # the verdicts are applied by the merge, after global dedup
+    clean = {id(p) for p in decontaminate(problems, cfg.decontaminate, verdicts, where_of=where_of)}
+    dirty = [i for i, p in enumerate(problems) if id(p) not in clean]
+    found = [r for r in verdicts.rejects if r.reason == "contaminated"]
+    if len(found) != len(dirty):  # pragma: no cover - decontaminate rejects each dropped problem once, in order
+        raise RuntimeError("decontaminate's rejects do not match the problems it dropped")
+    names = sorted(verdicts.info.get("decontaminate", {}).get("benchmarks", {}), key=len, reverse=True)
+    contaminated = {  # a reject's detail starts with "<benchmark>: item ..." (Contamination.describe)
+        pos: {"benchmark": next(b for b in names if r.detail.startswith(f"{b}: ")), "reject": r.model_dump(mode="json")}
+        for pos, r in zip(dirty, found, strict=True)
+    }
+    timings["decontaminate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    exempt = {s.label for s in cfg.sources if not s.near_dedup}
+    report = verdicts.info.get("decontaminate", {})
+    ShardKeys(
+        dedup_keys(problems, cfg.dedup, exempt),
+        [label_of[id(p)] for p in problems],
+        [where_of.get(id(p)) for p in problems],
+        contaminated,
+        {
+            "shard": [shard_index, shard_count],
+            "n_in": stats.n_in,
+            "sources": stats.info.get("sources", {}),
+            "decontaminate": report,
+            "cots_shadowed": dict(spool.shadowed),
+        },
+    ).save(keys)
+    timings["keys_s"] = time.perf_counter() - t
+
+    stats.n_out = len(problems)
+    stats.info["shard"] = {"index": shard_index, "count": shard_count}
+    stats.info["contaminated"] = len(contaminated)
+    stats.metrics["contaminated"] = float(len(contaminated))
+    stats.metrics["cots"] = float(spool.n_kept)
+    stats.metrics.update({k: round(v, 3) for k, v in timings.items()})
+    stats.elapsed_s = time.perf_counter() - t_start
+    return {"problems": problems, "samples": spool.emit(set(spool.per_problem))}, stats
+
+
+def collect_merge_stage(
+    cfg: CollectConfig,
+    *,
+    parts: Sequence[str],
+    part_samples: Sequence[str],
+    part_keys: Sequence[str],
+    part_rejects: Sequence[str] = (),
+) -> tuple[dict[str, Any], StageStats]:
+    """Stage `collect_merge`: join a sharded collect's shards, deciding what needs them all.
+
+    Global dedup over every shard's keys (:func:`~kubedistill.data.dedup.global_dedup`: exact keys, ids,
+    then MinHash near duplicates, first occurrence in shard order kept — a duplicate whose copies fell in
+    two shards is caught), then the shards' decontamination verdicts, re-sampling (the mix) and the
+    held-out split, as :func:`collect` does in one process. ``parts`` / ``part_samples`` / ``part_keys`` /
+    ``part_rejects``: each shard's problems, imported CoTs, :class:`ShardKeys` and rejects, in shard
+    order. Returns the outputs of :func:`collect_stage` (``problems``, ``heldout``, ``samples`` — CoTs
+    streamed from the shards' files) and the stats of the whole collect (the shards' rejects included:
+    ``n_in == n_out + dropped``). Raises ``ConfigError`` (exit 2) when the shards' files do not match."""
+    n = len(parts)
+    if n == 0 or len(part_samples) != n or len(part_keys) != n or (part_rejects and len(part_rejects) != n):
+        raise ConfigError(
+            f"collect_merge: {n} problem parts, {len(part_samples)} CoT parts, {len(part_keys)} key files and "
+            f"{len(part_rejects)} rejects files: one of each per shard"
+        )
+    stats = StageStats(stage=MERGE_STAGE)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    for path in part_rejects:  # the shards' loading rejects: rows of this collect that were dropped
+        with Path(path).open("rb") as f:
+            stats.add_rejects(Reject.model_validate_json(line) for line in f if line.strip())
+    shards = [ShardKeys.load(k) for k in part_keys]
+    stats.n_in = sum(int(k.summary["n_in"]) for k in shards)
+    per_source: dict[str, dict[str, Any]] = {}
+    for k in shards:
+        _add_counts(per_source, k.summary["sources"])
+    stats.info["sources"] = per_source
+
+    t = time.perf_counter()
+    drops = global_dedup([k.dedup for k in shards], cfg.dedup)
+    dropped: list[dict[int, GlobalDrop]] = [{} for _ in shards]
+    for d in drops:
+        dropped[d.part][d.position] = d
+    report = json.loads(json.dumps(shards[0].summary["decontaminate"]))  # the same benchmarks in every shard
+    for b in report.get("benchmarks", {}).values():
+        b["removed"] = 0
+    if report:
+        report["removed"] = 0
+    kept: list[Problem] = []
+    label_of: dict[int, str] = {}
+    for i, (path, k) in enumerate(zip(parts, shards, strict=True)):
+        position = -1
+        for position, p in enumerate(_read_part(path, Problem)):
+            if position >= len(k.dedup.ids) or p.id != k.dedup.ids[position]:
+                raise ConfigError(f"collect_merge: {path} row {position + 1} is not the problem shard {i}'s keys name")
+            d = dropped[i].get(position)
+            if d is not None:
+                stats.reject(d.reason, d.detail, record=preview(p.model_dump(mode="json")), where=k.where[position])
+                continue
+            c = k.contaminated.get(position)
+            if c is not None:
+                stats.add_rejects([Reject.model_validate({**c["reject"], "stage": MERGE_STAGE})])
+                report["benchmarks"][c["benchmark"]]["removed"] += 1
+                report["removed"] += 1
+                continue
+            kept.append(p)
+            label_of[id(p)] = k.labels[position]
+        if position + 1 != len(k.dedup.ids):
+            raise ConfigError(
+                f"collect_merge: {path} has {position + 1} problems, shard {i}'s keys name {len(k.dedup.ids)}"
+            )
+    counts = Counter(d.reason for d in drops)
+    stats.info["dedup"] = {
+        "duplicate": counts["duplicate"],
+        "duplicate_id": counts["duplicate_id"],
+        "near_duplicate": counts["near_duplicate"],
+        "near_exempt_sources": sorted(s.label for s in cfg.sources if not s.near_dedup),
+        "params": cfg.dedup.model_dump(),
+        "global": True,
+        "shards": n,
+    }
+    stats.info["decontaminate"] = report
+    timings["dedup_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    out = resample(kept, cfg.mix, cfg.size, cfg.seed, stats, by=cfg.mix_by, fill_shortfall=cfg.fill_shortfall)
+    timings["resample_s"] = time.perf_counter() - t
+    _finish_stats(out, label_of, stats, timings, t_start)
+    train, held = _holdout(out, cfg, stats)
+    stats.metrics["train"] = float(len(train))
+    stats.metrics["heldout"] = float(len(held))
+    cots = _ShardCots(part_samples, shards)
+    keep = cots.report(train, held, stats)
+    return {"problems": train, "heldout": held, "samples": cots.emit(keep)}, stats
+
+
+def _read_part(path: str, cls: type[Any]) -> Iterator[Any]:
+    """A shard's records, streamed; a row that is not one is a ``ConfigError`` (the shard wrote it)."""
+    for item in iter_records(path, cls, stage=MERGE_STAGE, unique_ids=False):
+        if isinstance(item, Reject):
+            raise ConfigError(f"collect_merge: {path}: {item.where}: {item.detail}")
+        yield item
+
+
+def _add_counts(into: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """Sum nested counts (per-source dicts of ints and dicts of ints) into ``into``."""
+    for key, value in more.items():
+        if isinstance(value, Mapping):
+            _add_counts(into.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
+        else:
+            into.setdefault(key, value)
+
+
+class _ShardCots(_CotSpool):
+    """The imported CoTs of a sharded collect, read from the shards' files twice (counted, then emitted)
+    instead of spooled: a problem id's CoTs are those of the first shard that has it, as :class:`_CotSpool`
+    keeps those of the first row."""
+
+    def __init__(self, paths: Sequence[str], shards: Sequence[ShardKeys]) -> None:
+        self.paths = list(paths)
+        self.n_kept = 0
+        self.per_problem: Counter[str] = Counter()
+        self.label_of: dict[str, str] = {}
+        self.shadowed: Counter[str] = Counter()
+        self.first: dict[str, int] = {}  # problem id -> the shard whose CoTs are kept
+        for k in shards:
+            self.shadowed.update(k.summary.get("cots_shadowed", {}))
+        for i, path in enumerate(self.paths):
+            for s in _read_part(path, Sample):
+                label = str(s.metadata.get("imported_from", ""))
+                if self.first.setdefault(s.problem_id, i) != i:
+                    self.shadowed[label] += 1
+                    continue
+                self.n_kept += 1
+                self.per_problem[s.problem_id] += 1
+                self.label_of[s.problem_id] = label
+
+    def emit(self, keep: set[str]) -> Iterator[Sample]:
+        for i, path in enumerate(self.paths):
+            for s in _read_part(path, Sample):
+                if s.problem_id in keep and self.first.get(s.problem_id) == i:
+                    yield s

@@ -30,6 +30,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -409,26 +410,42 @@ class DedupKeys:
     shingles: np.ndarray  # uint64, flat
     counts: np.ndarray  # int64, one per problem
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The keys as named arrays (ids as one UTF-8 JSON text): what :meth:`save` writes."""
+        return {
+            "ids": json_bytes(self.ids),
+            "exact": self.exact,
+            "near": self.near,
+            "shingles": self.shingles,
+            "counts": self.counts,
+        }
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray]) -> DedupKeys:
+        return cls(from_json_bytes(z["ids"]), z["exact"], z["near"], z["shingles"], z["counts"])
+
     def save(self, path: str | Path) -> None:
         """As a ``.npz`` file (no pickles: ids are stored as one JSON text)."""
-        import json
-
-        np.savez_compressed(
-            path,
-            ids=np.frombuffer(json.dumps(self.ids).encode("utf-8"), dtype=np.uint8),
-            exact=self.exact,
-            near=self.near,
-            shingles=self.shingles,
-            counts=self.counts,
-        )
+        np.savez_compressed(path, **self.arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> DedupKeys:
-        import json
-
         with np.load(path, allow_pickle=False) as z:
-            ids = json.loads(z["ids"].tobytes().decode("utf-8"))
-            return cls(ids, z["exact"], z["near"], z["shingles"], z["counts"])
+            return cls.from_arrays(z)
+
+
+def json_bytes(value: object) -> np.ndarray:
+    """``value`` as UTF-8 JSON text in a uint8 array (for ``.npz`` files, which then need no pickles)."""
+    import json
+
+    return np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8)
+
+
+def from_json_bytes(array: np.ndarray) -> Any:
+    """The inverse of :func:`json_bytes`."""
+    import json
+
+    return json.loads(array.tobytes().decode("utf-8"))
 
 
 def dedup_keys(problems: Sequence[Problem], cfg: DedupConfig, near_exempt_sources: Collection[str] = ()) -> DedupKeys:

@@ -954,6 +954,7 @@ def load_source(
     stats: StageStats,
     where_of: dict[int, str] | None = None,
     cots: CotSink | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Problem]:
     """All problems of one source; unusable rows become rejects in ``stats`` (reason per row) and the
     per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order.
@@ -961,7 +962,15 @@ def load_source(
     every problem, so that later steps can say where a row they drop came from. ``cots``, when given,
     receives every existing CoT of a source with a ``cots`` mapping as a :class:`Sample` of its problem, as
     the row is read (so that a caller can spool them to disk: memory does not hold the CoTs); a rejected
-    row's CoTs go with it (the row is the reject)."""
+    row's CoTs go with it (the row is the reject).
+
+    ``shard`` ``(index, count)``: only the rows whose place in the source (0-based, before ``limit``)
+    is ``index`` modulo ``count`` — one task's part of a sharded collect (:func:`kubedistill.data.collect.
+    collect_shard_stage`); the counts in ``stats`` are then this shard's, and the shards' counts sum to
+    the whole source's."""
+    index, count = shard
+    if not (count >= 1 and 0 <= index < count):
+        raise ValueError(f"shard {index} of {count}: the index must be in 0..count-1")
     counts = SourceCounts()
     checked = False  # mapped columns checked against the dataset's columns
     rows: Iterable[tuple[str, Any]]
@@ -997,11 +1006,13 @@ def load_source(
     out: list[Problem] = []
     bar = make_bar(total, desc=f"load {src.label}", unit="row")
     try:
-        for where, row in rows:
-            if src.limit is not None and counts.rows >= src.limit:
+        for place, (where, row) in enumerate(rows):
+            if src.limit is not None and place >= src.limit:
                 break
-            counts.rows += 1
             bar.update(1)
+            if place % count != index:
+                continue
+            counts.rows += 1
             try:
                 if isinstance(row, Problem):
                     p = row
