@@ -3,7 +3,16 @@ task taking the problems whose id hashes to its shard (kubedistill/sharding.py);
 stage's parts after the loop."""
 
 from kfp import dsl
-from kubedistill_kfp.components import collect_op, generate_op, merge_shards_op, score_op, shard_plan_op, verify_op
+from kubedistill_kfp.components import (
+    collect_merge_op,
+    collect_op,
+    collect_shard_op,
+    generate_op,
+    merge_shards_op,
+    score_op,
+    shard_plan_op,
+    verify_op,
+)
 
 
 def merged(task, records: str, stage: str):
@@ -20,8 +29,8 @@ def merged(task, records: str, stage: str):
 
 # The sections the tasks of scored_cots' loop take (preflight(..., loop=SCORED_LOOP)).
 SCORED_LOOP = ("generate_config", "verify_config", "score_config", "tracking")
-# ... and those of imported_scored_cots' loop (no generate step).
-IMPORTED_LOOP = ("verify_config", "score_config", "tracking")
+# ... and those of imported_scored_cots' loops (a sharded collect, no generate step).
+IMPORTED_LOOP = ("collect_config", "verify_config", "score_config", "tracking")
 
 
 def shard_loop(settings, shards, name="teacher-shards"):
@@ -64,12 +73,35 @@ def collected_scored_cots(*, checked, shards):
     return collect, generated, verified, scored
 
 
+def sharded_collect(*, checked, shards):
+    """collect as ``shards`` parallel tasks (``collect_shard``: row *i* of every source goes to shard *i* mod
+    ``shards``; each normalises its rows and writes their dedup keys and decontamination verdicts), then one
+    ``collect_merge`` task: dedup over every shard's keys (global), decontamination, the mix and the
+    held-out split. Returns the merge task, whose outputs are collect's (``checked``: the preflight's
+    sections, made with a ``loop`` that holds ``collect_config`` and ``tracking``)."""
+    with shard_loop(checked.loop_settings, shards, name="collect-shards") as shard:
+        part = collect_shard_op(
+            config=shard.collect_config, tracking=shard.tracking, shard_index=shard.index, shard_count=shards
+        )
+    merge = collect_merge_op(
+        config=checked.collect_config,
+        tracking=checked.tracking,
+        parts=dsl.Collected(part.outputs["problems"]),
+        part_samples=dsl.Collected(part.outputs["samples"]),
+        part_keys=dsl.Collected(part.outputs["keys"]),
+        part_rejects=dsl.Collected(part.outputs["rejects"]),
+    )
+    merge.set_display_name("collect")
+    return merge
+
+
 def imported_scored_cots(*, checked, shards):
-    """collect (with sources that import CoTs), then verify -> score over the shards, with no generate step:
+    """collect (with sources that import CoTs; sharded, :func:`sharded_collect`), then verify -> score over the
+    shards, with no generate step:
     the start of a pipeline on an existing CoT corpus (``checked``: the preflight's sections, made with
     ``loop=IMPORTED_LOOP``). Each shard takes the CoTs whose problem id hashes to it. Returns the collect
     task and the verify and score merge tasks."""
-    collect = collect_op(config=checked.collect_config, tracking=checked.tracking)
+    collect = sharded_collect(checked=checked, shards=shards)
     problems = collect.outputs["problems"]
     with shard_loop(checked.loop_settings, shards, name="cot-shards") as shard:
         part = {"tracking": shard.tracking, "shard_index": shard.index, "shard_count": shards}
