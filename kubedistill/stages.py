@@ -355,6 +355,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=(Port("rewritten", records="Sample", help="CoTs, easy and hard ones rewritten"), REJECTS, METRICS),
         params=SHARD,
         shardable=True,
+        streams=True,
         cli=_judge_cli("rewritten", "rewriter", "rewriter endpoint"),
     ),
     Stage(

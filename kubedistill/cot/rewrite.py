@@ -28,21 +28,25 @@ Medium and unlabelled CoTs pass unchanged. By default a kept rewrite replaces it
 (``keep_original`` keeps both); a rewrite that failed or lost the ``<think>`` format keeps the original,
 counted as ``rewrite_failed``. The metrics (``rewrite.extend``, ``.simplify``, ``.rewrite_failed``,
 ``rewrite.validated.<outcome>``, ``rewrite.kept``, ``rewrite.dropped``) make the run report's funnel row.
+
+The stage streams (``Stage.streams``): it works ``chunk_size`` CoTs at a time — the chunk's rewrite requests,
+then the validation of its rewrites, then its outputs in input order — so memory does not grow with the input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Sample, StageStats, Timer, Usage
+from kubedistill.core.records import Judgement, Problem, Reject, Sample, StageStats, Timer, Usage
 from kubedistill.core.text import THINK_CLOSE, extract_final_answer, split_think
-from kubedistill.cot.judge import SPECS, JudgeConfig, run_judge, show_cot
+from kubedistill.cot.judge import SPECS, JudgeConfig, _chunks, run_judge, show_cot
 from kubedistill.prompts import load_prompt
 
 STAGE = "rewrite"
@@ -78,6 +82,12 @@ class RewriteConfig(StrictModel):
         "with JudgeConfig's defaults",
     )
     client: ClientConfig = Field(default_factory=ClientConfig)
+    chunk_size: int = Field(
+        default=2000,
+        ge=1,
+        description="CoTs rewritten (and held in memory) at a time: their rewrite requests go out together, then "
+        "their rewrites are validated together",
+    )
 
     def endpoint(self) -> EndpointConfig:
         if self.rewriter is None:
@@ -96,33 +106,128 @@ class RewriteConfig(StrictModel):
 
 
 OUTCOMES = ("moved_to_medium", "stayed", "moved_other", "unlabelled", "wrong_answer")
+#: at most this many examples each in ``stats.info["failed"]`` / ``["dropped_rewrites"]`` (the counts are complete)
+MAX_LISTED = 100
+
+
+@dataclass
+class _Tally:
+    """The stage's counts over every chunk: all it keeps of the CoTs it has seen."""
+
+    made: dict[str, int] = field(default_factory=lambda: {"extend": 0, "simplify": 0, "rewrite_failed": 0})
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    validated: int = 0
+    kept: int = 0
+
+
+class _Rejudge:
+    """The client that re-judges rewrites: the given client when it serves the judge's endpoint, else its
+    own, opened on first use and closed by :meth:`close`."""
+
+    def __init__(self, cfg: RewriteConfig, client: ChatClient | None) -> None:
+        self.cfg = cfg.judge_config()
+        self._given = client if client is not None and self.cfg.endpoint().label in client.endpoints else None
+        self._own: ChatClient | None = None
+
+    def client(self) -> ChatClient:
+        if self._given is not None:
+            return self._given
+        if self._own is None:
+            self._own = ChatClient([self.cfg.endpoint()], self.cfg.client)
+        return self._own
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
 
 
 def rewrite(
-    samples: Sequence[Sample], cfg: RewriteConfig, *, problems: Sequence[Problem], client: ChatClient | None = None
-) -> tuple[list[Sample], StageStats]:
+    samples: Iterable[Sample],
+    cfg: RewriteConfig,
+    *,
+    problems: Sequence[Problem],
+    client: ChatClient | None = None,
+    reject_sink: Callable[[Reject], None] | None = None,
+) -> tuple[Any, StageStats]:
     """Stage `rewrite`: extend every CoT judged *easy*, simplify every CoT judged *hard*, through the
     rewriter endpoint ``cfg.rewriter``, then validate every rewrite (verify its answer, judge it again)
     and keep or drop it by ``cfg.keep_rewrites`` (see the module docstring).
 
-    Input: samples (with ``difficulty``) and their problems. Output: every sample, easy and hard ones
-    replaced by their kept rewrites (or kept beside them with ``keep_original``); a failed or dropped
-    rewrite leaves the original (``dropped_rewrites: none``: nothing, a ``rewrite_rejected`` reject).
+    Input: samples (with ``difficulty``) and their problems. Output: every sample in input order, easy and
+    hard ones replaced by their kept rewrites (or kept beside them with ``keep_original``); a failed or
+    dropped rewrite leaves the original (``dropped_rewrites: none``: nothing, a ``rewrite_rejected`` reject).
+
+    Samples are rewritten ``cfg.chunk_size`` at a time: a chunk's rewrite requests go out together (up to
+    the client's concurrency), then its rewrites are validated (verified and re-judged together), then its
+    outputs are produced. Given a list, the output is a list; given any other iterable (the runner's
+    :class:`~kubedistill.core.records.RecordStream`), an iterator that yields each chunk once validated, with
+    rejects handed to ``reject_sink``: memory does not grow with the input (counts only, and at most
+    :data:`MAX_LISTED` examples of failed and dropped rewrites in ``stats.info``). ``stats`` is complete once
+    the output is exhausted.
+
     Metrics: ``rewrite.extend`` / ``.simplify`` / ``.rewrite_failed``, ``rewrite.validated.<outcome>``,
     ``rewrite.kept`` / ``.dropped``, the clients' request and token counts. Raises ``ConfigError``
-    without a rewriter endpoint."""
-    stats = StageStats(stage=STAGE, n_in=len(samples))
+    without a rewriter endpoint (at the call, before any input is read)."""
+    stats = StageStats(stage=STAGE)
+    stats.stream_rejects(reject_sink)
     by_id = {p.id: p for p in problems}
     endpoint = cfg.endpoint()
+    tally = _Tally()
+
+    def run() -> Iterator[Sample]:
+        cl = client or ChatClient([endpoint], cfg.client)
+        rejudge = _Rejudge(cfg, client) if cfg.keep_rewrites != "all" else None
+        try:
+            for chunk in _chunks(samples, cfg.chunk_size):
+                with Timer() as timer:
+                    rewritten = _rewrite_chunk(chunk, cfg, endpoint, by_id, cl, stats, tally)
+                    kept = _validate(rewritten, chunk, cfg, by_id, stats, rejudge, tally)
+                stats.elapsed_s += timer.elapsed
+                out = _outputs(chunk, rewritten, kept, cfg, stats)
+                stats.n_in += len(chunk)
+                stats.n_out += len(out)
+                yield from out
+        finally:
+            if client is None:
+                cl.close()
+            if rejudge is not None:
+                rejudge.close()
+        if tally.validated:
+            stats.info["validation"] = dict(tally.outcomes)
+            stats.metrics.update({f"rewrite.validated.{k}": float(v) for k, v in tally.outcomes.items()})
+            stats.metrics["rewrite.kept"] = float(tally.kept)
+            stats.metrics["rewrite.dropped"] = float(tally.validated - tally.kept)
+        else:  # `all`, or nothing to validate: every rewrite is kept
+            stats.metrics["rewrite.kept"] = float(tally.made["extend"] + tally.made["simplify"])
+            stats.metrics["rewrite.dropped"] = 0.0
+        stats.metrics.update({f"rewrite.{k}": float(v) for k, v in tally.made.items()})
+        stats.metrics.update(cl.stats.as_metrics("rewriter."))
+        stats.info["counts"] = dict(tally.made)
+
+    if isinstance(samples, Sequence):
+        return list(run()), stats
+    return run(), stats
+
+
+def _rewrite_chunk(
+    chunk: list[Sample],
+    cfg: RewriteConfig,
+    endpoint: EndpointConfig,
+    by_id: dict[str, Problem],
+    cl: ChatClient,
+    stats: StageStats,
+    tally: _Tally,
+) -> dict[int, Sample]:
+    """Ask the rewriter for every easy and hard CoT of ``chunk``; returns chunk index -> its rewrite (a new
+    Sample), leaving out the rewrites that failed (counted ``rewrite_failed``)."""
     todo: list[tuple[int, str]] = []
     requests: list[ChatRequest] = []
-    for i, s in enumerate(samples):
+    for i, s in enumerate(chunk):
         p = by_id.get(s.problem_id)
         if p is None or s.difficulty not in ("easy", "hard"):
             continue
         mode = "extend" if s.difficulty == "easy" else "simplify"
-        prompt = load_prompt(f"rewrite_{mode}")
-        messages = prompt.messages(
+        messages = load_prompt(f"rewrite_{mode}").messages(
             p.domain,
             problem=p.problem,
             cot=show_cot(s, cfg.max_cot_chars),
@@ -137,17 +242,10 @@ def rewrite(
             )
         )
         todo.append((i, mode))
-    cl = client or ChatClient([endpoint], cfg.client)
-    try:
-        with Timer() as timer:
-            results = cl.run(requests, desc=STAGE) if requests else []
-    finally:
-        if client is None:
-            cl.close()
+    results = cl.run(requests, desc=STAGE) if requests else []
     rewritten: dict[int, Sample] = {}
-    counts = {"extend": 0, "simplify": 0, "rewrite_failed": 0}
     for (i, mode), res in zip(todo, results, strict=True):
-        orig = samples[i]
+        orig = chunk[i]
         text = (res.content or "") if res.ok else ""
         if res.reasoning:
             text = f"<think>\n{res.reasoning}\n</think>\n\n{text}"
@@ -156,11 +254,11 @@ def rewrite(
         # answer (training wraps it in the tags); without the tags and without an answer it failed.
         stated = THINK_CLOSE in text or (cfg.accept_untagged and extract_final_answer(text) is not None)
         if not res.complete or not stated or not split.answer_part:
-            counts["rewrite_failed"] += 1
+            tally.made["rewrite_failed"] += 1
             why = res.error if not res.ok else (res.incomplete_reason or "no <think> format")
-            stats.info.setdefault("failed", []).append({"sample_id": orig.id, "why": (why or "")[:200]})
+            _list(stats, "failed", {"sample_id": orig.id, "why": (why or "")[:200]})
             continue
-        counts[mode] += 1
+        tally.made[mode] += 1
         rewritten[i] = Sample(
             id=f"{orig.id}::rw",
             problem_id=orig.problem_id,
@@ -184,27 +282,7 @@ def rewrite(
             },
             metadata={**orig.metadata, "original_difficulty": orig.difficulty},
         )
-    validated = _validate(rewritten, samples, cfg, by_id, stats, client)
-    out: list[Sample] = []
-    for i, s in enumerate(samples):
-        if i in rewritten and validated.get(i, True):
-            if cfg.keep_original:
-                out.append(s)
-            out.append(rewritten[i])
-        elif i in rewritten and cfg.dropped_rewrites == "none" and not cfg.keep_original:
-            stats.reject(
-                "rewrite_rejected",
-                f"its rewrite was dropped ({rewritten[i].metadata.get('validation', '?')}) and dropped_rewrites=none",
-                record={"sample_id": s.id, "problem_id": s.problem_id},
-            )
-        else:
-            out.append(s)
-    stats.n_out = len(out)
-    stats.elapsed_s = timer.elapsed + stats.elapsed_s
-    stats.metrics.update({f"rewrite.{k}": float(v) for k, v in counts.items()})
-    stats.metrics.update(cl.stats.as_metrics("rewriter."))
-    stats.info["counts"] = counts
-    return out, stats
+    return rewritten
 
 
 def _validate(
@@ -213,31 +291,22 @@ def _validate(
     cfg: RewriteConfig,
     by_id: dict[str, Problem],
     stats: StageStats,
-    client: ChatClient | None,
+    rejudge: _Rejudge | None,
+    tally: _Tally,
 ) -> dict[int, bool]:
-    """Verify and re-judge every rewrite (in place: its ``difficulty``, ``correct`` and judgements); returns
-    index -> kept by ``cfg.keep_rewrites``. Sets the ``rewrite.validated.*`` / ``.kept`` / ``.dropped`` metrics."""
-    if cfg.keep_rewrites == "all" or not rewritten:
-        stats.metrics["rewrite.kept"] = float(len(rewritten))
-        stats.metrics["rewrite.dropped"] = 0.0
+    """Verify and re-judge one chunk's rewrites (in place: their ``difficulty``, ``correct`` and judgements);
+    returns chunk index -> kept by the policy (empty, every rewrite kept, for ``keep_rewrites: all``: no
+    ``rejudge``). Counts the outcomes in ``tally``."""
+    if rejudge is None or not rewritten:
         return {}
     from kubedistill.verifiers import verify_many
 
     order = sorted(rewritten)
-    with Timer() as timer:
-        answers = [(by_id[rewritten[i].problem_id], split_think(rewritten[i].text).answer_part) for i in order]
-        verdicts = verify_many(answers)
-        judge_cfg = cfg.judge_config()
-        own = client is None or judge_cfg.endpoint().label not in client.endpoints
-        jc = ChatClient([judge_cfg.endpoint()], judge_cfg.client) if own else client
-        try:
-            outcomes = run_judge(
-                [(by_id[rewritten[i].problem_id], rewritten[i]) for i in order], SPECS["difficulty"], judge_cfg, jc
-            )
-        finally:
-            if own:
-                jc.close()
-    counts = dict.fromkeys(OUTCOMES, 0)
+    judge_cfg = rejudge.cfg
+    answers = [(by_id[rewritten[i].problem_id], split_think(rewritten[i].text).answer_part) for i in order]
+    verdicts = verify_many(answers)
+    items = [(by_id[rewritten[i].problem_id], rewritten[i]) for i in order]
+    outcomes = run_judge(items, SPECS["difficulty"], judge_cfg, rejudge.client())
     kept: dict[int, bool] = {}
     prompt_ref = load_prompt(SPECS["difficulty"].prompt).ref
     for i, verdict, o in zip(order, verdicts, outcomes, strict=True):
@@ -260,15 +329,41 @@ def _validate(
             outcome = "stayed"
         else:
             outcome = "moved_other"
-        counts[outcome] += 1
+        tally.outcomes[outcome] += 1
+        tally.validated += 1
         rw.metadata["validation"] = outcome
         keep = outcome == "moved_to_medium" or (cfg.keep_rewrites == "verified" and outcome != "wrong_answer")
         kept[i] = keep
+        tally.kept += keep
         if not keep:
-            stats.info.setdefault("dropped_rewrites", []).append({"sample_id": rw.id, "outcome": outcome})
-    stats.elapsed_s = timer.elapsed
-    stats.info["validation"] = counts
-    stats.metrics.update({f"rewrite.validated.{k}": float(v) for k, v in counts.items()})
-    stats.metrics["rewrite.kept"] = float(sum(kept.values()))
-    stats.metrics["rewrite.dropped"] = float(len(kept) - sum(kept.values()))
+            _list(stats, "dropped_rewrites", {"sample_id": rw.id, "outcome": outcome})
     return kept
+
+
+def _outputs(
+    chunk: list[Sample], rewritten: dict[int, Sample], kept: dict[int, bool], cfg: RewriteConfig, stats: StageStats
+) -> list[Sample]:
+    """One chunk's output in input order: a kept rewrite in its original's place (or after it, with
+    ``keep_original``); a dropped one's original, or with ``dropped_rewrites: none`` a reject."""
+    out: list[Sample] = []
+    for i, s in enumerate(chunk):
+        if i in rewritten and kept.get(i, True):
+            if cfg.keep_original:
+                out.append(s)
+            out.append(rewritten[i])
+        elif i in rewritten and cfg.dropped_rewrites == "none" and not cfg.keep_original:
+            stats.reject(
+                "rewrite_rejected",
+                f"its rewrite was dropped ({rewritten[i].metadata.get('validation', '?')}) and dropped_rewrites=none",
+                record={"sample_id": s.id, "problem_id": s.problem_id},
+            )
+        else:
+            out.append(s)
+    return out
+
+
+def _list(stats: StageStats, key: str, example: dict[str, str]) -> None:
+    """Keep ``example`` in ``stats.info[key]`` unless it already holds :data:`MAX_LISTED` of them."""
+    listed = stats.info.setdefault(key, [])
+    if len(listed) < MAX_LISTED:
+        listed.append(example)

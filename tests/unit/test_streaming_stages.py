@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
-from kubedistill.core.records import Problem, RecordStream, Reject, Sample, read_records
+from kubedistill.core.records import Problem, RecordStream, Reject, Sample, StageStats, read_records
 from kubedistill.cot.select import SelectConfig, select
 from kubedistill.cot.verify import VerifyConfig, verify_samples
 from kubedistill.runner import run_stage
@@ -190,3 +191,105 @@ def test_score_streams_in_chunks_and_a_fatal_failure_writes_no_output(tmp_path: 
     assert not bad.exists() and not list(tmp_path.glob(".bad.jsonl.tmp-*"))
     rejects = [json.loads(x) for x in (tmp_path / "bad.rejects.jsonl").read_text().splitlines()]
     assert {r["reason"] for r in rejects} >= {"request_failed", "invalid_json", "duplicate_id"}
+
+
+REWRITE_ANSWERS = [
+    # the rewriter: an extended CoT answers 2 (right for p1 only), a simplified one 4 (right for p3 only)
+    (r"small model can follow every step", "<think>\nMore steps.\n</think>\n\nThe answer is $\\boxed{2}$."),
+    (r"clear, direct derivation", "<think>\nShort.\n</think>\n\nThe answer is $\\boxed{4}$."),
+    # the difficulty judge, re-judging: an extended CoT is medium now, a simplified one stays hard
+    (r"(?s)More steps.*Classify", "<difficulty>medium</difficulty>"),
+    (r"Classify", "<difficulty>hard</difficulty>"),
+]
+#: p5's simplification is cut off: a failed rewrite
+REWRITE_CUT = [(r"(?s)(?=.*work for p5)(?=.*clear, direct derivation)", "length")]
+
+
+def _judged(tmp_path: Path) -> tuple[Path, Path, list[Sample], list[Problem]]:
+    """12 CoTs of 6 problems (p<k> answers k + 1), judged easy / hard / medium / unlabelled, as a list and a file."""
+    problems_path, _, _ = _files(tmp_path)
+    problems = read_records(problems_path, Problem)
+    labels = [
+        ("easy", "medium"),
+        ("easy", None),
+        ("hard", "medium"),
+        ("hard", "easy"),
+        (None, "medium"),
+        ("hard", "easy"),
+    ]
+    samples = [_sample(f"p{k}", i, k + 1, difficulty=labels[k][i]) for k in range(6) for i in range(2)]
+    path = tmp_path / "judged.jsonl"
+    path.write_text("".join(s.model_dump_json() + "\n" for s in samples))
+    return problems_path, path, samples, problems
+
+
+def _rewrite_counts(stats: StageStats) -> dict[str, object]:
+    """What rewrite reports, less the client's request counts (a cached answer counts apart)."""
+    return {
+        "metrics": {k: v for k, v in stats.metrics.items() if k.startswith("rewrite.")},
+        "info": {k: v for k, v in stats.info.items() if k in ("counts", "validation", "failed", "dropped_rewrites")},
+        "dropped": stats.dropped,
+        "n": (stats.n_in, stats.n_out),
+    }
+
+
+def test_rewrite_streams_in_chunks_with_the_same_result(tmp_path: Path) -> None:
+    """rewrite reads its input lazily, chunk by chunk: a chunk's outputs come before the next chunk is read,
+    and chunk sizes 1, 3 and larger than the input give the list path's records, counts and rejects."""
+    from kubedistill.cot.rewrite import RewriteConfig, rewrite
+    from kubedistill.testing.openai_server import ServerScript, running_server
+
+    problems_path, path, samples, problems = _judged(tmp_path)
+    with running_server(ServerScript(answers=REWRITE_ANSWERS, finish_reasons=REWRITE_CUT)) as url:
+        base = {
+            "rewriter": {"url": url, "model": "scripted", "name": "rw"},
+            "client": {"cache_dir": str(tmp_path / "cache"), "max_retries": 0, "progress": False},
+            "dropped_rewrites": "none",
+        }
+        listed, lstats = rewrite(samples, RewriteConfig(**base), problems=problems)
+        # 4 easy CoTs extended (only p1's answer, 2, is right: kept), 3 hard ones simplified (p5's fails and
+        # stays; p3's is right but still hard): 1 kept, 5 dropped with their originals (dropped_rewrites: none)
+        assert lstats.info["counts"] == {"extend": 4, "simplify": 2, "rewrite_failed": 1}
+        assert lstats.info["validation"] == {
+            "moved_to_medium": 1,
+            "stayed": 1,
+            "moved_other": 0,
+            "unlabelled": 0,
+            "wrong_answer": 4,
+        }
+        assert (lstats.n_in, lstats.n_out, lstats.dropped) == (12, 7, {"rewrite_rejected": 5})
+        assert [s.id for s in listed if s.rewritten_from] == [samples[2].id + "::rw"]
+
+        read = [0]  # input rows read so far
+
+        def lazily() -> Iterator[Sample]:
+            for s in samples:
+                read[0] += 1
+                yield s
+
+        position = {s.id: n for n, s in enumerate(samples)}
+        for size in (1, 3, 100):
+            read[0] = 0
+            out, stats = rewrite(lazily(), RewriteConfig(**base, chunk_size=size), problems=problems)
+            assert not isinstance(out, list)
+            assert read[0] == 0  # nothing read before the output is asked for
+            got = []
+            for s in out:  # each output comes once its chunk is read, before the next chunk is
+                n = position[s.rewritten_from or s.id]
+                assert read[0] == min((n // size + 1) * size, len(samples)), (size, s.id)
+                got.append(s)
+            assert [s.model_dump() for s in got] == [s.model_dump() for s in listed], size
+            assert _rewrite_counts(stats) == _rewrite_counts(lstats), size
+
+        # through the runner: the file is streamed, the rejects written as they come
+        out_path = tmp_path / "rewritten.jsonl"
+        result = run_stage(
+            "rewrite",
+            config={**base, "chunk_size": 5},
+            paths={"samples": path, "problems": problems_path, "rewritten": out_path},
+            tracking=NO_TRACKING,
+        )
+    assert [s.model_dump() for s in read_records(out_path, Sample)] == [s.model_dump() for s in listed]
+    assert result.stats is not None and _rewrite_counts(result.stats) == _rewrite_counts(lstats)
+    rejects = [json.loads(x) for x in (tmp_path / "rewritten.rejects.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejects] == ["rewrite_rejected"] * lstats.dropped["rewrite_rejected"]
