@@ -115,8 +115,15 @@ def test_the_imported_pipeline_has_no_generate_step(tmp_path: Path) -> None:
         "generate-op" not in json.dumps(doc["root"])
         and "generate_config" not in doc["root"]["inputDefinitions"]["parameters"]
     )
-    (loop,) = [t for n, t in tasks.items() if n.startswith("for-loop-")]
-    assert set(doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]) == {"verify-op", "score-op"}
+    loops = {
+        frozenset(doc["components"][t["componentRef"]["name"]]["dag"]["tasks"]): t
+        for n, t in tasks.items()
+        if n.startswith("for-loop-")
+    }
+    # collect fans out too: a shard's rows, keys and verdicts per task; one merge decides dedup over them all
+    assert set(loops) == {frozenset({"verify-op", "score-op"}), frozenset({"collect-shard-op"})}
+    assert "collect-op" not in tasks and tasks["collect-merge-op"]["inputs"]["artifacts"]["part_keys"]
+    loop = loops[frozenset({"verify-op", "score-op"})]
     verify = doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["verify-op"]
     assert verify["inputs"]["artifacts"]["samples"]["componentInputArtifact"]  # collect's samples, fanned out
     # the teacher pipelines pass collect's samples to generate (imported beside generated with cot_source: both)
@@ -189,5 +196,7 @@ def test_the_imported_example_runs_end_to_end_under_kfp_local(
     summary = RunSummary.model_validate_json(Path(result.outputs["summary"].path).read_text())
     funnel = {r.stage: r for r in summary.funnel}
     assert "generate" not in funnel
+    # collect ran as 2 collect_shard tasks and a merge; its row is the whole collect's
+    assert funnel["collect"].n_in == funnel["collect"].n_out + sum(funnel["collect"].dropped.values()) > 0
     assert funnel["verify"].n_in > funnel["verify"].n_out > 0  # wrong and truncated imported CoTs dropped
     assert funnel["select"].n_out > 0 and funnel["sft"].n_in == funnel["select"].n_out
