@@ -419,6 +419,8 @@ STAGES: tuple[Stage, ...] = (
         config="kubedistill.cot.pairs:PairsConfig",
         inputs=(SAMPLES, PROBLEMS),
         outputs=(Port("pairs", records="PreferencePair", help="preference pairs"), REJECTS, METRICS),
+        params=SHARD,
+        shardable=True,
         streams=True,
         cli=Cli(input="samples", output="pairs"),
     ),

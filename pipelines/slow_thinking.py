@@ -1,8 +1,9 @@
 """The slow-thinking pipeline (DistilQwen2.5-R1):
 
-collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify
-        -> curriculum SFT (medium, then hard) -> DPO pairs (verified CoT vs corrupted copy) -> DPO of the SFT
-        student -> evaluate (student vs base) -> register (-> promote when the gate passes) -> report
+collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify -> DPO pairs
+(verified CoT vs corrupted copy; these five over the ``shards``, side by side) -> curriculum SFT (medium,
+then hard) -> DPO of the SFT student -> evaluate (student vs base) -> register (-> promote when the gate
+passes) -> report
 """
 
 from kfp import dsl
@@ -50,7 +51,9 @@ def slow_thinking(
     form: dict | None = None,
 ) -> Outputs:
     c = preflight(  # the first task: the form merged, every section checked
-        "slow_thinking", locals(), loop=("generate_config", "judge_config", "rewrite_config", "tracking")
+        "slow_thinking",
+        locals(),
+        loop=("generate_config", "judge_config", "rewrite_config", "verify_config", "pairs_config", "tracking"),
     )
     collect = collect_op(config=c.collect_config, tracking=c.tracking)
     problems = collect.outputs["problems"]
@@ -62,25 +65,30 @@ def slow_thinking(
         judge.set_retry(num_retries=2, backoff_duration="60s")
         rewrite = rewrite_op(config=shard.rewrite_config, samples=judge.outputs["judged"], **part)
         rewrite.set_retry(num_retries=2, backoff_duration="60s")
+        # the CPU stages of each shard's CoTs, in the same loop (their decisions are per CoT)
+        verify = verify_op(
+            config=shard.verify_config, tracking=shard.tracking, problems=problems, samples=rewrite.outputs["rewritten"]
+        )
+        pairs = pairs_op(
+            config=shard.pairs_config, tracking=shard.tracking, problems=problems, samples=verify.outputs["verified"]
+        )
     generated = merged(generate, "samples", "generate")
     judged = merged(judge, "judged", "judge")
     rewritten = merged(rewrite, "rewritten", "rewrite")
-    verify = verify_op(
-        config=c.verify_config, tracking=c.tracking, problems=problems, samples=rewritten.outputs["merged"]
-    )
+    verified = merged(verify, "verified", "verify")
+    paired = merged(pairs, "pairs", "pairs")
     sft = sft_op(
         config=c.sft_config,
         tracking=c.tracking,
         problems=problems,
-        samples=verify.outputs["verified"],
+        samples=verified.outputs["merged"],
         work_dir=work_dir,
     )
-    pairs = pairs_op(config=c.pairs_config, tracking=c.tracking, problems=problems, samples=verify.outputs["verified"])
     dpo = dpo_op(
         config=c.dpo_config,
         tracking=c.tracking,
         problems=problems,
-        pairs=pairs.outputs["pairs"],
+        pairs=paired.outputs["merged"],
         base_model=sft.outputs["model"],
         work_dir=work_dir,
     )
@@ -92,8 +100,8 @@ def slow_thinking(
             "generate": generated,
             "judge": judged,
             "rewrite": rewritten,
-            "verify": verify,
-            "pairs": pairs,
+            "verify": verified,
+            "pairs": paired,
             "sft": sft,
             "dpo": dpo,
         },

@@ -13,7 +13,9 @@ change makes a hard pair):
 
 With ``per_pair_beta``, each pair gets a DPO beta that grows as the corruption gets subtler
 (CogPO-style): ``beta = beta_max - (beta_max - beta_min) * magnitude``.
-Deterministic for a given seed.
+Deterministic for a given seed: each CoT's corruptions draw from a generator seeded by the seed and the
+CoT's id, so a CoT gets the same pairs whatever else is in the input and in whatever order — the pairs of
+the shards of a ``dsl.ParallelFor`` (slow-thinking pipeline) are those of one run over all CoTs.
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ def make_pairs(
     stats = StageStats(stage=STAGE)
     stats.stream_rejects(reject_sink)
     by_id = {p.id: p for p in problems}
-    rng = random.Random(cfg.seed)
     kinds_made: dict[str, int] = {}
     magnitudes = 0.0
 
@@ -171,6 +172,7 @@ def make_pairs(
                     stats.reject("unusable", "no problem or no usable CoT", record=rec)
                     continue
                 split = split_think(chosen)
+                rng = random.Random(f"{cfg.seed}:{s.id}")  # per CoT: the same pairs in any shard, in any order
                 options = [(k, m) for k in cfg.kinds for m in cfg.magnitudes]
                 rng.shuffle(options)
                 mine: list[PreferencePair] = []

@@ -448,8 +448,11 @@ def from_json_bytes(array: np.ndarray) -> Any:
     return json.loads(array.tobytes().decode("utf-8"))
 
 
-def dedup_keys(problems: Sequence[Problem], cfg: DedupConfig, near_exempt_sources: Collection[str] = ()) -> DedupKeys:
-    """The :class:`DedupKeys` of one shard's problems (computed where the shard is, in parallel)."""
+def dedup_keys(
+    problems: Sequence[Problem], cfg: DedupConfig, near_exempt_sources: Collection[str] = (), *, chunk: int = 4096
+) -> DedupKeys:
+    """The :class:`DedupKeys` of one shard's problems (computed where the shard is, in parallel), ``chunk``
+    problems' tokens at a time (a token's hash depends on the token alone, so chunks agree)."""
     import hashlib
 
     exact = np.fromiter(
@@ -461,9 +464,20 @@ def dedup_keys(problems: Sequence[Problem], cfg: DedupConfig, near_exempt_source
         count=len(problems),
     )
     near = np.fromiter((p.source not in near_exempt_sources for p in problems), dtype=bool, count=len(problems))
-    flat, lengths = hash_tokens([dedup_tokens(_dedup_text(p), p.domain) for p in problems])
-    shingles, counts = batch_shingles(flat, lengths, cfg.ngram)
-    return DedupKeys([p.id for p in problems], exact, near, shingles, counts)
+    shingles: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for start in range(0, len(problems), chunk):  # token lists of one chunk at a time: memory does not grow
+        flat, lengths = hash_tokens([dedup_tokens(_dedup_text(p), p.domain) for p in problems[start : start + chunk]])
+        got, n = batch_shingles(flat, lengths, cfg.ngram)
+        shingles.append(got)
+        counts.append(n)
+    return DedupKeys(
+        [p.id for p in problems],
+        exact,
+        near,
+        np.concatenate(shingles) if shingles else _EMPTY,
+        np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)

@@ -92,22 +92,22 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     loop = tasks[loops[0]]
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("shard-plan-op-Output")
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(body) == {"generate-op", "judge-op", "rewrite-op"}
-    assert tasks["verify-op"]["inputs"]["artifacts"]["samples"]["taskOutputArtifact"]["producerTask"] == (
-        "merge-shards-op-3"
-    )
+    # teacher-bound stages, then the CPU stages whose decisions are per CoT, over the same shards
+    assert set(body) == {"generate-op", "judge-op", "rewrite-op", "verify-op", "pairs-op"}
+    assert body["verify-op"]["inputs"]["artifacts"]["samples"]["taskOutputArtifact"]["producerTask"] == "rewrite-op"
+    assert body["pairs-op"]["inputs"]["artifacts"]["samples"]["taskOutputArtifact"]["producerTask"] == "verify-op"
     assert {t for t in tasks if t.startswith("merge-shards-op")} == {
         "merge-shards-op",
         "merge-shards-op-2",
         "merge-shards-op-3",
+        "merge-shards-op-4",
+        "merge-shards-op-5",
     }
     assert set(tasks) - set(gates) - set(loops) - {t for t in tasks if t.startswith("merge-shards-op")} == {
         "preflight-op",
         "collect-op",
         "shard-plan-op",
-        "verify-op",
         "sft-op",
-        "pairs-op",
         "dpo-op",
         "evaluate-op",
         "register-op",
@@ -116,13 +116,15 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     # DPO trains the SFT student; evaluation and registration take the DPO student
     dpo_inputs = tasks["dpo-op"]["inputs"]["artifacts"]
     assert dpo_inputs["base_model"]["taskOutputArtifact"] == {"outputArtifactKey": "model", "producerTask": "sft-op"}
-    assert dpo_inputs["pairs"]["taskOutputArtifact"]["producerTask"] == "pairs-op"
+    assert dpo_inputs["pairs"]["taskOutputArtifact"]["producerTask"] == "merge-shards-op-5"  # pairs, merged
+    sft_inputs = tasks["sft-op"]["inputs"]["artifacts"]
+    assert sft_inputs["samples"]["taskOutputArtifact"]["producerTask"] == "merge-shards-op-4"  # verified, merged
     for t in ("evaluate-op", "register-op"):
         assert tasks[t]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "dpo-op"
     for t in ("generate-op", "judge-op", "rewrite-op"):  # teacher-bound: retried
         assert body[t]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["register-op"]["cachingOptions"] == {"enableCache": True}  # a re-run reports its version
-    assert "enableCache" in tasks["verify-op"]["cachingOptions"]  # deterministic stages stay cached
+    assert "enableCache" in body["verify-op"]["cachingOptions"]  # deterministic stages stay cached
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"collect_config", "generate_config", "judge_config", "sft_config", "eval_config", "tracking"} <= set(params)
     assert params["shards"]["defaultValue"] == 1

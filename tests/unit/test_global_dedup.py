@@ -104,3 +104,11 @@ def test_near_exempt_sources_and_switches() -> None:
     keys = [dedup_keys([a], cfg), dedup_keys([b], cfg)]
     assert [d.id for d in global_dedup(keys, cfg)] == ["b"]
     assert global_dedup(keys, cfg.model_copy(update={"near": False})) == []
+
+
+def test_keys_computed_in_chunks_equal_keys_computed_at_once() -> None:
+    cfg = DedupConfig()
+    problems = _corpus()
+    whole, parts = dedup_keys(problems, cfg), dedup_keys(problems, cfg, chunk=7)
+    assert whole.ids == parts.ids and (whole.counts == parts.counts).all()
+    assert (whole.shingles == parts.shingles).all() and (whole.exact == parts.exact).all()

@@ -67,3 +67,36 @@ def test_make_pairs_records_kind_magnitude_and_checks_wrong_answers() -> None:
     assert by_mag[0].beta >= by_mag[-1].beta
     again, _ = make_pairs(samples, cfg, problems=[PROBLEM])
     assert [p.model_dump() for p in again] == [p.model_dump() for p in pairs]  # deterministic
+
+
+def test_a_cots_pairs_do_not_depend_on_the_shard_or_order_it_is_in() -> None:
+    """The slow-thinking pipeline makes pairs in each shard of its ParallelFor: the union over the shards
+    must be what one run over every CoT makes (each CoT draws from its own seeded generator)."""
+    from kubedistill.core.sharding import shard_key, shard_of
+
+    problems = [
+        Problem(id=f"q{k}", problem=f"What is 12 + 30 + {k}?", answer=str(42 + k), source="t") for k in range(12)
+    ]
+    samples = [
+        Sample(
+            problem_id=f"q{k}",
+            teacher="t",
+            temperature=0.6,
+            sample_index=k % 3,
+            text=COT.replace("+ 5", f"+ {k}").replace("47", str(42 + k)),
+            difficulty="medium",
+            correct=True,
+        )
+        for k in range(12)
+    ]
+    cfg = PairsConfig(pairs_per_sample=2, seed=7)
+    whole, _ = make_pairs(samples, cfg, problems=problems)
+    parts = []
+    for i in range(3):
+        mine = [s for s in reversed(samples) if shard_of(shard_key(s), 3) == i]
+        got, _ = make_pairs(mine, cfg, problems=problems)
+        parts += got
+    assert len(whole) > 12
+    assert sorted(p.model_dump_json() for p in parts) == sorted(p.model_dump_json() for p in whole)
+    other, _ = make_pairs(samples, cfg.model_copy(update={"seed": 8}), problems=problems)
+    assert sorted(p.model_dump_json() for p in other) != sorted(p.model_dump_json() for p in whole)
