@@ -194,15 +194,36 @@ def load_config(path: str | os.PathLike[str], cls: type[M], overrides: dict[str,
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at ``dotted`` (``generate.num_generations``; a number indexes a list:
+    ``collect.sources.0.limit``), creating the mappings on the way. Raises :class:`ConfigError` for a key
+    into a list that is not an index in it, and for a key under a value that is neither a mapping nor a
+    list (nothing is replaced on the way: a list is never turned into a mapping)."""
     keys = dotted.split(".")
-    cur = data
-    for k in keys[:-1]:
-        nxt = cur.get(k)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[k] = nxt
-        cur = nxt
-    cur[keys[-1]] = value
+    cur: Any = data
+    for depth, k in enumerate(keys):
+        last = depth == len(keys) - 1
+        here = ".".join(keys[:depth]) or "the recipe"
+        if isinstance(cur, list):
+            if not k.lstrip("-").isdigit():
+                raise ConfigError(
+                    f"{dotted}: {here} is a list of {len(cur)}: give an index 0..{len(cur) - 1} "
+                    f"(e.g. {here}.0.{'.'.join(keys[depth:])})"
+                )
+            if not -len(cur) <= int(k) < len(cur):
+                raise ConfigError(f"{dotted}: {here} is a list of {len(cur)}: no index {k} (0..{len(cur) - 1})")
+            if last:
+                cur[int(k)] = value
+                return
+            cur = cur[int(k)]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(f"{dotted}: {here} is {cur!r}, not a mapping: {k!r} cannot be set under it")
+        if last:
+            cur[k] = value
+            return
+        if cur.get(k) is None:
+            cur[k] = {}
+        cur = cur[k]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

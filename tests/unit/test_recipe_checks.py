@@ -202,6 +202,36 @@ def test_yaml_with_a_bom_and_merge_keys_is_fine(tmp_path: Path) -> None:
         parse_overrides(["generate={a: 1, a: 2}"])
 
 
+def test_set_indexes_lists_and_never_turns_one_into_a_mapping() -> None:
+    from kubedistill.core.config import set_dotted
+
+    data = {"collect": {"sources": [{"kind": "file", "path": "a"}, {"kind": "hf", "preset": "x"}]}, "seed": 3}
+    set_dotted(data, "collect.sources.1.limit", 50)
+    set_dotted(data, "collect.sources.-1.split", "test")
+    set_dotted(data, "generate.teachers", [{"url": "u"}])
+    set_dotted(data, "generate.teachers.0.model", "m")
+    assert data["collect"]["sources"][1] == {"kind": "hf", "preset": "x", "limit": 50, "split": "test"}
+    assert data["generate"] == {"teachers": [{"url": "u", "model": "m"}]}
+    cases = [
+        ("collect.sources.limit", "collect.sources is a list of 2: give an index 0..1 .e.g. collect.sources.0.limit"),
+        ("collect.sources.2.limit", r"collect.sources is a list of 2: no index 2 \(0..1\)"),
+        ("seed.value", "seed is 3, not a mapping"),
+    ]
+    for key, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            set_dotted(data, key, 1)
+    assert data["collect"]["sources"][0] == {"kind": "file", "path": "a"} and data["seed"] == 3  # nothing replaced
+
+
+def test_run_set_reaches_a_list_item_of_the_recipe(tmp_path: Path) -> None:
+    from kubedistill.recipes import load_recipe
+
+    recipe = load_recipe("examples/quickstart.yaml", {"collect.sources.0.limit": 9})
+    assert recipe.collect.sources[0].limit == 9
+    with pytest.raises(ConfigError, match=r"collect\.sources is a list"):
+        load_recipe("examples/quickstart.yaml", {"collect.sources.limit": 9})
+
+
 FRONT_DOORS = [
     ["verify", "--input", "{x}", "--problems", "{x}", "--output", "{out}", "--config", "{bad}"],
     ["compile", "--cluster-config", "{bad}", "--output-dir", "{out}"],
