@@ -204,7 +204,8 @@ def _judge_with(section: JudgeConfig, endpoints: list[EndpointConfig], key: str 
         return section
     if not endpoints:
         raise ConfigError(
-            f"{key}.judge: no judge endpoint and no teacher to default to; give {key}.judge: {{url, model}}"
+            f"{key}.judge: no judge endpoint and no teacher endpoint to default to (teacher.local is started only "
+            f"by `run --local`); for a cluster, give {key}.judge: {{url, model}} or teacher.endpoints"
         )
     return section.model_copy(update={"judge": endpoints[0]})
 
