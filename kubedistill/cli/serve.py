@@ -42,7 +42,11 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             result = deploy(ns.model, settings=settings, timeout_s=ns.timeout, log=lambda m: print(m, file=sys.stderr))
             print(result.openai_base_url)
             return 0
-        print(to_yaml(render(ns.model, settings=settings)), end="")
+        docs = render(ns.model, settings=settings)
+        note = local_storage_note(docs[0]["spec"]["predictor"]["model"]["storageUri"])
+        if note:
+            print(f"kubedistill serve: note: {note}", file=sys.stderr)
+        print(to_yaml(docs), end="")
         return 0
     from kubedistill.serve.local import serve_forever
 
@@ -54,6 +58,22 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         port=ns.port,
         max_model_len=ns.max_model_len,
         log_path=ns.log,
+    )
+
+
+# what KServe's storage initializer fetches from outside the pod (kserve/storage: Storage.download)
+REMOTE_SCHEMES = ("s3://", "gs://", "pvc://", "hf://", "https://", "http://", "hdfs://", "webhdfs://", "oci://")
+
+
+def local_storage_note(storage_uri: str) -> str | None:
+    """A warning for a storageUri the cluster cannot fetch: a path (or ``file://``) or a built-in model name
+    of this machine, which the predictor pod would look for in its own filesystem. None for a remote URI."""
+    if storage_uri.startswith(REMOTE_SCHEMES):
+        return None
+    return (
+        f"storageUri {storage_uri!r} is not fetched from anywhere: the predictor pod looks for it in its own "
+        "filesystem (a model baked into the image). To serve weights from this machine, upload them "
+        "(s3://..., pvc://...) or register them in MLflow and give --model models:/NAME/VERSION"
     )
 
 

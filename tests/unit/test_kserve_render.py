@@ -117,3 +117,17 @@ def test_typed_validation_names_the_offending_field() -> None:
         assert message in str(e.value)
     with pytest.raises(ValueError, match=r"not a serving\.kserve\.io/v1beta1 InferenceService"):
         validate_inference_service({"apiVersion": "v1", "kind": "Pod"})
+
+
+def test_render_of_a_path_on_this_machine_notes_that_the_pod_cannot_fetch_it(tmp_path, capsys) -> None:
+    from kubedistill.cli import main
+
+    assert main(["serve", "--model", str(tmp_path), "--render"]) == 0
+    out, err = capsys.readouterr()
+    assert yaml.safe_load_all(out) and f"storageUri {str(tmp_path)!r} is not fetched from anywhere" in err
+    assert "models:/NAME/VERSION" in err
+    for uri in ("s3://bucket/student", "pvc://models/student", "hf://Qwen/Qwen2.5-7B-Instruct"):
+        assert main(["serve", "--model", uri, "--render"]) == 0
+        assert "note" not in capsys.readouterr().err
+    assert main(["serve", "--model", "file:///models/student", "--render"]) == 0
+    assert "is not fetched from anywhere" in capsys.readouterr().err
