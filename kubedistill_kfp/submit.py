@@ -59,6 +59,7 @@ class SubmitPlan:
     run_name: str
     service_account: str | None
     arguments: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what the user should know before it runs
 
     def describe(self) -> str:
         masked = mask(self.arguments)
@@ -75,6 +76,7 @@ class SubmitPlan:
         ]
         for k, v in masked.items():
             lines.append(f"  {k}: {json.dumps(v, sort_keys=True)}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -109,6 +111,8 @@ def _read_package(path: Path) -> tuple[dict[str, Any], str]:
     spec = docs[0] if docs else {}
     if not isinstance(spec, dict) or "pipelineInfo" not in spec or "root" not in spec:
         raise UserError(f"{path}: not a compiled KFP pipeline (no pipelineInfo/root)")
+    # the Kubernetes settings (PVC, GPUs, node selectors, secrets) are a second document, `platforms:`
+    spec = {**spec, "_has_platform_spec": any(isinstance(d, dict) and "platforms" in d for d in docs)}
     return spec, hashlib.sha256(raw).hexdigest()
 
 
@@ -173,6 +177,13 @@ def plan(
         run_name=run_name or f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
         service_account=service_account,
         arguments=arguments,
+        notes=[]
+        if spec["_has_platform_spec"]
+        else [
+            f"{pkg} was compiled without cluster settings (kubedistill compile --cluster-config ...): its tasks "
+            "get no storage PVC, GPU requests, node selectors or secrets — a training task will find no GPU, "
+            "and request caches and checkpoints do not outlive a pod"
+        ],
     )
     check_names(
         spec_name=compiled_name,
@@ -319,6 +330,8 @@ def submit(
         say("kubedistill submit: dry run, nothing is sent")
         say(p.describe())
         return p
+    for note in p.notes:
+        say(f"kubedistill submit: note: {note}")
     # kfp.Client prints its UI links on stdout; keep stdout for our own result.
     with contextlib.redirect_stdout(sys.stderr):
         try:

@@ -361,6 +361,21 @@ def test_submit_plan_is_returned_by_a_dry_run(packages: Path) -> None:
     )
     assert isinstance(plan, SubmitPlan) and plan.run_name == "r1" and plan.pipeline_name == "adaptive-thinking"
     assert "score_config" in plan.arguments
+    # compiled without --cluster-config: said before anything is sent (no PVC, no GPUs, no secrets)
+    (note,) = plan.notes
+    assert "compiled without cluster settings" in note and "no GPU" in note and f"note: {note}" in plan.describe()
+
+
+def test_a_package_compiled_with_cluster_settings_has_no_note(cluster_packages: Path) -> None:
+    plan = submit(
+        ROOT / "examples/cluster_slow_thinking.yaml",
+        cluster_packages / "slow_thinking.yaml",
+        host="http://127.0.0.1:9",
+        dry_run=True,
+        out=lambda line: None,
+        **TEACHER,
+    )
+    assert plan.notes == [] and "note:" not in plan.describe()
 
 
 def _run_lines(step: dict) -> list[str]:
