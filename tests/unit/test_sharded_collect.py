@@ -240,3 +240,14 @@ def test_the_commands_shard_and_merge_with_default_paths(tmp_path: Path, capsys:
     kept = read_records(tmp_path / "merged.jsonl", Problem)
     assert len(kept) == 47  # p0..p39 and s0..s6: every planted copy, the leak and the bad rows dropped
     assert f"wrote {len(kept)} record(s)" in err and "dropped: " in err and "duplicate=1" in err
+
+
+def test_more_shards_than_rows_leaves_empty_shards_that_merge_cleanly(tmp_path: Path) -> None:
+    rows = [_row("a", "the first of two problems, long enough"), _row("b", "the second of two problems, long enough")]
+    src = tmp_path / "two.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = {"sources": [{"kind": "file", "name": "two", "path": str(src), "cots": {"text": ["r0", "r1"]}}]}
+    merged, stats = _sharded(tmp_path, config, n=5)
+    assert [p.id for p in merged["problems"]] == ["a", "b"] and len(merged["samples"]) == 4
+    assert stats.n_in == 2 and stats.dropped == {} and stats.info["sources"]["two"]["rows"] == 2
+    assert ShardKeys.load(tmp_path / "shard4/keys").dedup.ids == []
