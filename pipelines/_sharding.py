@@ -5,7 +5,6 @@ stage's parts after the loop."""
 from kfp import dsl
 from kubedistill_kfp.components import (
     collect_merge_op,
-    collect_op,
     collect_shard_op,
     generate_op,
     merge_shards_op,
@@ -28,7 +27,7 @@ def merged(task, records: str, stage: str):
 
 
 # The sections the tasks of scored_cots' loop take (preflight(..., loop=SCORED_LOOP)).
-SCORED_LOOP = ("generate_config", "verify_config", "score_config", "tracking")
+SCORED_LOOP = ("collect_config", "generate_config", "verify_config", "score_config", "tracking")
 # ... and those of imported_scored_cots' loops (a sharded collect, no generate step).
 IMPORTED_LOOP = ("collect_config", "verify_config", "score_config", "tracking")
 
@@ -60,10 +59,10 @@ def scored_cots(*, problems, imported, shards, settings):
 
 
 def collected_scored_cots(*, checked, shards):
-    """collect, then generate -> verify -> score over the shards: the start of the adaptive-thinking, reward-model
-    and GRPO pipelines (``checked``: the preflight's sections, made with ``loop=SCORED_LOOP``). Returns the
-    collect task and the generate, verify and score merge tasks."""
-    collect = collect_op(config=checked.collect_config, tracking=checked.tracking)
+    """collect (sharded, :func:`sharded_collect`), then generate -> verify -> score over the shards: the start
+    of the adaptive-thinking, reward-model and GRPO pipelines (``checked``: the preflight's sections, made with
+    ``loop=SCORED_LOOP``). Returns the collect merge task and the generate, verify and score merge tasks."""
+    collect = sharded_collect(checked=checked, shards=shards)
     generated, verified, scored = scored_cots(  # side by side over the shards
         problems=collect.outputs["problems"],
         imported=collect.outputs["samples"],

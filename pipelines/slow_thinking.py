@@ -1,14 +1,13 @@
 """The slow-thinking pipeline (DistilQwen2.5-R1):
 
-collect -> generate -> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify -> DPO pairs
-(verified CoT vs corrupted copy; these five over the ``shards``, side by side) -> curriculum SFT (medium,
-then hard) -> DPO of the SFT student -> evaluate (student vs base) -> register (-> promote when the gate
-passes) -> report
+collect (``collect_shard`` over the ``shards``, then one ``collect_merge``: dedup stays global) -> generate
+-> judge (difficulty) -> rewrite (extend easy, simplify hard) -> verify -> DPO pairs (verified CoT vs
+corrupted copy; these five over the ``shards``, side by side) -> curriculum SFT (medium, then hard) -> DPO
+of the SFT student -> evaluate (student vs base) -> register (-> promote when the gate passes) -> report
 """
 
 from kfp import dsl
 from kubedistill_kfp.components import (
-    collect_op,
     dpo_op,
     generate_op,
     judge_op,
@@ -17,7 +16,7 @@ from kubedistill_kfp.components import (
     sft_op,
     verify_op,
 )
-from kubedistill_kfp.pipelines._sharding import merged, shard_loop
+from kubedistill_kfp.pipelines._sharding import merged, shard_loop, sharded_collect
 from kubedistill_kfp.pipelines._shared import Outputs, finish_training, preflight, with_form
 
 # Defaults are placeholders for the KFP UI; a recipe (examples/*.yaml) gives every value.
@@ -53,9 +52,17 @@ def slow_thinking(
     c = preflight(  # the first task: the form merged, every section checked
         "slow_thinking",
         locals(),
-        loop=("generate_config", "judge_config", "rewrite_config", "verify_config", "pairs_config", "tracking"),
+        loop=(
+            "collect_config",
+            "generate_config",
+            "judge_config",
+            "rewrite_config",
+            "verify_config",
+            "pairs_config",
+            "tracking",
+        ),
     )
-    collect = collect_op(config=c.collect_config, tracking=c.tracking)
+    collect = sharded_collect(checked=c, shards=shards)  # collect_shard x shards, then one global merge
     problems = collect.outputs["problems"]
     with shard_loop(c.loop_settings, shards) as shard:  # the teacher-bound stages, side by side
         part = {"tracking": shard.tracking, "problems": problems, "shard_index": shard.index, "shard_count": shards}

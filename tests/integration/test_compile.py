@@ -68,7 +68,7 @@ def test_compile_pins_images_by_digest(tmp_path: Path) -> None:
     spec = yaml.safe_load((tmp_path / "slow_thinking.yaml").read_text())
     images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
     assert images["exec-sft-op"] == images["exec-dpo-op"] == f"registry.example.com/ml/kubedistill-train@{digest}"
-    assert images["exec-collect-op"] == "registry.example.com/ml/kubedistill-base:1.2.3"
+    assert images["exec-collect-shard-op"] == "registry.example.com/ml/kubedistill-base:1.2.3"
     assert SPEC_NAME.match(spec["pipelineInfo"]["name"])  # a name the KFP server accepts
     bad = subprocess.run(
         [sys.executable, "-m", "kubedistill.cli", "compile", "--output-dir", str(tmp_path), "--image", "gpu=x@y"],
@@ -87,11 +87,21 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     tasks = spec["root"]["dag"]["tasks"]
     gates = [t for t in tasks if t.startswith("condition-")]  # the promotion gate: dsl.If around promote-op
     assert len(gates) == 1 and tasks[gates[0]]["triggerPolicy"]["condition"]
-    loops = [t for t in tasks if t.startswith("for-loop-")]  # the teacher-bound stages: dsl.ParallelFor
-    assert len(loops) == 1
-    loop = tasks[loops[0]]
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("shard-plan-op-Output")
-    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    loops = [t for t in tasks if t.startswith("for-loop-")]  # collect's shards; the CoT stages': dsl.ParallelFor
+    assert len(loops) == 2
+    bodies = {n: spec["components"][tasks[n]["componentRef"]["name"]]["dag"]["tasks"] for n in loops}
+    (collect_loop,) = [n for n, b in bodies.items() if set(b) == {"collect-shard-op"}]
+    (cot_loop,) = [n for n in loops if n != collect_loop]
+    loop = tasks[cot_loop]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("shard-plan-op-2-Output")
+    body = bodies[cot_loop]
+    # one merge task decides dedup over every collect shard's keys; its problems feed the CoT stages
+    merge = tasks["collect-merge-op"]["inputs"]["artifacts"]
+    assert {"parts", "part_samples", "part_keys", "part_rejects"} <= set(merge)
+    assert loop["inputs"]["artifacts"]["pipelinechannel--collect-merge-op-problems"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "problems",
+        "producerTask": "collect-merge-op",
+    }
     # teacher-bound stages, then the CPU stages whose decisions are per CoT, over the same shards
     assert set(body) == {"generate-op", "judge-op", "rewrite-op", "verify-op", "pairs-op"}
     assert body["verify-op"]["inputs"]["artifacts"]["samples"]["taskOutputArtifact"]["producerTask"] == "rewrite-op"
@@ -105,8 +115,9 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     }
     assert set(tasks) - set(gates) - set(loops) - {t for t in tasks if t.startswith("merge-shards-op")} == {
         "preflight-op",
-        "collect-op",
+        "collect-merge-op",
         "shard-plan-op",
+        "shard-plan-op-2",
         "sft-op",
         "dpo-op",
         "evaluate-op",
@@ -131,7 +142,7 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
     # the first task checks the run; every stage reads its section from it
     assert tasks["preflight-op"]["cachingOptions"] == {}  # never cached: its checks are of the moment
     assert "dependentTasks" not in tasks["preflight-op"]
-    assert tasks["collect-op"]["inputs"]["parameters"]["config"]["taskOutputParameter"] == {
+    assert tasks["collect-merge-op"]["inputs"]["parameters"]["config"]["taskOutputParameter"] == {
         "outputParameterKey": "checked_collect_config",
         "producerTask": "preflight-op",
     }
@@ -140,17 +151,17 @@ def test_pipeline_shapes(tmp_path: Path) -> None:
         "producerTask": "preflight-op",
     }
 
-    for name in ("adaptive_thinking", "reward_models", "grpo"):  # generate -> verify -> score, sharded
+    for name in ("adaptive_thinking", "reward_models", "grpo"):  # collect, then generate -> verify -> score, sharded
         doc = yaml.safe_load(paths[name].read_text())
-        (loop,) = [t for n, t in doc["root"]["dag"]["tasks"].items() if n.startswith("for-loop-")]
-        assert set(doc["components"][loop["componentRef"]["name"]]["dag"]["tasks"]) == {
-            "generate-op",
-            "verify-op",
-            "score-op",
-        }
+        bodies = [
+            set(doc["components"][t["componentRef"]["name"]]["dag"]["tasks"])
+            for n, t in doc["root"]["dag"]["tasks"].items()
+            if n.startswith("for-loop-")
+        ]
+        assert sorted(map(sorted, bodies)) == [["collect-shard-op"], ["generate-op", "score-op", "verify-op"]]
     adaptive = yaml.safe_load(paths["adaptive_thinking"].read_text())["root"]["dag"]["tasks"]
     # the merged scores, collect's problems (each CoT's domain, for select.mix), and its section from the preflight
-    assert adaptive["select-op"]["dependentTasks"] == ["collect-op", "merge-shards-op-3", "preflight-op"]
+    assert adaptive["select-op"]["dependentTasks"] == ["collect-merge-op", "merge-shards-op-3", "preflight-op"]
     evaluate = yaml.safe_load(paths["evaluate"].read_text())["root"]["dag"]["tasks"]
     assert set(evaluate) == {"preflight-op", "evaluate-models-op"}
 

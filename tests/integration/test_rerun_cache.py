@@ -238,7 +238,8 @@ def test_reruns_reuse_every_task_and_redo_only_what_a_changed_knob_touches(
     assert first.teacher_started and ScriptedTeacherServer.starts == ["teacher"]
     assert first.model_uri == "models:/kd-rerun-test/1" and not first.reused
     everything = set(first.executed)
-    assert {"collect-op", "generate-op", "judge-op", "rewrite-op", "verify-op", "sft-op", "dpo-op"} <= everything
+    assert {"collect-shard-op", "collect-merge-op", "generate-op", "judge-op", "rewrite-op", "verify-op"} <= everything
+    assert {"pairs-op", "sft-op", "dpo-op"} <= everything
     assert {"evaluate-op", "register-op", "promote-op", "report-op"} <= everything
     n_asked = asked()
     assert n_asked > 0 and (out / "rerun-test" / "request-cache" / "judge").is_dir()
@@ -263,5 +264,5 @@ def test_reruns_reuse_every_task_and_redo_only_what_a_changed_knob_touches(
     # every one comes from the request cache and the teacher is not started
     judged = run_local(recipe, workdir=out, overrides={"judge.max_tokens": 120})
     assert {"judge-op", "rewrite-op", "verify-op", "sft-op", "register-op"} <= set(judged.executed)
-    assert not {"collect-op", "generate-op"} & set(judged.executed)
+    assert not {"collect-shard-op", "collect-merge-op", "generate-op"} & set(judged.executed)
     assert judged.teacher_started is False and asked() == n_asked
