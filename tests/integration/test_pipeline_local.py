@@ -72,7 +72,8 @@ def test_slow_thinking_runs_end_to_end_under_kfp_local(
         runs = mlflow.search_runs(experiment_names=["kubedistill-quickstart"], output_format="list")
         stages = {r.data.tags.get("kubedistill.stage") for r in runs}
         assert {
-            "collect",
+            "collect_shard",  # collect, as its shard(s) and their merge
+            "collect_merge",
             "generate",
             "judge",
             "rewrite",
