@@ -317,3 +317,21 @@ def test_record_index_looks_problems_up_by_id_from_the_file(tmp_path) -> None:
         fallback = records_index(other, Problem)
         assert isinstance(fallback, dict) and fallback == want
     assert isinstance(records_index(f, Problem), RecordIndex)
+
+
+def test_the_id_index_finds_every_id_it_settled_and_no_other() -> None:
+    """_SeenIds: 100,000 ids through several merges (sorted columns, bit filter rebuilt at each doubling):
+    each found with its row and its record's 24-bit digest; as many ids never added are not found."""
+    import random
+
+    from kubedistill.core.records import _SeenIds
+
+    rng = random.Random(0)
+    keys = list({rng.getrandbits(64) for _ in range(200_000)})[:200_000]
+    seen = _SeenIds()
+    for i, k in enumerate(keys[:100_000]):
+        assert seen.get(k) is None
+        seen.add(k, i, k ^ 0xABCDEF)
+    assert seen.keys is not None and len(seen.keys) + len(seen.recent) == 100_000
+    assert all(seen.get(k) == (i, (k ^ 0xABCDEF) & 0xFFFFFF) for i, k in enumerate(keys[:100_000]))
+    assert not any(seen.get(k) is not None for k in keys[100_000:])
