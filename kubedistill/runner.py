@@ -51,6 +51,7 @@ from kubedistill.core.records import (
     Sample,
     StageStats,
     read_records,
+    records_index,
     write_json,
     write_records,
     write_rejects,
@@ -243,9 +244,12 @@ def _read_inputs(
     shard: tuple[int, int] = (0, 1),
 ) -> _Inputs:
     """Record inputs as lists (their unreadable rows and repeated ids as rejects), other ports as paths.
-    ``streamed``: the first record input is read by a stream instead (left out here). A port marked
-    ``streamed`` comes as a :class:`RecordStream` filtered to ``shard`` (its refused rows are collected
-    as they are met, in ``other_rejects``)."""
+    ``streamed``: the first record input is read by a stream instead (left out here), and the other record
+    inputs — looked up by id (the problems) — come as a read-only mapping id -> record
+    (:func:`~kubedistill.core.records.records_index`: a :class:`RecordIndex` of byte offsets for JSONL,
+    16 bytes a record; a dict for Parquet / gzip), so that memory does not grow with them either. A port
+    marked ``streamed`` comes as a :class:`RecordStream` filtered to ``shard`` (its refused rows are
+    collected as they are met, in ``other_rejects``)."""
     from kubedistill.core.config import ConfigError
 
     out = _Inputs({}, [], {}, [])
@@ -282,6 +286,21 @@ def _read_inputs(
             stream_in.check()
             out.loaded[port.name] = stream_in
             out.other_rejects[port.name] = met
+            continue
+        if streamed and primary is not None:  # looked up by id (the problems): an index, not a list
+            refused: list[Reject] = []
+            index_of = records_index(
+                paths[port.name],
+                RECORD_CLASSES[port.records],
+                stage=spec.name,
+                on_reject=refused.append,
+                allow_empty=allow_empty or port.empty_ok,
+            )
+            out.loaded[port.name] = index_of
+            if not index_of and not refused:
+                out.empty.append(port.name)
+            if refused:
+                out.other_rejects[port.name] = refused
             continue
         collector = StageStats(stage=spec.name)
         records = read_records(

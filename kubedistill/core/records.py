@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -656,6 +658,74 @@ def row_reject(row: RawRow, stage: str) -> Reject | None:
 _MASK64 = (1 << 64) - 1
 
 
+def _h64(data: bytes) -> int:
+    """A 64-bit blake2b hash of ``data`` (an id, a record's JSON)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+class _SeenIds:
+    """The ids already read from one file, as 64-bit hashes, each with the row's ordinal (40 bits) and a
+    24-bit digest of its record (whether a repeat is the same record: wrong once in ~16M different
+    records): 16 bytes an id once settled (~0.1 KiB in a Python dict of ints).
+
+    New ids go to a small dict; when it holds more than ``max(8192, settled / 16)`` ids they are sorted and
+    inserted into two sorted numpy columns (key; ordinal and digest), one column at a time (a merge holds
+    one more column: ~24 bytes an id at its peak), and a bit filter of 16-32 bits a key marks them. A
+    lookup is a dict probe and a bit test; a binary search (~3 µs) only where the bit is set (a repeat, or
+    ~6 % of new ids)."""
+
+    def __init__(self) -> None:
+        self.recent: dict[int, int] = {}  # hash of the id -> (ordinal << 24) | 24-bit digest
+        self.keys: Any = None  # numpy uint64 columns, sorted by key (None until the first merge)
+        self.meta: Any = None
+        self.bits: Any = memoryview(b"")  # a filter over the settled keys: bit (key & mask) set for each
+        self.mask = 0
+
+    def get(self, key: int) -> tuple[int, int] | None:
+        """``(ordinal, 24-bit digest)`` of the id whose hash is ``key``, or None when it was not read yet."""
+        v = self.recent.get(key)
+        bit = key & self.mask
+        if v is None and self.keys is not None and self.bits[bit >> 3] & (1 << (bit & 7)):
+            import numpy as np
+
+            i = int(np.searchsorted(self.keys, np.uint64(key)))
+            if i < len(self.keys) and int(self.keys[i]) == key:
+                v = int(self.meta[i])
+        return None if v is None else (v >> 24, v & 0xFFFFFF)
+
+    def add(self, key: int, ordinal: int, digest: int) -> None:
+        """Note ``key`` as read at row ``ordinal`` (< 2**40) with the record's ``digest`` (64-bit; 24 bits kept)."""
+        self.recent[key] = (ordinal << 24) | (digest & 0xFFFFFF)
+        if len(self.recent) > max(8192, 0 if self.keys is None else len(self.keys) // 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        import numpy as np
+
+        keys = np.fromiter(self.recent.keys(), dtype=np.uint64, count=len(self.recent))
+        meta = np.fromiter(self.recent.values(), dtype=np.uint64, count=len(self.recent))
+        self.recent = {}
+        order = np.argsort(keys)
+        keys, meta = keys[order], meta[order]
+        if self.keys is None:
+            self.keys, self.meta = keys, meta
+        else:
+            at = np.searchsorted(self.keys, keys)
+            self.keys = np.insert(self.keys, at, keys)
+            self.meta = np.insert(self.meta, at, meta)
+        n_bits = 1 << max(16, (16 * len(self.keys) - 1).bit_length())  # >= 16 bits a key: ~6 % false hits
+        if n_bits != self.mask + 1:  # (re)built at each doubling, else the new keys marked
+            self.mask, self.bits, keys = n_bits - 1, memoryview(np.zeros(n_bits // 8, dtype=np.uint8)), self.keys
+        bit = keys & np.uint64(self.mask)
+        np.bitwise_or.at(
+            np.asarray(self.bits),
+            (bit >> np.uint64(3)).astype(np.intp),
+            np.left_shift(1, bit & np.uint64(7)).astype(np.uint8),
+        )
+
+
 def iter_records(
     path: str | os.PathLike[str],
     cls: type[R],
@@ -670,16 +740,25 @@ def iter_records(
     fields — and, with ``unique_ids``, ``duplicate_id``: an id already read from this file; the first
     one is kept). Raises :class:`RecordsError` for a file that cannot be read at all (see :func:`iter_rows`).
 
-    Memory: the ids already read are kept as 64-bit hashes with the row's ordinal and a 64-bit digest of the
-    record (one dict entry of two ints, ~0.1 KB, per record; the id and location strings took ~0.45 KB and
-    made a 200,000-CoT verify grow by 96 MiB). Where the first copy of a repeated id was is looked up only
-    when a repeat is met (one more pass over the rows read so far, in files that have repeats)."""
-    import hashlib
+    Memory: the ids already read are kept as 64-bit hashes with the row's ordinal and a digest of the
+    record, settled into sorted numpy columns (:class:`_SeenIds`: ~16 bytes a record; the id and location
+    strings took ~0.45 KB and made a 200,000-CoT verify grow by 96 MiB). Where the first copy of a repeated
+    id was is looked up only when a repeat is met (one more pass over the rows read so far, in files that
+    have repeats)."""
+    for _, item in _records_where(path, cls, stage=stage, allow_empty=allow_empty, unique_ids=unique_ids):
+        yield item
 
-    def h64(data: bytes) -> int:
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
-    seen: dict[int, int] = {}  # hash of the id -> (ordinal << 64) | hash of the record
+def _records_where(
+    path: str | os.PathLike[str],
+    cls: type[R],
+    *,
+    stage: str,
+    allow_empty: bool,
+    unique_ids: bool,
+) -> Iterator[tuple[str, R | Reject]]:
+    """:func:`iter_records` with each row's location (``name:line`` in JSONL, ``name:row N`` in Parquet)."""
+    seen = _SeenIds()
     wheres: list[str] | None = None  # every row's location, built at the first repeat
     ordinal = -1
     for row in iter_rows(path, allow_empty=allow_empty):
@@ -688,35 +767,47 @@ def iter_records(
             wheres.append(row.where)
         bad = row_reject(row, stage)
         if bad is not None:
-            yield bad
+            yield row.where, bad
             continue
         try:
             rec = cls.model_validate(row.value)
         except ValidationError as e:
-            yield Reject(
-                stage=stage, reason="invalid_record", detail=validation_message(e), where=row.where, record=row.value
+            yield (
+                row.where,
+                Reject(
+                    stage=stage,
+                    reason="invalid_record",
+                    detail=validation_message(e),
+                    where=row.where,
+                    record=row.value,
+                ),
             )
             continue
         rid = getattr(rec, "id", None)
         if unique_ids and isinstance(rid, str):
-            key, digest = h64(rid.encode("utf-8")), h64(rec.model_dump_json().encode("utf-8"))
+            key, digest = _h64(rid.encode("utf-8")), _h64(rec.model_dump_json().encode("utf-8"))
             prev = seen.get(key)
             if prev is not None:
                 if wheres is None:  # the first repeat: the locations of the rows read so far, once
                     rows = iter_rows(path, allow_empty=allow_empty)
                     wheres = [r.where for _, r in zip(range(ordinal + 1), rows, strict=False)]
-                first_where = wheres[prev >> 64]
-                same = "the same record" if prev & _MASK64 == digest else "a different record; the first one is kept"
-                yield Reject(
-                    stage=stage,
-                    reason="duplicate_id",
-                    detail=f"id {rid!r} was already read at {first_where} ({same})",
-                    where=row.where,
-                    record=row.value,
+                first_where = wheres[prev[0]]
+                same = (
+                    "the same record" if prev[1] == digest & 0xFFFFFF else "a different record; the first one is kept"
+                )
+                yield (
+                    row.where,
+                    Reject(
+                        stage=stage,
+                        reason="duplicate_id",
+                        detail=f"id {rid!r} was already read at {first_where} ({same})",
+                        where=row.where,
+                        record=row.value,
+                    ),
                 )
                 continue
-            seen[key] = (ordinal << 64) | digest
-        yield rec
+            seen.add(key, ordinal, digest)
+        yield row.where, rec
 
 
 def read_records(
@@ -947,3 +1038,135 @@ class RecordStream:
             self.rows = n
             self.empty = n == 0
         self.passes += 1
+
+
+class RecordIndex(Mapping[str, Any]):
+    """The records of a JSONL file by id, read from the file on demand: what a streaming stage looks up
+    by id in a file other than its stream (the problems of ``verify`` / ``select`` / ``judge`` /
+    ``score`` / ``pairs``), without holding the records.
+
+    Built by one pass of :func:`iter_records` (the same rejects, ``duplicate_id`` included: the first copy
+    is the one indexed, handed to ``on_reject``) and one pass over the lines for their byte offsets;
+    then it holds two sorted numpy ``uint64`` columns — the id's 64-bit hash and the line's byte offset:
+    16 bytes a record (a list of :class:`Problem` objects: ~0.8 KiB each). A lookup is a binary search,
+    a seek and one row parsed and validated (~20 µs), with the last ``cache`` records kept (LRU). A hash
+    that matches another id is told apart by the id read back (a miss). Iterating yields the ids in file
+    order (the file read again).
+
+    Only for plain ``.jsonl`` files; for gzipped JSONL and Parquet use :func:`records_index`, which falls
+    back to a dict. Raises :class:`RecordsError` as :func:`iter_rows` does; a file changed under the index
+    after it was built gives wrong lookups."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        cls: type[BaseModel],
+        *,
+        stage: str = "read",
+        on_reject: Callable[[Reject], None] | None = None,
+        allow_empty: bool = True,
+        cache: int = 1024,
+    ) -> None:
+        import numpy as np
+
+        self.path = Path(path)
+        self.cls = cls
+        self.cache_size = cache
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        keys = array("Q")  # hashes of the ids
+        lines = array("Q")  # 1-based line numbers of the indexed records, ascending
+        for where, item in _records_where(self.path, cls, stage=stage, allow_empty=allow_empty, unique_ids=True):
+            if isinstance(item, Reject):
+                if on_reject is not None:
+                    on_reject(item)
+                continue
+            keys.append(_h64(str(getattr(item, "id")).encode("utf-8")))  # noqa: B009 - any record class with an id
+            lines.append(int(where.rsplit(":", 1)[1]))
+        offsets = np.zeros(len(lines), dtype=np.uint64)
+        if lines:
+            with open(self.path, "rb") as f:
+                pos, k = 0, 0
+                for n, line in enumerate(f, start=1):
+                    if n == lines[k]:
+                        offsets[k] = pos
+                        k += 1
+                        if k == len(lines):
+                            break
+                    pos += len(line)
+        key_col = np.frombuffer(keys, dtype=np.uint64).copy()
+        del keys, lines
+        order = np.argsort(key_col, kind="stable")
+        self._keys, self._offsets = key_col[order], offsets[order]
+
+    def _read_at(self, offset: int) -> Any:
+        from kubedistill.core.files import UTF8_BOM
+
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            raw = f.readline()
+        if offset == 0 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
+        return self.cls.model_validate(json.loads(raw))
+
+    def __getitem__(self, key: str) -> Any:
+        import numpy as np
+
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        if not isinstance(key, str):
+            raise KeyError(key)
+        h = np.uint64(_h64(key.encode("utf-8")))
+        i = int(np.searchsorted(self._keys, h))
+        while i < len(self._keys) and self._keys[i] == h:  # hashes that collide: each read back
+            try:
+                rec = self._read_at(int(self._offsets[i]))
+            except ValueError:  # not the row indexed (the file changed): a miss
+                rec = None
+            if rec is not None and getattr(rec, "id", None) == key:
+                self._cache[key] = rec
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+                return rec
+            i += 1
+        raise KeyError(key)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        for offset in sorted(int(o) for o in self._offsets):
+            yield str(getattr(self._read_at(offset), "id"))  # noqa: B009
+
+
+def records_index(
+    path: str | os.PathLike[str],
+    cls: type[BaseModel],
+    *,
+    stage: str = "read",
+    on_reject: Callable[[Reject], None] | None = None,
+    allow_empty: bool = True,
+) -> Mapping[str, Any]:
+    """The records of ``path`` by id: a :class:`RecordIndex` for a plain ``.jsonl`` file, else (gzipped
+    JSONL, Parquet: not seekable by line) a dict of the records read. Rows refused go to ``on_reject``
+    (the first copy of a repeated id is the one kept)."""
+    p = Path(path)
+    if _format(p) == "jsonl" and not p.name.lower().endswith(".gz"):
+        return RecordIndex(p, cls, stage=stage, on_reject=on_reject, allow_empty=allow_empty)
+    out: dict[str, Any] = {}
+    for item in iter_records(p, cls, stage=stage, allow_empty=allow_empty):
+        if isinstance(item, Reject):
+            if on_reject is not None:
+                on_reject(item)
+        else:
+            out[str(getattr(item, "id"))] = item  # noqa: B009
+    return out
+
+
+def records_by_id(records: Iterable[R] | Mapping[str, R]) -> Mapping[str, R]:
+    """``records`` by their ``id``: a mapping as it is (the runner's :class:`RecordIndex`), a list as a
+    dict (a later record with the same id wins, as in ``{r.id: r for r in records}``)."""
+    if isinstance(records, Mapping):
+        return records
+    return {r.id: r for r in records}  # type: ignore[attr-defined]

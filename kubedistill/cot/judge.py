@@ -14,7 +14,7 @@ reason) counts as unparsable. A CoT the judge never labelled keeps its field uns
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer
+from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer, records_by_id
 from kubedistill.prompts import Prompt, load_prompt
 
 _DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
@@ -173,7 +173,7 @@ def label_samples(
     samples: Iterable[Sample],
     cfg: JudgeConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     labels: Sequence[str],
     stage: str,
     client: ChatClient | None = None,
@@ -188,7 +188,7 @@ def label_samples(
     once the output is exhausted."""
     stats = StageStats(stage=stage)
     stats.stream_rejects(reject_sink)
-    by_id = {p.id: p for p in problems}
+    by_id = records_by_id(problems)
     funnel = SourceFunnel()
     counts: dict[str, dict[str, int]] = {name: {} for name in labels}
     not_correct = [0]  # with cfg.only_correct: CoTs passed on unjudged
@@ -249,7 +249,7 @@ def _label_chunk(
     cfg: JudgeConfig,
     cl: ChatClient,
     judge_label: str,
-    by_id: dict[str, Problem],
+    by_id: Mapping[str, Problem],
     stats: StageStats,
     counts: dict[str, dict[str, int]],
 ) -> tuple[list[Sample], int]:
@@ -290,7 +290,7 @@ def judge_difficulty(
     samples: Iterable[Sample],
     cfg: JudgeConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     client: ChatClient | None = None,
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:
@@ -311,7 +311,7 @@ def score_rv_cd(
     samples: Iterable[Sample],
     cfg: JudgeConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     client: ChatClient | None = None,
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:

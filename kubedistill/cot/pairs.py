@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Difficulty, PreferencePair, Problem, Reject, Sample, StageStats, Timer
+from kubedistill.core.records import (
+    Difficulty,
+    PreferencePair,
+    Problem,
+    Reject,
+    Sample,
+    StageStats,
+    Timer,
+    records_by_id,
+)
 from kubedistill.core.text import last_boxed, split_think
 from kubedistill.prompts import format_completion
 
@@ -134,7 +143,7 @@ def make_pairs(
     samples: Iterable[Sample],
     cfg: PairsConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:
     """Stage `pairs`: DPO preference pairs — each verified sample (of the configured difficulties) against
@@ -149,7 +158,7 @@ def make_pairs(
 
     stats = StageStats(stage=STAGE)
     stats.stream_rejects(reject_sink)
-    by_id = {p.id: p for p in problems}
+    by_id = records_by_id(problems)
     kinds_made: dict[str, int] = {}
     magnitudes = 0.0
 

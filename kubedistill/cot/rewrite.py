@@ -35,7 +35,7 @@ then the validation of its rewrites, then its outputs in input order — so memo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,7 +44,7 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, StageStats, Timer, Usage
+from kubedistill.core.records import Judgement, Problem, Reject, Sample, StageStats, Timer, Usage, records_by_id
 from kubedistill.core.text import THINK_CLOSE, extract_final_answer, split_think
 from kubedistill.cot.judge import SPECS, JudgeConfig, _chunks, run_judge, show_cot
 from kubedistill.prompts import load_prompt
@@ -145,7 +145,7 @@ def rewrite(
     samples: Iterable[Sample],
     cfg: RewriteConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     client: ChatClient | None = None,
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:
@@ -170,7 +170,7 @@ def rewrite(
     without a rewriter endpoint (at the call, before any input is read)."""
     stats = StageStats(stage=STAGE)
     stats.stream_rejects(reject_sink)
-    by_id = {p.id: p for p in problems}
+    by_id = records_by_id(problems)  # the runner's index by id, or a list
     endpoint = cfg.endpoint()
     tally = _Tally()
 
@@ -213,7 +213,7 @@ def _rewrite_chunk(
     chunk: list[Sample],
     cfg: RewriteConfig,
     endpoint: EndpointConfig,
-    by_id: dict[str, Problem],
+    by_id: Mapping[str, Problem],
     cl: ChatClient,
     stats: StageStats,
     tally: _Tally,
@@ -289,7 +289,7 @@ def _validate(
     rewritten: dict[int, Sample],
     originals: Sequence[Sample],
     cfg: RewriteConfig,
-    by_id: dict[str, Problem],
+    by_id: Mapping[str, Problem],
     stats: StageStats,
     rejudge: _Rejudge | None,
     tally: _Tally,

@@ -21,14 +21,23 @@ covers as many problems as possible. Deterministic for a given seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Problem, Reject, Sample, SourceFunnel, StageStats, Timer, cot_source
+from kubedistill.core.records import (
+    Problem,
+    Reject,
+    Sample,
+    SourceFunnel,
+    StageStats,
+    Timer,
+    cot_source,
+    records_by_id,
+)
 
 STAGE = "select"
 
@@ -97,24 +106,93 @@ class SelectConfig(StrictModel):
         return self.rv or rv, self.cd or cd  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
-class _Fit:
-    """What selection needs of a fitting CoT (a light index: the CoT's text stays on disk)."""
+class _Fits:
+    """The light index of the fitting CoTs (their text stays on disk), as parallel columns: the input
+    position (8 bytes), a problem code (4), the sample index (4), RV and CD (1 each), a source code (4)
+    and the id's UTF-8 bytes with their end (8): ~30-60 bytes a CoT (a frozen dataclass with its strings:
+    ~0.4 KiB). Problem ids and sources are kept once each, coded in order of first appearance."""
 
-    index: int  # position in the input
-    id: str
-    problem_id: str
-    sample_index: int
-    rv: int
-    cd: int
-    source: str
+    def __init__(self) -> None:
+        self.index = array("q")
+        self.problem = array("i")
+        self.sample_index = array("i")
+        self.rv = array("b")
+        self.cd = array("b")
+        self.source = array("i")
+        self.ids = bytearray()
+        self.id_end = array("q")
+        self.problem_codes: dict[str, int] = {}
+        self.source_codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, i: int, s: Sample) -> None:
+        self.index.append(i)
+        self.problem.append(self.problem_codes.setdefault(s.problem_id, len(self.problem_codes)))
+        self.sample_index.append(s.sample_index)
+        self.rv.append(s.rv or 0)
+        self.cd.append(s.cd or 0)
+        self.source.append(self.source_codes.setdefault(cot_source(s), len(self.source_codes)))
+        self.ids += s.id.encode("utf-8")
+        self.id_end.append(len(self.ids))
+
+    def id(self, j: int) -> str:
+        """The id of fit ``j``."""
+        return self.ids[self.id_end[j - 1] if j else 0 : self.id_end[j]].decode("utf-8")
+
+    def ranked(self, rv_centre: float, cd_centre: float, per_problem: int, seed: int, stats: StageStats) -> Any:
+        """The fits kept (at most ``per_problem`` a problem, nearest the windows' centres first; ties: lower
+        sample index, then id), as a numpy array of fit numbers in round-robin order: one CoT per problem
+        per round, problems in a ``seed``-shuffled order of their sorted ids. The others are rejected
+        (``over_per_problem``), problem by problem in order of first appearance."""
+        import numpy as np
+
+        n = len(self)
+        problem = np.frombuffer(self.problem, dtype=self.problem.typecode).astype(np.int64)
+        sample_index = np.frombuffer(self.sample_index, dtype=self.sample_index.typecode).astype(np.int64)
+        dist = np.abs(np.frombuffer(self.rv, dtype=np.int8) - rv_centre) + np.abs(
+            np.frombuffer(self.cd, dtype=np.int8) - cd_centre
+        )
+        order = np.lexsort((sample_index, dist, problem))  # by problem (first appearance), distance, sample index
+        if n > 1:  # equal (problem, distance, sample index): by id
+            same = (
+                (problem[order][1:] == problem[order][:-1])
+                & (dist[order][1:] == dist[order][:-1])
+                & (sample_index[order][1:] == sample_index[order][:-1])
+            )
+            k = 0
+            ties = np.flatnonzero(same)
+            while k < len(ties):
+                a = int(ties[k])
+                b = a + 1
+                while k + 1 < len(ties) and int(ties[k + 1]) == b:
+                    k += 1
+                    b += 1
+                order[a : b + 1] = sorted(order[a : b + 1].tolist(), key=self.id)
+                k += 1
+        grouped = problem[order]
+        starts = np.r_[0, np.flatnonzero(grouped[1:] != grouped[:-1]) + 1] if n else np.zeros(0, dtype=np.int64)
+        rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        for j in order[rank >= per_problem].tolist():
+            stats.reject(
+                "over_per_problem", f"problem has {per_problem} better-fitting CoTs", record={"sample_id": self.id(j)}
+            )
+        kept, kept_rank = order[rank < per_problem], rank[rank < per_problem]
+        names = list(self.problem_codes)
+        shuffled = sorted(names)
+        random.Random(seed).shuffle(shuffled)
+        position = np.empty(len(names), dtype=np.int64)
+        code = self.problem_codes
+        position[[code[pid] for pid in shuffled]] = np.arange(len(names))
+        return kept[np.lexsort((position[problem[kept]], kept_rank))]
 
 
 def select(
     samples: Iterable[Sample],
     cfg: SelectConfig,
     *,
-    problems: Sequence[Problem] | None = None,
+    problems: Sequence[Problem] | Mapping[str, Problem] | None = None,
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:
     """Stage `select`: the correct samples whose RV and CD (0-9) fit the windows of ``cfg`` (see the module
@@ -130,10 +208,12 @@ def select(
     selected, shortfall. Deterministic for ``cfg.seed``. Raises ``ConfigError`` (exit 2) for a mix by
     domain without problems.
 
-    Two passes: the first keeps only a light index of the fitting CoTs (ids, scores; ~150 bytes each) and
-    decides; the second yields the chosen CoTs. Given a list, the output is a list; given another
-    re-iterable (the runner's :class:`~kubedistill.core.records.RecordStream`), an iterator, with rejects
-    handed to ``reject_sink``: resident memory does not grow with the CoTs' text."""
+    Two passes: the first keeps only a light index of the fitting CoTs (:class:`_Fits`: ids, scores as
+    columns, ~30-60 bytes each) and decides; the second yields the chosen CoTs. Given a list, the output is
+    a list; given another re-iterable (the runner's :class:`~kubedistill.core.records.RecordStream`), an
+    iterator, with rejects handed to ``reject_sink``: resident memory does not grow with the CoTs' text."""
+    import numpy as np
+
     from kubedistill.data.resample import quotas
 
     if cfg.mix is not None and cfg.mix_by != "source" and problems is None:
@@ -141,10 +221,10 @@ def select(
     stats = StageStats(stage=STAGE)
     stats.stream_rejects(reject_sink)
     rv_w, cd_w = cfg.windows()
-    domain_of = {p.id: p.domain for p in problems or ()}
+    by_id = records_by_id(problems or ())
     funnel = SourceFunnel()
     with Timer() as timer:
-        fitting: dict[str, list[_Fit]] = {}
+        fits = _Fits()
         for i, s in enumerate(samples):
             stats.n_in += 1
             funnel.add_in(s)
@@ -158,51 +238,32 @@ def select(
             elif not cd_w.contains(s.cd):
                 stats.reject("cd_out_of_window", f"cd={s.cd} outside {cd_w.low}-{cd_w.high}", record=rec)
             else:
-                fit = _Fit(i, s.id, s.problem_id, s.sample_index, s.rv, s.cd, cot_source(s))
-                fitting.setdefault(s.problem_id, []).append(fit)
-        for group in fitting.values():
-            group.sort(key=lambda f: (abs(f.rv - rv_w.centre) + abs(f.cd - cd_w.centre), f.sample_index, f.id))
-            for f in group[cfg.per_problem :]:
-                stats.reject(
-                    "over_per_problem", f"problem has {cfg.per_problem} better-fitting CoTs", record={"sample_id": f.id}
-                )
-            del group[cfg.per_problem :]
-        order = sorted(fitting)
-        random.Random(cfg.seed).shuffle(order)
-        ranked: list[_Fit] = []  # one CoT per problem per round: as many problems covered as possible
-        rnd = 0
-        while True:
-            took = False
-            for pid in order:
-                group = fitting[pid]
-                if rnd < len(group):
-                    ranked.append(group[rnd])
-                    took = True
-            if not took:
-                break
-            rnd += 1
-        del fitting
+                fits.add(i, s)
+        ranked = fits.ranked(rv_w.centre, cd_w.centre, cfg.per_problem, cfg.seed, stats)
         if cfg.mix is None:
             chosen = ranked if cfg.target_size is None else ranked[: cfg.target_size]
-            for f in ranked[len(chosen) :]:
-                stats.reject("over_target", f"target size {cfg.target_size} reached", record={"sample_id": f.id})
+            for j in ranked[len(chosen) :].tolist():
+                stats.reject("over_target", f"target size {cfg.target_size} reached", record={"sample_id": fits.id(j)})
         else:
-            chosen = _mix(ranked, cfg, domain_of, stats, quotas)
+            chosen = _mix(ranked, fits, cfg, by_id, stats, quotas)
     stats.n_out = len(chosen)
     stats.elapsed_s = timer.elapsed
     stats.info["windows"] = {"rv": rv_w.model_dump(), "cd": cd_w.model_dump(), "profile": cfg.profile}
-    stats.metrics["problems_covered"] = float(len({f.problem_id for f in chosen}))
-    if chosen:
-        stats.metrics["mean_rv"] = sum(f.rv for f in chosen) / len(chosen)
-        stats.metrics["mean_cd"] = sum(f.cd for f in chosen) / len(chosen)
+    problem = np.frombuffer(fits.problem, dtype=fits.problem.typecode)
+    stats.metrics["problems_covered"] = float(len(np.unique(problem[chosen])))
+    if len(chosen):
+        stats.metrics["mean_rv"] = int(np.frombuffer(fits.rv, dtype=np.int8)[chosen].sum()) / len(chosen)
+        stats.metrics["mean_cd"] = int(np.frombuffer(fits.cd, dtype=np.int8)[chosen].sum()) / len(chosen)
     if cfg.target_size is not None and len(chosen) < cfg.target_size:
         stats.info["shortfall"] = cfg.target_size - len(chosen)
-    keep = {f.index for f in chosen}
-    del ranked, chosen
+    keep = np.sort(np.frombuffer(fits.index, dtype=np.int64)[chosen])  # input positions, ascending
+    del ranked, chosen, problem, fits
 
     def second_pass() -> Iterator[Sample]:
+        k = 0
         for i, s in enumerate(samples):
-            if i in keep:
+            if k < len(keep) and i == keep[k]:
+                k += 1
                 funnel.add_out(s)
                 yield s
         funnel.into(stats)
@@ -213,31 +274,45 @@ def select(
 
 
 def _mix(
-    ranked: list[_Fit], cfg: SelectConfig, domain_of: dict[str, str], stats: StageStats, quotas: Any
-) -> list[_Fit]:
+    ranked: Any, fits: _Fits, cfg: SelectConfig, by_id: Mapping[str, Problem], stats: StageStats, quotas: Any
+) -> Any:
+    """The fits of ``ranked`` (numpy fit numbers) re-sampled to ``cfg.mix``, in the same order."""
+    import numpy as np
+
     assert cfg.mix is not None
+    names = list(fits.problem_codes)
+    sources = list(fits.source_codes)
+    domains: dict[int, str] = {}
 
-    def group_of(f: _Fit) -> str:
-        domain = domain_of.get(f.problem_id, "unknown")
-        if cfg.mix_by == "domain":
-            return domain
-        return f.source if cfg.mix_by == "source" else f"{domain}/{f.source}"
+    def domain(code: int) -> str:
+        d = domains.get(code)
+        if d is None:
+            p = by_id.get(names[code])
+            d = domains[code] = p.domain if p is not None else "unknown"
+        return d
 
-    groups = [group_of(f) for f in ranked]
+    def group_of(j: int) -> str:
+        if cfg.mix_by == "source":
+            return sources[fits.source[j]]
+        d = domain(fits.problem[j])
+        return d if cfg.mix_by == "domain" else f"{d}/{sources[fits.source[j]]}"
+
+    ranked_list: list[int] = ranked.tolist()
+    groups = [group_of(j) for j in ranked_list]
     available: dict[str, int] = {}
     for g in groups:
         available[g] = available.get(g, 0) + 1
     take, shortfall = quotas(available, cfg.mix, cfg.target_size, cfg.fill_shortfall)
     taken: dict[str, int] = {}
-    chosen: list[_Fit] = []
-    for f, g in zip(ranked, groups, strict=True):
+    chosen: list[int] = []
+    for j, g in zip(ranked_list, groups, strict=True):
         if g not in take:
-            stats.reject("not_in_mix", f"{cfg.mix_by} {g!r} is not in the mix", record={"sample_id": f.id})
+            stats.reject("not_in_mix", f"{cfg.mix_by} {g!r} is not in the mix", record={"sample_id": fits.id(j)})
         elif taken.get(g, 0) >= take[g]:
-            stats.reject("over_mix_quota", f"{g!r} has its {take[g]} CoTs", record={"sample_id": f.id})
+            stats.reject("over_mix_quota", f"{g!r} has its {take[g]} CoTs", record={"sample_id": fits.id(j)})
         else:
             taken[g] = taken.get(g, 0) + 1
-            chosen.append(f)
+            chosen.append(j)
     total = sum(cfg.mix.values())
     stats.info["mix"] = {
         "by": cfg.mix_by,
@@ -251,4 +326,4 @@ def _mix(
             for g in sorted(set(available) | set(take))
         },
     }
-    return chosen
+    return np.array(chosen, dtype=np.int64)

@@ -13,14 +13,14 @@ verifier's detail; ``keep_all`` keeps them with ``correct`` set instead.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
 
 from kubedistill.chat.config import EndpointConfig
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer
+from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer, records_by_id
 from kubedistill.core.text import split_think
 from kubedistill.verifiers.executors import SandboxConfig
 
@@ -48,7 +48,7 @@ def verify_samples(
     samples: Iterable[Sample],
     cfg: VerifyConfig,
     *,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem] | Mapping[str, Problem],
     judge: object | None = None,
     reject_sink: Callable[[Reject], None] | None = None,
 ) -> tuple[Any, StageStats]:
@@ -66,7 +66,7 @@ def verify_samples(
     not grow with the input; ``stats`` is complete once the iterator is exhausted."""
     stats = StageStats(stage=STAGE)
     stats.stream_rejects(reject_sink)
-    by_id = {p.id: p for p in problems}
+    by_id = records_by_id(problems)
     funnel = SourceFunnel()
     methods: Counter[str] = Counter()
     n_true = 0
@@ -104,7 +104,7 @@ def _chunks(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 def _verify_chunk(
     chunk: list[Sample],
     cfg: VerifyConfig,
-    by_id: dict[str, Problem],
+    by_id: Mapping[str, Problem],
     judge: object | None,
     stats: StageStats,
     methods: Counter[str],

@@ -253,3 +253,85 @@ def test_repeated_ids_name_where_the_first_copy_was_also_after_the_first_repeat(
         ),
         ("problems.jsonl:7", "id 'p2' was already read at problems.jsonl:5 (the same record)"),
     ]
+
+
+def test_repeated_ids_are_found_after_the_id_index_settles_into_sorted_columns(tmp_path) -> None:
+    """Past 8,192 ids the duplicate-id index merges into sorted numpy columns: repeats of ids read long
+    before (settled) and just before (recent) are both rejects naming the first copy."""
+    import json
+
+    from kubedistill.core.records import Problem, Reject, iter_records
+
+    def p(i: int, answer: str = "1") -> str:
+        return json.dumps({"id": f"p{i}", "problem": f"{i}+1?", "answer": answer, "source": "s"}) + "\n"
+
+    f = tmp_path / "problems.jsonl"
+    f.write_text("".join(p(i) for i in range(30_000)) + p(5) + p(29_999, "2") + p(30_000) + p(12_345))
+    out = list(iter_records(f, Problem))
+    assert sum(1 for r in out if not isinstance(r, Reject)) == 30_001
+    dups = [(r.where, r.detail) for r in out if isinstance(r, Reject)]
+    assert dups == [
+        ("problems.jsonl:30001", "id 'p5' was already read at problems.jsonl:6 (the same record)"),
+        (
+            "problems.jsonl:30002",
+            "id 'p29999' was already read at problems.jsonl:30000 (a different record; the first one is kept)",
+        ),
+        ("problems.jsonl:30004", "id 'p12345' was already read at problems.jsonl:12346 (the same record)"),
+    ]
+
+
+def test_record_index_looks_problems_up_by_id_from_the_file(tmp_path) -> None:
+    """RecordIndex: the records of a JSONL file by id, read back on demand (a BOM, blank lines, bad rows
+    and repeated ids as iter_records has them: rejects, the first copy kept); a missing id is a KeyError;
+    gzipped JSONL and Parquet fall back to a dict with the same contents."""
+    import gzip
+    import json
+
+    from kubedistill.core.records import Problem, RecordIndex, Reject, read_records, records_index, write_records
+
+    def p(i: int, answer: str = "1") -> str:
+        return json.dumps({"id": f"p{i}", "problem": f"{i}+1?", "answer": answer, "source": "s"}) + "\n"
+
+    text = "\ufeff" + p(0) + "\n" + "not json\n" + p(1) + p(0, "9") + "".join(p(i) for i in range(2, 3000)) + "[1]\n"
+    f = tmp_path / "problems.jsonl"
+    f.write_text(text, encoding="utf-8")
+    refused: list[Reject] = []
+    index = RecordIndex(f, Problem, stage="verify", on_reject=refused.append, cache=4)
+    assert [(r.reason, r.where) for r in refused] == [
+        ("invalid_json", "problems.jsonl:3"),
+        ("duplicate_id", "problems.jsonl:5"),
+        ("invalid_record", "problems.jsonl:3004"),
+    ]
+    assert len(index) == 3000 and "p2999" in index and "p3000" not in index and "p0" in index
+    assert index["p0"].answer == "1"  # the first copy
+    assert index["p1234"] == Problem(id="p1234", problem="1234+1?", answer="1", source="s")
+    assert index.get("nope") is None and index.get(5) is None  # type: ignore[call-overload]
+    assert list(index)[:3] == ["p0", "p1", "p2"]
+    want = {r.id: r for r in read_records(f, Problem, stats=StageStats(stage="t"))}
+    assert dict(index.items()) == want
+    gz = tmp_path / "problems.jsonl.gz"
+    gz.write_bytes(gzip.compress(text.encode("utf-8")))
+    pq = tmp_path / "problems.parquet"
+    write_records(pq, list(want.values()))
+    for other in (gz, pq):
+        fallback = records_index(other, Problem)
+        assert isinstance(fallback, dict) and fallback == want
+    assert isinstance(records_index(f, Problem), RecordIndex)
+
+
+def test_the_id_index_finds_every_id_it_settled_and_no_other() -> None:
+    """_SeenIds: 100,000 ids through several merges (sorted columns, bit filter rebuilt at each doubling):
+    each found with its row and its record's 24-bit digest; as many ids never added are not found."""
+    import random
+
+    from kubedistill.core.records import _SeenIds
+
+    rng = random.Random(0)
+    keys = list({rng.getrandbits(64) for _ in range(200_000)})[:200_000]
+    seen = _SeenIds()
+    for i, k in enumerate(keys[:100_000]):
+        assert seen.get(k) is None
+        seen.add(k, i, k ^ 0xABCDEF)
+    assert seen.keys is not None and len(seen.keys) + len(seen.recent) == 100_000
+    assert all(seen.get(k) == (i, (k ^ 0xABCDEF) & 0xFFFFFF) for i, k in enumerate(keys[:100_000]))
+    assert not any(seen.get(k) is not None for k in keys[100_000:])

@@ -293,3 +293,49 @@ def test_rewrite_streams_in_chunks_with_the_same_result(tmp_path: Path) -> None:
     assert result.stats is not None and _rewrite_counts(result.stats) == _rewrite_counts(lstats)
     rejects = [json.loads(x) for x in (tmp_path / "rewritten.rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects] == ["rewrite_rejected"] * lstats.dropped["rewrite_rejected"]
+
+
+def test_streaming_stages_look_problems_up_in_an_index_with_the_same_rejects(tmp_path: Path) -> None:
+    """The problems of a streaming stage come as an index by id (RecordIndex: byte offsets, read back on
+    demand), not a list: the same verdicts, a CoT of an unknown problem still unverifiable, the problems
+    file's bad rows and repeated ids still counted apart; select's mix by domain reads the domains there."""
+    problems, path, samples = _files(tmp_path)
+    rows = problems.read_text().splitlines()
+    rows[1] = json.dumps({"id": "p1", "problem": "1+1?", "answer": "99", "source": "s"})  # p1's answer now wrong
+    rows[5] = "{not json"  # p5 gone: its CoTs have no problem
+    rows.append(json.dumps({"id": "p1", "problem": "x", "answer": "2", "source": "s"}))  # repeated: first kept
+    problems.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "verified.jsonl"
+    result = run_stage(
+        "verify",
+        config={"keep_unverifiable": False},
+        paths={"samples": path, "problems": problems, "verified": out},
+        tracking=NO_TRACKING,
+    )
+    stats = result.stats
+    assert stats is not None
+    assert sorted({s.problem_id for s in read_records(out, Sample)}) == ["p0", "p2", "p3", "p4"]
+    assert stats.dropped["unverifiable"] == 2 and stats.dropped["incorrect"] == 6
+    assert stats.info["input_rejects"] == {"problems": {"invalid_json": 1, "duplicate_id": 1}}
+
+    domains = tmp_path / "domains.jsonl"
+    domains.write_text(
+        "".join(
+            json.dumps({"id": f"p{k}", "problem": "q", "answer": "1", "source": "s", "domain": d}) + "\n"
+            for k, d in enumerate(["math", "code"] * 3)
+        )
+    )
+    scored = tmp_path / "scored.jsonl"
+    good = [s.model_copy(update={"correct": True, "rv": 2, "cd": 2}) for s in samples[:12]]
+    scored.write_text("".join(s.model_dump_json() + "\n" for s in good))
+    cfg = {"per_problem": 2, "target_size": 4, "mix": {"code": 1.0}}
+    run_stage(
+        "select",
+        config=cfg,
+        paths={"samples": scored, "problems": domains, "selected": tmp_path / "sel.jsonl"},
+        tracking=NO_TRACKING,
+    )
+    listed, _ = select(good, SelectConfig(**cfg), problems=read_records(domains, Problem))
+    got = read_records(tmp_path / "sel.jsonl", Sample)
+    assert [s.id for s in got] == [s.id for s in listed] and {s.problem_id for s in got} <= {"p1", "p3", "p5"}
+    assert len(got) == 4
