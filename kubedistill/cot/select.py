@@ -203,10 +203,11 @@ def select(
 
     Output: the selected samples, in input order; the others are rejects (``not_correct``, ``unscored``,
     ``rv_out_of_window``, ``cd_out_of_window``, ``over_per_problem``, ``over_target``, ``not_in_mix``,
-    ``over_mix_quota``). ``problems`` (optional) give each CoT's domain for ``mix_by: domain``. Metrics per
-    source (``source.<src>.n_in`` / ``n_out``); ``stats.info["mix"]`` per group: available, weight,
-    selected, shortfall. Deterministic for ``cfg.seed``. Raises ``ConfigError`` (exit 2) for a mix by
-    domain without problems.
+    ``over_mix_quota``, ``no_problem`` — a mix by domain with the CoT's problem missing from ``problems``).
+    ``problems`` (optional) give each CoT's domain for ``mix_by: domain``. Metrics per source
+    (``source.<src>.n_in`` / ``n_out``); ``stats.info["mix"]`` per group: available, weight, selected,
+    shortfall. Deterministic for ``cfg.seed``. Raises ``ConfigError`` (exit 2) for a mix by domain without
+    problems.
 
     Two passes: the first keeps only a light index of the fitting CoTs (:class:`_Fits`: ids, scores as
     columns, ~30-60 bytes each) and decides; the second yields the chosen CoTs. Given a list, the output is
@@ -273,6 +274,9 @@ def select(
     return second_pass(), stats
 
 
+UNKNOWN_DOMAIN = "unknown"  # the group of a CoT whose problem is not in the problems given
+
+
 def _mix(
     ranked: Any, fits: _Fits, cfg: SelectConfig, by_id: Mapping[str, Problem], stats: StageStats, quotas: Any
 ) -> Any:
@@ -288,7 +292,7 @@ def _mix(
         d = domains.get(code)
         if d is None:
             p = by_id.get(names[code])
-            d = domains[code] = p.domain if p is not None else "unknown"
+            d = domains[code] = p.domain if p is not None else UNKNOWN_DOMAIN
         return d
 
     def group_of(j: int) -> str:
@@ -305,8 +309,15 @@ def _mix(
     take, shortfall = quotas(available, cfg.mix, cfg.target_size, cfg.fill_shortfall)
     taken: dict[str, int] = {}
     chosen: list[int] = []
+    missing = {code for code, d in domains.items() if d == UNKNOWN_DOMAIN and names[code] not in by_id}
     for j, g in zip(ranked_list, groups, strict=True):
-        if g not in take:
+        if cfg.mix_by != "source" and fits.problem[j] in missing:  # not a domain outside the mix: no domain at all
+            stats.reject(
+                "no_problem",
+                f"problem {names[fits.problem[j]]!r} is not in the problems file: its domain is unknown",
+                record={"sample_id": fits.id(j)},
+            )
+        elif g not in take:
             stats.reject("not_in_mix", f"{cfg.mix_by} {g!r} is not in the mix", record={"sample_id": fits.id(j)})
         elif taken.get(g, 0) >= take[g]:
             stats.reject("over_mix_quota", f"{g!r} has its {take[g]} CoTs", record={"sample_id": fits.id(j)})

@@ -93,3 +93,18 @@ def test_funnel_by_source_is_summed_over_shards_and_reported() -> None:
     assert "## Funnel by source" in md
     assert "| collect | openr1-math | 20 | 18 | 40 | 36 |" in md
     assert "| select | qwq-endpoint | 18 | 18 | — | — |" in md
+
+
+def test_a_cot_whose_problem_is_missing_is_said_so_not_filed_as_outside_the_mix() -> None:
+    """`select --problems` with a problems file that lacks some CoTs' problems (another run's, a typo):
+    those CoTs are `no_problem` rejects naming the id, not `not_in_mix` for a domain called "unknown"."""
+    problems, samples = _corpus()
+    cfg = SelectConfig(per_problem=2, target_size=12, mix={"math": 0.5, "code": 0.5})
+    out, stats = select(samples, cfg, problems=[p for p in problems if p.id != "c0"])
+    assert stats.dropped["no_problem"] == 2 and "not_in_mix" not in stats.dropped
+    (r, _) = [r for r in stats.rejects if r.reason == "no_problem"]
+    assert "problem 'c0' is not in the problems file" in r.detail
+    assert all(s.problem_id != "c0" for s in out) and stats.n_in == stats.n_out + sum(stats.dropped.values())
+    # a domain that really is outside the mix stays not_in_mix
+    _, only_math = select(samples, SelectConfig(per_problem=2, mix={"math": 1.0}), problems=problems)
+    assert only_math.dropped == {"not_in_mix": 12}
