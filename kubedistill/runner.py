@@ -33,6 +33,7 @@ import contextlib
 import inspect
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -483,6 +484,16 @@ def _run_tracked(
                 artifacts = {"rejects": rejects_path} if rejects_path is not None and rejects_path.exists() else {}
                 tr.log_stage_stats(stats, artifacts=artifacts)
                 _log_outputs(spec, outputs)
+    refused = dict(stream.read_counts) if stream is not None else dict(Counter(r.reason for r in read_rejects))
+    n_refused = sum(refused.values())
+    if not allow_empty and spec.kind == "records" and n_refused and n_refused == stats.n_in:
+        from kubedistill.core.records import RecordsError
+
+        why = ", ".join(f"{reason} {n}" for reason, n in sorted(refused.items()))
+        raise RecordsError(  # a person's file none of whose rows is a record: the wrong file, said (exit 2)
+            f"{spec.name}: none of the {n_refused} row(s) of {paths.get(primary or '', 'the input')} is a record "
+            f"({why}); each one is in {rejects_path} — is it the right file?"
+        )
     return StageResult(
         metrics=stage_metrics(stats),
         stats=stats,

@@ -662,3 +662,36 @@ def test_a_bad_problems_file_is_one_line_and_exit_2_too(
     assert err.count("\n") == 0 and err.startswith("kubedistill: error: "), err
     assert case.message in err and problems.name in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+NONE_READABLE = {
+    # every row refused while reading: the wrong file, not a file with some bad rows
+    "problems_as_samples": lambda kind: (
+        b"\n".join(line(problem(i)) for i in range(3)) + b"\n"
+        if kind != "problem"
+        else b'{"text": "a CoT, not a problem"}\n{"text": "another"}\n'
+    ),
+    "all_invalid_json": lambda kind: b"{not json\n[1, 2\n",
+    "all_latin1": lambda kind: b'{"id": "caf\xe9"}\n{"text": "\xe9t\xe9"}\n',
+}
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s not in TRAINERS and s != "collect"])
+@pytest.mark.parametrize("case", list(NONE_READABLE))
+def test_a_file_none_of_whose_rows_is_a_record_is_exit_2_with_every_row_a_reject(
+    stage: str, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person's file whose every row is refused while reading ran to an empty output and exit 0; now it
+    is exit 2 naming the reasons, and every row is still in the rejects file (nothing lost)."""
+    primary = tmp_path / "input.jsonl"
+    primary.write_bytes(NONE_READABLE[case](STAGES[stage]))
+    problems = _problems_file(tmp_path / "problems.jsonl", bad_row=False)
+    out = tmp_path / "out" / "out.jsonl"
+    rc = main(_args(stage, primary, out, problems, "http://127.0.0.1:9/v1", base_model=None))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.startswith("kubedistill: error: ") and "Traceback" not in err, err
+    n_rows = len([x for x in primary.read_bytes().split(b"\n") if x.strip()])
+    assert f"none of the {n_rows} row(s) of {primary} is a record" in err and "is it the right file?" in err
+    rejects_path, _ = _outputs(stage, out)
+    rejects = [json.loads(x) for x in rejects_path.read_text().splitlines()]
+    assert len(rejects) == n_rows and all(r.get("where", "").startswith("input.jsonl:") for r in rejects)
