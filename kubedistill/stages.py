@@ -275,14 +275,14 @@ STAGES: tuple[Stage, ...] = (
         "collect_merge",
         "kubedistill.data.collect:collect_merge_stage",
         "Join a sharded collect: global dedup over every shard's keys (a duplicate in two shards is caught), "
-        "decontamination, re-sampling and the held-out split, as `collect` does in one process.",
+        "decontamination, re-sampling and the held-out split, in collect's order: the outputs of one `collect`.",
         role="cpu",
         config="kubedistill.data.collect:CollectConfig",
         inputs=(
             Port("parts", many=True, help="each shard's problems, in shard order"),
             Port("part_samples", many=True, help="each shard's imported CoTs, in shard order"),
             Port("part_keys", many=True, help="each shard's keys, in shard order"),
-            Port("part_rejects", many=True, optional=True, help="each shard's rejects, in shard order"),
+            Port("part_rejects", many=True, help="each shard's rejects, in shard order"),
         ),
         outputs=COLLECT_OUTPUTS,
         cli=Cli(

@@ -171,6 +171,15 @@ def _apply_options(spec: Stage, ns: argparse.Namespace, cfg: dict[str, Any], arg
                 cfg[option.key] = client
 
 
+def _count_lines(path: str | Path) -> int:
+    """Rows in a JSONL file (0 when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
 def _default_output(primary: Path, port_name: str) -> Path:
     from kubedistill.runner import beside
 
@@ -235,9 +244,9 @@ def run(spec: Stage, ns: argparse.Namespace) -> int:
         others = {k.removeprefix("input_rejects."): int(v) for k, v in m.items() if k.startswith("input_rejects.")}
         for port_name, n in others.items():
             print(f"{port_name}: {n} row(s) refused while reading (not counted in `in`)", file=sys.stderr)
-        if m.get("n_dropped") or others:
-            n_rejects = int(m.get("n_dropped", 0)) + sum(others.values())
-            print(f"rejects ({n_rejects}) in {paths['rejects']}", file=sys.stderr)
+        written = _count_lines(paths["rejects"])  # some drops are counts only (collect's resampled_out)
+        if written:
+            print(f"rejects ({written}) in {paths['rejects']}", file=sys.stderr)
     else:
         print(f"{spec.command}: {json.dumps(m)}", file=sys.stderr)
         print(f"{cli.output} written to {primary}", file=sys.stderr)

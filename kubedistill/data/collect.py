@@ -133,17 +133,21 @@ def _load_and_normalise(
     *,
     cots: Callable[[Problem, Sample], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    order_of: dict[int, tuple[int, int]] | None = None,
 ) -> tuple[list[Problem], dict[int, str]]:
     """Load ``cfg.sources`` (the rows of ``shard``) plus ``records``, then normalise: ``(problems, label_of)``
     with ``label_of`` ``id(problem) -> source label``; rejects, ``stats.n_in`` and per-source counts in
-    ``stats``, seconds in ``timings``."""
+    ``stats``, seconds in ``timings``; ``order_of``, when given, ``id(problem) -> (source index, row place)``."""
     t = time.perf_counter()
     problems: list[Problem] = []
     labels: list[str] = []  # the config source of each loaded problem (Problem.source may differ)
-    for src in cfg.sources:
-        loaded = load_source(src, stats, where_of, cots=cots, shard=shard)
+    place_of: dict[int, int] = {}
+    for k, src in enumerate(cfg.sources):
+        loaded = load_source(src, stats, where_of, cots=cots, shard=shard, place_of=place_of)
         problems.extend(loaded)
         labels.extend([src.label] * len(loaded))
+        if order_of is not None:
+            order_of.update((id(p), (k, place_of[id(p)])) for p in loaded)
     per_source: dict[str, dict[str, Any]] = stats.info.setdefault("sources", {})
     if records:
         problems.extend(records)
@@ -172,6 +176,8 @@ def _load_and_normalise(
         label_of[id(q)] = label
         if id(p) in where_of:
             where_of[id(q)] = where_of[id(p)]
+        if order_of is not None and id(p) in order_of:
+            order_of[id(q)] = order_of[id(p)]
     timings["normalize_s"] = time.perf_counter() - t
     return normalised, label_of
 
@@ -342,17 +348,21 @@ MERGE_STAGE = "collect_merge"
 class ShardKeys:
     """What :func:`collect_merge_stage` needs of one shard besides its records, in the shard's order
     (position ``i`` is the shard's ``i``-th problem): the dedup keys (:class:`~kubedistill.data.dedup.
-    DedupKeys`: exact-key hashes, shingle hashes), each problem's source label and row (``file:line``),
-    the decontamination verdicts (position → the ``contaminated`` reject and its benchmark; decided in
-    the shard, applied after global dedup, as :func:`collect` applies them) and the shard's counts
-    (``n_in``, per source). Saved as one ``.npz`` file (no pickles); about ``8 × (1 + shingles)`` bytes
-    per problem plus its label and row."""
+    DedupKeys`: exact-key hashes, shingle hashes), each problem's place in the corpus (``source`` — the
+    index of its source in the config — and ``place``, its row's place in that source: the order one
+    ``collect`` would meet it in), its source label and row (``file:line``), the decontamination verdicts
+    (position → the ``contaminated`` reject and its benchmark; decided in the shard, applied after global
+    dedup, as :func:`collect` applies them) and the shard's counts (``summary``: shard index and count, a
+    digest of the collect config, ``n_in``, rejects written, per source). Saved as one ``.npz`` file (no
+    pickles); about ``8 × (3 + shingles)`` bytes per problem plus its label and row."""
 
     dedup: DedupKeys
+    source: np.ndarray  # int64, one per problem: the index of its source in cfg.sources
+    place: np.ndarray  # int64, one per problem: its row's place in the source
     labels: list[str]
     where: list[str | None]
     contaminated: dict[int, dict[str, Any]]  # position -> {"benchmark": name, "reject": Reject as JSON}
-    summary: dict[str, Any]  # n_in, sources (per-source counts), decontaminate (report), shard, cots_shadowed
+    summary: dict[str, Any]  # shard, config, n_in, n_rejects, sources, decontaminate, cots_shadowed
 
     def save(self, path: str | Path) -> None:
         meta = {
@@ -365,7 +375,7 @@ class ShardKeys:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         with partial.open("wb") as f:  # a KFP output path has no .npz suffix: write to the file itself
-            np.savez_compressed(f, **self.dedup.arrays(), meta=json_bytes(meta))
+            np.savez_compressed(f, **self.dedup.arrays(), source=self.source, place=self.place, meta=json_bytes(meta))
         partial.replace(target)
 
     @classmethod
@@ -375,10 +385,38 @@ class ShardKeys:
             with np.load(path, allow_pickle=False) as z:
                 meta = from_json_bytes(z["meta"])
                 keys = DedupKeys.from_arrays(z)
-        except (OSError, ValueError, KeyError) as e:
-            raise ConfigError(f"{path}: not the dedup keys of a collect shard ({e})") from None
+                source, place = z["source"], z["place"]
+        except (OSError, ValueError, KeyError, EOFError):
+            raise ConfigError(f"{path}: not the keys file of a collect shard (collect-shard's --keys output)") from None
         contaminated = {int(pos): c for pos, c in meta["contaminated"]}
-        return cls(keys, meta["labels"], meta["where"], contaminated, meta["summary"])
+        return cls(keys, source, place, meta["labels"], meta["where"], contaminated, meta["summary"])
+
+
+def _rejects_digest(rejects: Sequence[Reject]) -> str:
+    """A digest of a shard's rejects (reason and row of each, in order): the merge checks it is given their file."""
+    import hashlib
+
+    text = "\n".join(f"{r.reason}\t{r.where}" for r in rejects)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def config_digest(cfg: CollectConfig) -> str:
+    """A short digest of a collect config: the merge refuses shards collected with another one. Canonical:
+    keys sorted, integral numbers as ints (a pipeline hands each task its config through KFP's JSON, where
+    mappings may come back reordered and ``400`` as ``400.0``)."""
+    import hashlib
+
+    def canonical(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): canonical(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [canonical(v) for v in x]
+        if isinstance(x, float) and x.is_integer():
+            return int(x)
+        return x
+
+    text = json.dumps(canonical(cfg.model_dump(mode="json")), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def collect_shard_stage(
@@ -390,15 +428,18 @@ def collect_shard_stage(
     normalises them (bad rows are this shard's rejects), decides decontamination for each and computes its
     dedup keys, but drops nothing that needs the other shards: dedup is global, in the merge. Returns
     ``{"problems": the shard's problems (normalised, before dedup), "samples": their imported CoTs}`` and
-    writes :class:`ShardKeys` to ``keys``. Raises ``SourceError`` (exit 2) for a source that cannot be
-    read."""
+    writes :class:`ShardKeys` to ``keys``. Raises ``ConfigError`` (exit 2) for a shard index outside
+    ``0..shard_count-1``, ``SourceError`` (exit 2) for a source that cannot be read."""
+    if not (shard_count >= 1 and 0 <= shard_index < shard_count):
+        raise ConfigError(f"collect_shard: shard index {shard_index} of {shard_count}: give 0..{shard_count - 1}")
     stats = StageStats(stage=SHARD_STAGE)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     where_of: dict[int, str] = {}
+    order_of: dict[int, tuple[int, int]] = {}
     spool = _CotSpool()
     problems, label_of = _load_and_normalise(
-        [], cfg, stats, where_of, timings, cots=spool.add, shard=(shard_index, shard_count)
+        [], cfg, stats, where_of, timings, cots=spool.add, shard=(shard_index, shard_count), order_of=order_of
     )
 
     t = time.perf_counter()
@@ -420,12 +461,17 @@ def collect_shard_stage(
     report = verdicts.info.get("decontaminate", {})
     ShardKeys(
         dedup_keys(problems, cfg.dedup, exempt),
+        np.fromiter((order_of[id(p)][0] for p in problems), dtype=np.int64, count=len(problems)),
+        np.fromiter((order_of[id(p)][1] for p in problems), dtype=np.int64, count=len(problems)),
         [label_of[id(p)] for p in problems],
         [where_of.get(id(p)) for p in problems],
         contaminated,
         {
             "shard": [shard_index, shard_count],
+            "config": config_digest(cfg),
             "n_in": stats.n_in,
+            "n_rejects": len(stats.rejects),
+            "rejects_digest": _rejects_digest(stats.rejects),
             "sources": stats.info.get("sources", {}),
             "decontaminate": report,
             "cots_shadowed": dict(spool.shadowed),
@@ -443,26 +489,52 @@ def collect_shard_stage(
     return {"problems": problems, "samples": spool.emit(set(spool.per_problem))}, stats
 
 
+def _check_shards(cfg: CollectConfig, shards: Sequence[ShardKeys], part_keys: Sequence[str]) -> None:
+    """Refuse (``ConfigError``) a set of shards that is not one run's: every shard ``0..N-1`` once, in order,
+    all of the same count and collected with this config."""
+    n = len(shards)
+    for i, (k, path) in enumerate(zip(shards, part_keys, strict=True)):
+        index, count = k.summary["shard"]
+        if count != n:
+            raise ConfigError(
+                f"collect_merge: {path} is shard {index} of {count}, but {n} shard(s) are given: give every "
+                f"shard of one collect-shard run, 0..{count - 1}, in order"
+            )
+        if index != i:
+            raise ConfigError(
+                f"collect_merge: the keys given in place {i} ({path}) are shard {index} of {count}: give the "
+                "shards' files in shard order, each shard once"
+            )
+        if k.summary["config"] != config_digest(cfg):
+            raise ConfigError(
+                f"collect_merge: {path} was collected with another collect config: merge with the config the "
+                "shards were run with (dedup, decontamination and the sources must be the same)"
+            )
+
+
 def collect_merge_stage(
     cfg: CollectConfig,
     *,
     parts: Sequence[str],
     part_samples: Sequence[str],
     part_keys: Sequence[str],
-    part_rejects: Sequence[str] = (),
+    part_rejects: Sequence[str],
 ) -> tuple[dict[str, Any], StageStats]:
     """Stage `collect_merge`: join a sharded collect's shards, deciding what needs them all.
 
-    Global dedup over every shard's keys (:func:`~kubedistill.data.dedup.global_dedup`: exact keys, ids,
-    then MinHash near duplicates, first occurrence in shard order kept — a duplicate whose copies fell in
-    two shards is caught), then the shards' decontamination verdicts, re-sampling (the mix) and the
-    held-out split, as :func:`collect` does in one process. ``parts`` / ``part_samples`` / ``part_keys`` /
-    ``part_rejects``: each shard's problems, imported CoTs, :class:`ShardKeys` and rejects, in shard
-    order. Returns the outputs of :func:`collect_stage` (``problems``, ``heldout``, ``samples`` — CoTs
-    streamed from the shards' files) and the stats of the whole collect (the shards' rejects included:
-    ``n_in == n_out + dropped``). Raises ``ConfigError`` (exit 2) when the shards' files do not match."""
+    The shards' problems are taken in the order one :func:`collect` would meet them (source by source,
+    row by row), and in that order: global dedup over every shard's keys
+    (:func:`~kubedistill.data.dedup.global_dedup`: exact keys, ids, then MinHash near duplicates, the first
+    occurrence kept — a duplicate whose copies fell in two shards is caught), the shards' decontamination
+    verdicts, re-sampling (the mix) and the held-out split: the same decisions as one ``collect``, whatever
+    the number of shards. ``parts`` / ``part_samples`` / ``part_keys`` / ``part_rejects``: each shard's
+    problems, imported CoTs, :class:`ShardKeys` and rejects, in shard order. Returns the outputs of
+    :func:`collect_stage` (``problems`` and ``heldout`` in collect's order; ``samples`` — the training
+    problems' CoTs, the same set as collect's, streamed from the shards' files shard by shard) and the
+    stats of the whole collect (the shards' rejects included: ``n_in == n_out + dropped``). Raises
+    ``ConfigError`` (exit 2) when the files are not every shard of one run of this config, in order."""
     n = len(parts)
-    if n == 0 or len(part_samples) != n or len(part_keys) != n or (part_rejects and len(part_rejects) != n):
+    if n == 0 or len(part_samples) != n or len(part_keys) != n or len(part_rejects) != n:
         raise ConfigError(
             f"collect_merge: {n} problem parts, {len(part_samples)} CoT parts, {len(part_keys)} key files and "
             f"{len(part_rejects)} rejects files: one of each per shard"
@@ -470,10 +542,17 @@ def collect_merge_stage(
     stats = StageStats(stage=MERGE_STAGE)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    for path in part_rejects:  # the shards' loading rejects: rows of this collect that were dropped
-        with Path(path).open("rb") as f:
-            stats.add_rejects(Reject.model_validate_json(line) for line in f if line.strip())
     shards = [ShardKeys.load(k) for k in part_keys]
+    _check_shards(cfg, shards, part_keys)
+    for i, path in enumerate(part_rejects):  # the shards' loading rejects: rows of this collect that were dropped
+        with Path(path).open("rb") as f:
+            rejects = [Reject.model_validate_json(line) for line in f if line.strip()]
+        if _rejects_digest(rejects) != shards[i].summary["rejects_digest"]:
+            raise ConfigError(
+                f"collect_merge: {path} ({len(rejects)} rejects) is not shard {i}'s rejects file (it wrote "
+                f"{shards[i].summary['n_rejects']}): give each shard's files in shard order"
+            )
+        stats.add_rejects(rejects)
     stats.n_in = sum(int(k.summary["n_in"]) for k in shards)
     per_source: dict[str, dict[str, Any]] = {}
     for k in shards:
@@ -481,7 +560,13 @@ def collect_merge_stage(
     stats.info["sources"] = per_source
 
     t = time.perf_counter()
-    drops = global_dedup([k.dedup for k in shards], cfg.dedup)
+    part_of = np.concatenate([np.full(len(k.dedup.ids), i, dtype=np.int64) for i, k in enumerate(shards)])
+    pos_of = np.concatenate([np.arange(len(k.dedup.ids), dtype=np.int64) for k in shards])
+    rank = np.lexsort(  # collect's order: by source, then by row
+        (np.concatenate([k.place for k in shards]), np.concatenate([k.source for k in shards]))
+    )
+    order = list(zip(part_of[rank].tolist(), pos_of[rank].tolist(), strict=True))
+    drops = global_dedup([k.dedup for k in shards], cfg.dedup, order=order)
     dropped: list[dict[int, GlobalDrop]] = [{} for _ in shards]
     for d in drops:
         dropped[d.part][d.position] = d
@@ -490,29 +575,55 @@ def collect_merge_stage(
         b["removed"] = 0
     if report:
         report["removed"] = 0
-    kept: list[Problem] = []
+    kept: list[tuple[tuple[int, int], Problem]] = []
     label_of: dict[int, str] = {}
+    late: list[tuple[tuple[int, int], list[Reject]]] = []  # rejects, put in collect's order after the pass
     for i, (path, k) in enumerate(zip(parts, shards, strict=True)):
         position = -1
         for position, p in enumerate(_read_part(path, Problem)):
             if position >= len(k.dedup.ids) or p.id != k.dedup.ids[position]:
-                raise ConfigError(f"collect_merge: {path} row {position + 1} is not the problem shard {i}'s keys name")
+                expected = k.dedup.ids[position] if position < len(k.dedup.ids) else "no row"
+                raise ConfigError(
+                    f"collect_merge: {path} row {position + 1} is {p.id!r}, but shard {i}'s keys have {expected!r} "
+                    "there: the problems and the keys are from different collect-shard runs"
+                )
+            key = (int(k.source[position]), int(k.place[position]))
             d = dropped[i].get(position)
             if d is not None:
-                stats.reject(d.reason, d.detail, record=preview(p.model_dump(mode="json")), where=k.where[position])
+                record = preview(p.model_dump(mode="json"))
+                late.append(
+                    (
+                        key,
+                        [
+                            Reject(
+                                stage=MERGE_STAGE,
+                                reason=d.reason,
+                                detail=d.detail,
+                                record=record,
+                                where=k.where[position],
+                            )
+                        ],
+                    )
+                )
                 continue
             c = k.contaminated.get(position)
             if c is not None:
-                stats.add_rejects([Reject.model_validate({**c["reject"], "stage": MERGE_STAGE})])
+                late.append((key, [Reject.model_validate({**c["reject"], "stage": MERGE_STAGE})]))
                 report["benchmarks"][c["benchmark"]]["removed"] += 1
                 report["removed"] += 1
                 continue
-            kept.append(p)
+            kept.append((key, p))
             label_of[id(p)] = k.labels[position]
         if position + 1 != len(k.dedup.ids):
             raise ConfigError(
                 f"collect_merge: {path} has {position + 1} problems, shard {i}'s keys name {len(k.dedup.ids)}"
             )
+    late.sort(key=lambda x: x[0])
+    for _, rs in late:
+        stats.add_rejects(rs)
+    kept.sort(key=lambda x: x[0])
+    ordered = [p for _, p in kept]
+    del kept
     counts = Counter(d.reason for d in drops)
     stats.info["dedup"] = {
         "duplicate": counts["duplicate"],
@@ -527,7 +638,7 @@ def collect_merge_stage(
     timings["dedup_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    out = resample(kept, cfg.mix, cfg.size, cfg.seed, stats, by=cfg.mix_by, fill_shortfall=cfg.fill_shortfall)
+    out = resample(ordered, cfg.mix, cfg.size, cfg.seed, stats, by=cfg.mix_by, fill_shortfall=cfg.fill_shortfall)
     timings["resample_s"] = time.perf_counter() - t
     _finish_stats(out, label_of, stats, timings, t_start)
     train, held = _holdout(out, cfg, stats)
@@ -559,8 +670,8 @@ def _add_counts(into: dict[str, Any], more: Mapping[str, Any]) -> None:
 
 class _ShardCots(_CotSpool):
     """The imported CoTs of a sharded collect, read from the shards' files twice (counted, then emitted)
-    instead of spooled: a problem id's CoTs are those of the first shard that has it, as :class:`_CotSpool`
-    keeps those of the first row."""
+    instead of spooled: a problem id's CoTs are those its first row in collect's order brought (of the
+    rows that reached the keys), as :class:`_CotSpool` keeps those of the first row."""
 
     def __init__(self, paths: Sequence[str], shards: Sequence[ShardKeys]) -> None:
         self.paths = list(paths)
@@ -568,9 +679,15 @@ class _ShardCots(_CotSpool):
         self.per_problem: Counter[str] = Counter()
         self.label_of: dict[str, str] = {}
         self.shadowed: Counter[str] = Counter()
-        self.first: dict[str, int] = {}  # problem id -> the shard whose CoTs are kept
-        for k in shards:
+        first: dict[str, tuple[int, int, int]] = {}  # problem id -> (source, place, shard) of its first row
+        for i, k in enumerate(shards):
             self.shadowed.update(k.summary.get("cots_shadowed", {}))
+            for pid, src, place in zip(k.dedup.ids, k.source.tolist(), k.place.tolist(), strict=True):
+                mine = (src, place, i)
+                if pid not in first or mine < first[pid]:
+                    first[pid] = mine
+        self.first = {pid: v[2] for pid, v in first.items()}  # problem id -> the shard whose CoTs are kept
+        del first
         for i, path in enumerate(self.paths):
             for s in _read_part(path, Sample):
                 label = str(s.metadata.get("imported_from", ""))

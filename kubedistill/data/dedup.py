@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -491,32 +491,34 @@ class GlobalDrop:
     detail: str
 
 
-def global_dedup(parts: Sequence[DedupKeys], cfg: DedupConfig) -> list[GlobalDrop]:
-    """Dedup over every shard's keys at once, in shard order then row order — the same decisions
-    :func:`dedup` makes on the concatenation of the shards (first occurrence kept; exact keys, then ids,
-    then near duplicates among the rest, decided on exact shingle-set Jaccard), so a duplicate whose two
-    copies fall in different shards is caught. Returns the drops; the shards apply them
-    (:func:`apply_drops`)."""
+def global_dedup(
+    parts: Sequence[DedupKeys], cfg: DedupConfig, *, order: Iterable[tuple[int, int]] | None = None
+) -> list[GlobalDrop]:
+    """Dedup over every shard's keys at once, visiting the problems in ``order`` (``(part, position)``
+    pairs; default: shard order, then row order) — the same decisions :func:`dedup` makes on the problems in
+    that order (first occurrence kept; exact keys, then ids, then near duplicates among the rest, decided
+    on exact shingle-set Jaccard), so a duplicate whose two copies fall in different shards is caught.
+    Returns the drops, sorted by part and position; the shards apply them (:func:`apply_drops`)."""
     drops: list[GlobalDrop] = []
     seen_key: dict[int, str] = {}
     seen_id: set[str] = set()
     survivors: list[tuple[int, int]] = []
-    for pi, part in enumerate(parts):
-        exact = part.exact.tolist()
-        for pos, pid in enumerate(part.ids):
-            if cfg.exact:
-                first = seen_key.get(exact[pos])
-                if first is not None:
-                    drops.append(GlobalDrop(pi, pos, pid, "duplicate", f"duplicate of {first}"))
-                    continue
-                seen_key[exact[pos]] = pid
-            if pid in seen_id:
-                drops.append(
-                    GlobalDrop(pi, pos, pid, "duplicate_id", f"id {pid} is already taken by a different problem")
-                )
+    exacts = [part.exact.tolist() for part in parts]
+    visit = order if order is not None else ((pi, pos) for pi, part in enumerate(parts) for pos in range(len(part.ids)))
+    for pi, pos in visit:
+        pid = parts[pi].ids[pos]
+        if cfg.exact:
+            key = exacts[pi][pos]
+            first = seen_key.get(key)
+            if first is not None:
+                drops.append(GlobalDrop(pi, pos, pid, "duplicate", f"duplicate of {first}"))
                 continue
-            seen_id.add(pid)
-            survivors.append((pi, pos))
+            seen_key[key] = pid
+        if pid in seen_id:
+            drops.append(GlobalDrop(pi, pos, pid, "duplicate_id", f"id {pid} is already taken by a different problem"))
+            continue
+        seen_id.add(pid)
+        survivors.append((pi, pos))
     if cfg.near:
         offsets = [np.concatenate(([0], np.cumsum(part.counts))) for part in parts]
         eligible = [(pi, pos) for pi, pos in survivors if parts[pi].near[pos]]

@@ -955,6 +955,7 @@ def load_source(
     where_of: dict[int, str] | None = None,
     cots: CotSink | None = None,
     shard: tuple[int, int] = (0, 1),
+    place_of: dict[int, int] | None = None,
 ) -> list[Problem]:
     """All problems of one source; unusable rows become rejects in ``stats`` (reason per row) and the
     per-source counts go to ``stats.info["sources"][src.label]``. Rows are read in source order.
@@ -967,7 +968,8 @@ def load_source(
     ``shard`` ``(index, count)``: only the rows whose place in the source (0-based, before ``limit``)
     is ``index`` modulo ``count`` — one task's part of a sharded collect (:func:`kubedistill.data.collect.
     collect_shard_stage`); the counts in ``stats`` are then this shard's, and the shards' counts sum to
-    the whole source's."""
+    the whole source's. ``place_of``, when given, gets ``id(problem) -> place`` (the row's 0-based place in
+    the source): the order a sharded collect's merge puts the shards' problems back in."""
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise ValueError(f"shard {index} of {count}: the index must be in 0..count-1")
@@ -1050,6 +1052,8 @@ def load_source(
                 counts.cots += len(imported)
             if where_of is not None:
                 where_of[id(p)] = where
+            if place_of is not None:
+                place_of[id(p)] = place
     finally:
         bar.close()
     counts.loaded = len(out)

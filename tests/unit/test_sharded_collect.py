@@ -1,6 +1,7 @@
 """A sharded collect (``collect_shard`` × N → ``collect_merge``) through the stage runner, on real files: the
-same problems, rejects and imported CoTs as one ``collect`` over the rows in shard order, with the
-duplicates planted so that each copy falls in another shard than what it copies."""
+same problems (in the same order), held-out set, rejects and imported CoTs as one ``collect``, with the
+duplicates planted so that each copy falls in another shard than what it copies; and the merge refuses a
+set of files that is not every shard of one run."""
 
 from __future__ import annotations
 
@@ -126,24 +127,28 @@ def _rejects(path: Path) -> list[tuple[str, str]]:
     return sorted((r["reason"], r["detail"]) for r in rows)
 
 
-def test_duplicates_in_other_shards_are_caught_and_decisions_equal_one_collect_in_shard_order(tmp_path: Path) -> None:
-    rows = _rows()
-    config = _config(tmp_path, rows)
-    merged, stats = _sharded(tmp_path, config)
-
-    # one process over the same rows, in shard order (shard 0's rows, then shard 1's, ...)
-    ordered = [r for i in range(N) for place, r in enumerate(rows) if place % N == i]
-    single_dir = tmp_path / "single"
-    single_dir.mkdir()
-    single_cfg = validate_config(CollectConfig, _config(single_dir, ordered))
-    # the unreadable line is the last row of the file: its place in shard order differs, its reject does not
-    out, single = collect_stage(single_cfg)
+def _same_as_collect(merged: dict[str, Any], stats: Any, config: dict[str, Any]) -> Any:
+    """Assert the sharded outputs are one ``collect``'s: problems and held-out set in order, the CoTs as a
+    set (they come shard by shard), rejects, counts, per-source counts and the CoT funnel."""
+    out, single = collect_stage(validate_config(CollectConfig, config))
     single_cots = list(out["samples"])
+    assert [p.model_dump() for p in merged["problems"]] == [p.model_dump() for p in out["problems"]]
+    assert [p.model_dump() for p in merged["heldout"]] == [p.model_dump() for p in out["heldout"]]
+    assert sorted(s.model_dump_json() for s in merged["samples"]) == sorted(s.model_dump_json() for s in single_cots)
+    assert stats.dropped == single.dropped and stats.n_in == single.n_in and stats.n_out == single.n_out
+    assert stats.info["cots"] == single.info["cots"] and stats.info.get("holdout") == single.info.get("holdout")
+    assert stats.info.get("resample") == single.info.get("resample")
+    for label, theirs in single.info["sources"].items():
+        mine = stats.info["sources"][label]
+        keys = ("rows", "loaded", "rejected", "cots", "out", "cots_out")
+        assert {k: mine.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+    return single
 
-    # the same problems and CoTs (in shard order: each shard's rows of every source, then the next shard's)
-    assert sorted((p.id, p.problem) for p in merged["problems"]) == sorted((p.id, p.problem) for p in out["problems"])
-    assert sorted((s.id, s.text) for s in merged["samples"]) == sorted((s.id, s.text) for s in single_cots)
-    assert stats.dropped == single.dropped
+
+def test_duplicates_in_other_shards_are_caught_and_the_outputs_are_one_collects(tmp_path: Path) -> None:
+    config = _config(tmp_path, _rows(), holdout={"fraction": 0.25})
+    merged, stats = _sharded(tmp_path, config)
+    single = _same_as_collect(merged, stats, config)
     assert stats.dropped == {
         "duplicate": 1,
         "near_duplicate": 1,
@@ -152,56 +157,82 @@ def test_duplicates_in_other_shards_are_caught_and_decisions_equal_one_collect_i
         "missing_problem": 1,
         "invalid_json": 1,
     }
-    assert stats.n_in == single.n_in == 53 and stats.n_in == stats.n_out + sum(stats.dropped.values())
-    assert stats.info["cots"] == single.info["cots"]
+    assert stats.n_in == 53 and stats.n_in == stats.n_out + sum(stats.dropped.values())
     assert stats.info["decontaminate"]["benchmarks"]["gsm8k"]["removed"] == 1
     assert stats.info["dedup"]["global"] is True and stats.info["dedup"]["shards"] == N
-    for label in ("big", "small"):
-        mine, theirs = stats.info["sources"][label], single.info["sources"][label]
-        assert {k: mine[k] for k in ("rows", "loaded", "rejected", "cots", "out")} == {
-            k: theirs[k] for k in ("rows", "loaded", "rejected", "cots", "out")
-        }
-    ours = [(r, d) for r, d in _rejects(tmp_path / "merged.rejects.jsonl")]
-    assert [r for r, _ in ours] == sorted(r.reason for r in single.rejects)
-    dup = dict((r, d) for r, d in ours if r != "invalid_json")
-    # the copy in the earlier shard is kept (shard order), whichever of the two it is
-    assert dup["duplicate"] in ("duplicate of exact-copy", "duplicate of p0")
-    assert "near duplicate of" in dup["near_duplicate"] and dup["contaminated"].startswith("gsm8k: item")
-    # the kept row of the taken id brings its own CoTs, not the other row's
-    (kept_p2,) = [p for p in merged["problems"] if p.id == "p2"]
-    assert kept_p2.problem.startswith("another problem")  # shard 0's row comes first
+    ours = _rejects(tmp_path / "merged.rejects.jsonl")
+    assert ours == sorted((r.reason, r.detail) for r in single.rejects)  # the same rejects, word for word
+    dup = dict(ours)
+    assert dup["duplicate"] == "duplicate of p0" and dup["near_duplicate"].startswith("near duplicate of p1 ")
+    assert dup["contaminated"].startswith("gsm8k: item")
+    (kept_p2,) = [p for p in merged["problems"] + merged["heldout"] if p.id == "p2"]
+    assert kept_p2.problem.endswith("number 2")  # id p2's first row in the file, though a later shard has it
     assert all(s.problem_id != "leak" for s in merged["samples"])
 
 
-def test_one_shard_equals_collect_and_a_mix_and_holdout_apply_after_the_merge(tmp_path: Path) -> None:
-    config = _config(tmp_path, _rows(), holdout={"fraction": 0.25}, mix_by="source", mix={"big": 3, "small": 1})
-    merged, stats = _sharded(tmp_path, config, n=1)
-    out, single = collect_stage(validate_config(CollectConfig, config))
-    assert [p.id for p in merged["problems"]] == [p.id for p in out["problems"]]
-    assert [p.id for p in merged["heldout"]] == [p.id for p in out["heldout"]]
-    assert [s.id for s in merged["samples"]] == [s.id for s in out["samples"]]
-    assert stats.dropped == single.dropped and stats.info["holdout"] == single.info["holdout"]
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_any_number_of_shards_gives_one_collects_mix_and_holdout(tmp_path: Path, n: int) -> None:
+    config = _config(
+        tmp_path, _rows(), holdout={"fraction": 0.25}, mix_by="source", mix={"big": 3, "small": 1}, size=24
+    )
+    merged, stats = _sharded(tmp_path, config, n=n)
+    single = _same_as_collect(merged, stats, config)
     assert stats.metrics["train"] == single.metrics["train"] and stats.metrics["cots_out"] == single.metrics["cots_out"]
+    assert stats.dropped.get("resampled_out", 0) > 0
 
 
-def test_merge_refuses_shards_that_do_not_match(tmp_path: Path) -> None:
+def test_merge_refuses_files_that_are_not_every_shard_of_one_run(tmp_path: Path) -> None:
     config = _config(tmp_path, _rows())
-    _sharded(tmp_path, config, n=2)
-    parts = {
-        "parts": [str(tmp_path / "shard0/problems.jsonl"), str(tmp_path / "shard1/problems.jsonl")],
-        "part_samples": [str(tmp_path / "shard0/samples.jsonl"), str(tmp_path / "shard1/samples.jsonl")],
-        "part_keys": [str(tmp_path / "shard1/keys"), str(tmp_path / "shard0/keys")],  # swapped
-    }
+    _sharded(tmp_path / "a", config, n=3)
+    _sharded(tmp_path / "b", config, n=2)
+
+    def files(run: str, shards: list[int]) -> dict[str, list[str]]:
+        d = tmp_path / run
+        return {
+            "parts": [str(d / f"shard{i}/problems.jsonl") for i in shards],
+            "part_samples": [str(d / f"shard{i}/samples.jsonl") for i in shards],
+            "part_keys": [str(d / f"shard{i}/keys") for i in shards],
+            "part_rejects": [str(d / f"shard{i}/rejects.jsonl") for i in shards],
+        }
+
     out = {k: tmp_path / f"bad.{k}.jsonl" for k in ("problems", "heldout", "samples")}
-    with pytest.raises(ConfigError, match="is not the problem shard 0's keys name"):
-        run_stage("collect_merge", config=config, paths={**parts, **out}, tracking={"enabled": False})
-    parts["part_keys"] = [str(tmp_path / "shard0/keys")]
-    with pytest.raises(ConfigError, match="one of each per shard"):
-        run_stage("collect_merge", config=config, paths={**parts, **out}, tracking={"enabled": False})
-    parts["part_keys"] = [str(tmp_path / "shard0/problems.jsonl"), str(tmp_path / "shard1/keys")]
-    with pytest.raises(ConfigError, match="not the dedup keys of a collect shard"):
-        run_stage("collect_merge", config=config, paths={**parts, **out}, tracking={"enabled": False})
+
+    def merge(parts: dict[str, list[str]], cfg: dict[str, Any] = config) -> None:
+        run_stage("collect_merge", config=cfg, paths={**parts, **out}, tracking={"enabled": False})
+
+    cases: list[tuple[dict[str, list[str]], str]] = [
+        (files("a", [1, 0, 2]), r"place 0 .* are shard 1 of 3: give the shards' files in shard order"),
+        (files("a", [0, 1]), r"is shard 0 of 3, but 2 shard\(s\) are given"),
+        (files("a", [0, 0, 2]), r"place 1 .* are shard 0 of 3"),
+        ({k: v[:2] + files("a", [2])[k] for k, v in files("b", [0, 1]).items()}, r"is shard 0 of 2, but 3"),
+        ({**files("a", [0, 1, 2]), "part_keys": files("a", [0, 1, 2])["part_keys"][:2]}, "one of each per shard"),
+        (
+            {**files("a", [0, 1, 2]), "parts": [files("b", [0])["parts"][0], *files("a", [1, 2])["parts"]]},
+            r"row \d+ is '.*', but shard 0's keys have '.*' there: .* different collect-shard runs",
+        ),
+        (
+            {**files("a", [0, 1, 2]), "part_rejects": list(reversed(files("a", [0, 1, 2])["part_rejects"]))},
+            r"is not shard 0's rejects file",
+        ),
+        (
+            {**files("a", [0, 1, 2]), "part_keys": [files("a", [0])["parts"][0], *files("a", [1, 2])["part_keys"]]},
+            "not the keys file of a collect shard",
+        ),
+    ]
+    for parts, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            merge(parts)
+    with pytest.raises(ConfigError, match="collected with another collect config"):
+        merge(files("a", [0, 1, 2]), {**config, "seed": 99})
     assert not out["problems"].exists()  # nothing half-written
+    with pytest.raises(ConfigError, match=r"shard index 3 of 3: give 0..2"):
+        run_stage(
+            "collect_shard",
+            config=config,
+            paths={"problems": tmp_path / "x.jsonl", "samples": tmp_path / "xs.jsonl", "keys": tmp_path / "xk"},
+            params={"shard_index": 3, "shard_count": 3},
+            tracking={"enabled": False},
+        )
 
 
 def test_shard_keys_round_trip(tmp_path: Path) -> None:
@@ -251,3 +282,20 @@ def test_more_shards_than_rows_leaves_empty_shards_that_merge_cleanly(tmp_path: 
     assert [p.id for p in merged["problems"]] == ["a", "b"] and len(merged["samples"]) == 4
     assert stats.n_in == 2 and stats.dropped == {} and stats.info["sources"]["two"]["rows"] == 2
     assert ShardKeys.load(tmp_path / "shard4/keys").dedup.ids == []
+
+
+def test_the_config_digest_survives_kfps_json() -> None:
+    """A pipeline hands the shards and the merge their config through KFP's JSON (a loop item, a task output):
+    mappings may come back in another key order and integers as floats; the digest must not change."""
+    from kubedistill.data.collect import config_digest
+
+    data = {
+        "sources": [{"kind": "reasoning_gym", "tasks": {"chain_sum": 40, "basic_arithmetic": 20}, "seed": 11}],
+        "mix": {"math": 1.0},
+        "seed": 7,
+    }
+    as_kfp = json.loads(json.dumps(data).replace("40", "40.0").replace(": 11", ": 11.0"))
+    as_kfp["sources"][0]["tasks"] = dict(reversed(list(as_kfp["sources"][0]["tasks"].items())))
+    one, other = validate_config(CollectConfig, data), validate_config(CollectConfig, as_kfp)
+    assert config_digest(one) == config_digest(other)
+    assert config_digest(one) != config_digest(validate_config(CollectConfig, {**data, "seed": 8}))
