@@ -65,6 +65,9 @@ def _labels(m: dict[str, Any], name: str, values: tuple[str, ...]) -> str:
 
 def stage_effect(stage: str, m: dict[str, Any]) -> str:
     """One line: what ``stage`` did to its records, from its metrics (empty when there is nothing to say)."""
+    if stage == "collect" and "train" in m:
+        made = f"train {_n(m, 'train')}, held out {_n(m, 'heldout')}"
+        return made + (f"; CoTs imported {_n(m, 'cots_in')}, kept {_n(m, 'cots_out')}" if _n(m, "cots_in") else "")
     if stage == "judge":
         return _labels(m, "difficulty", ("easy", "medium", "hard"))
     if stage == "score":

@@ -69,6 +69,7 @@ def test_the_funnel_says_what_each_stage_did_and_warns_when_one_did_nothing() ->
     from kubedistill.report import stage_warnings
 
     metrics = {
+        "collect": {"n_in": 30, "n_out": 24, "train": 20.0, "heldout": 4.0, "cots_in": 60.0, "cots_out": 40.0},
         "judge": {
             "n_in": 20,
             "n_out": 20,
@@ -93,6 +94,7 @@ def test_the_funnel_says_what_each_stage_did_and_warns_when_one_did_nothing() ->
         "dpo": {"n_in": 0, "n_out": 0, "skipped": 1.0},
     }
     rows = {r.stage: r for r in funnel_from_metrics(metrics)}
+    assert rows["collect"].effect == "train 20, held out 4; CoTs imported 60, kept 40"
     assert rows["judge"].effect == "easy 4, medium 13, hard 2, unparsable 1, 95% labelled"
     assert rows["rewrite"].effect == (
         "extended 4, simplified 2; re-judged: moved to medium 3, stayed 2, wrong answer 1; kept 3, dropped 3"
