@@ -1176,3 +1176,13 @@ def records_by_id(records: Iterable[R] | Mapping[str, R]) -> Mapping[str, R]:
     if isinstance(records, Mapping):
         return records
     return {r.id: r for r in records}  # type: ignore[attr-defined]
+
+
+def chunked(items: Iterable[R], size: int) -> Iterator[list[R]]:
+    """``items`` as lists of ``size`` (the last one shorter), read lazily: how the streaming stages take
+    their input ``chunk_size`` records at a time (``itertools.batched`` from Python 3.12)."""
+    from itertools import islice
+
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from kubedistill.chat import ChatClient, ChatRequest, ChatResult, derived_seed
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel, reference
-from kubedistill.core.records import Problem, Reject, Sample, StageStats, Timer, Usage
+from kubedistill.core.records import Problem, Reject, Sample, StageStats, Timer, Usage, chunked
 from kubedistill.core.text import extract_final_answer, split_think, with_reasoning
 from kubedistill.prompts import problem_messages
 
@@ -134,7 +134,7 @@ def generate(
         n_imported = n_truncated = 0
         try:
             with Timer() as timer:
-                for chunk in _chunks(problems, cfg.chunk_size):
+                for chunk in chunked(problems, cfg.chunk_size):
                     stats.n_in += len(chunk)
                     mine.update(p.id for p in chunk)
                     for res in cl.run(build_requests(chunk, cfg), desc=STAGE):
@@ -169,17 +169,6 @@ def generate(
     if isinstance(problems, Sequence):
         return list(run()), stats
     return run(), stats
-
-
-def _chunks(items: Iterable[Problem], size: int) -> Iterator[list[Problem]]:
-    chunk: list[Problem] = []
-    for p in items:
-        chunk.append(p)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _result(res: ChatResult, stats: StageStats) -> Sample | None:

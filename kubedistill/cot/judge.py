@@ -23,7 +23,17 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer, records_by_id
+from kubedistill.core.records import (
+    Judgement,
+    Problem,
+    Reject,
+    Sample,
+    SourceFunnel,
+    StageStats,
+    Timer,
+    chunked,
+    records_by_id,
+)
 from kubedistill.prompts import Prompt, load_prompt
 
 _DIFFICULTY = re.compile(r"<difficulty>\s*(easy|medium|hard)\s*</difficulty>", re.IGNORECASE)
@@ -197,7 +207,7 @@ def label_samples(
         cl, owned = _client(cfg, client)
         judge_label = cfg.endpoint().label
         try:
-            for chunk in _chunks(samples, cfg.chunk_size):
+            for chunk in chunked(samples, cfg.chunk_size):
                 with Timer() as timer:
                     kept, skipped = _label_chunk(chunk, labels, cfg, cl, judge_label, by_id, stats, counts)
                 not_correct[0] += skipped
@@ -230,17 +240,6 @@ def label_samples(
     if isinstance(samples, Sequence):
         return list(run()), stats
     return run(), stats
-
-
-def _chunks(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
-    chunk: list[Sample] = []
-    for s in items:
-        chunk.append(s)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _label_chunk(

@@ -44,9 +44,19 @@ from pydantic import Field
 from kubedistill.chat import ChatClient, ChatRequest
 from kubedistill.chat.config import ClientConfig, EndpointConfig
 from kubedistill.core.config import ConfigError, StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, StageStats, Timer, Usage, records_by_id
+from kubedistill.core.records import (
+    Judgement,
+    Problem,
+    Reject,
+    Sample,
+    StageStats,
+    Timer,
+    Usage,
+    chunked,
+    records_by_id,
+)
 from kubedistill.core.text import THINK_CLOSE, extract_final_answer, split_think
-from kubedistill.cot.judge import SPECS, JudgeConfig, _chunks, run_judge, show_cot
+from kubedistill.cot.judge import SPECS, JudgeConfig, run_judge, show_cot
 from kubedistill.prompts import load_prompt
 
 STAGE = "rewrite"
@@ -178,7 +188,7 @@ def rewrite(
         cl = client or ChatClient([endpoint], cfg.client)
         rejudge = _Rejudge(cfg, client) if cfg.keep_rewrites != "all" else None
         try:
-            for chunk in _chunks(samples, cfg.chunk_size):
+            for chunk in chunked(samples, cfg.chunk_size):
                 with Timer() as timer:
                     rewritten = _rewrite_chunk(chunk, cfg, endpoint, by_id, cl, stats, tally)
                     kept = _validate(rewritten, chunk, cfg, by_id, stats, rejudge, tally)

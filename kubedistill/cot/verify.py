@@ -20,7 +20,17 @@ from pydantic import Field
 
 from kubedistill.chat.config import EndpointConfig
 from kubedistill.core.config import StrictModel
-from kubedistill.core.records import Judgement, Problem, Reject, Sample, SourceFunnel, StageStats, Timer, records_by_id
+from kubedistill.core.records import (
+    Judgement,
+    Problem,
+    Reject,
+    Sample,
+    SourceFunnel,
+    StageStats,
+    Timer,
+    chunked,
+    records_by_id,
+)
 from kubedistill.core.text import split_think
 from kubedistill.verifiers.executors import SandboxConfig
 
@@ -73,7 +83,7 @@ def verify_samples(
 
     def run() -> Iterator[Sample]:
         nonlocal n_true
-        for chunk in _chunks(samples, cfg.chunk_size):
+        for chunk in chunked(samples, cfg.chunk_size):
             with Timer() as timer:
                 stats.n_in += len(chunk)
                 out = _verify_chunk(chunk, cfg, by_id, judge, stats, methods, funnel)
@@ -88,17 +98,6 @@ def verify_samples(
     if isinstance(samples, Sequence):
         return list(run()), stats
     return run(), stats
-
-
-def _chunks(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
-    chunk: list[Sample] = []
-    for s in items:
-        chunk.append(s)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _verify_chunk(
