@@ -215,6 +215,13 @@ COLLECT_OUTPUTS = (
     METRICS,
 )
 
+# collect's record outputs are counted by its metrics (n_out counts both splits): the same for the merge
+COLLECT_CLI = Cli(
+    output="problems",
+    config_required=True,
+    counts=(("problems", "train"), ("heldout", "heldout"), ("samples", "cots_out")),
+)
+
 TEACHERS = EndpointOptions(
     "teacher", "teachers", "teachers (repeat --teacher-url/--teacher-model per teacher, in order)", many=True
 )
@@ -239,11 +246,7 @@ STAGES: tuple[Stage, ...] = (
         role="cpu",
         config="kubedistill.data.collect:CollectConfig",
         outputs=COLLECT_OUTPUTS,
-        cli=Cli(
-            output="problems",
-            config_required=True,
-            counts=(("problems", "train"), ("heldout", "heldout"), ("samples", "cots_out")),
-        ),
+        cli=COLLECT_CLI,
     ),
     Stage(
         "collect_shard",
@@ -285,11 +288,7 @@ STAGES: tuple[Stage, ...] = (
             Port("part_rejects", many=True, help="each shard's rejects, in shard order"),
         ),
         outputs=COLLECT_OUTPUTS,
-        cli=Cli(
-            output="problems",
-            config_required=True,
-            counts=(("problems", "train"), ("heldout", "heldout"), ("samples", "cots_out")),
-        ),
+        cli=COLLECT_CLI,
     ),
     Stage(
         "generate",
