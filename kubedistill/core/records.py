@@ -569,7 +569,7 @@ def _next_nonblank(lines: _Lines) -> bytes | None:
 
 def _json_reject(where: str, text: str, e: Exception) -> RawRow:
     if isinstance(e, json.JSONDecodeError):
-        why = f"invalid JSON: {e.msg} at column {e.colno}"
+        why = f"invalid JSON: {e.msg} (column {e.colno})"  # a message may end in "at" ("... starting at")
     else:
         why = "invalid JSON: nested too deeply"
     return RawRow(where, reason="invalid_json", error=why, text=text)
@@ -615,7 +615,7 @@ def _parquet_rows(p: Path) -> Iterator[RawRow]:
                         try:
                             row[c] = json.loads(row[c])
                         except json.JSONDecodeError as e:
-                            bad = f"invalid JSON in column {c!r}: {e.msg} at column {e.colno}"
+                            bad = f"invalid JSON in column {c!r}: {e.msg} (character {e.colno})"
                             break
                 if bad is not None:
                     yield RawRow(where, reason="invalid_json", error=bad, text=json.dumps(row, default=str))

@@ -268,8 +268,11 @@ class _CotSpool:
     kept (a second row with an already-seen problem id does not add its CoTs to the first one's)."""
 
     def __init__(self) -> None:
+        import hashlib
+
         self.spool = RecordSpool(Sample)
         self.n_kept = 0  # CoTs spooled (their problem's first row brought them)
+        self.ids_digest = hashlib.sha256()  # of the spooled CoTs' ids, in order (a shard's file is checked by it)
         self.owner: dict[str, int] = {}  # problem id -> id() of the row's Problem that brought its CoTs
         self.per_problem: Counter[str] = Counter()
         self.label_of: dict[str, str] = {}  # problem id -> source label
@@ -281,6 +284,7 @@ class _CotSpool:
             self.shadowed[label] += 1
             return
         self.spool.append(sample)
+        self.ids_digest.update(sample.id.encode("utf-8") + b"\n")
         self.n_kept += 1
         self.per_problem[problem.id] += 1
         self.label_of[problem.id] = label
@@ -380,7 +384,9 @@ class ShardKeys:
 
     @classmethod
     def load(cls, path: str | Path) -> ShardKeys:
-        """Raises ``ConfigError`` (exit 2) for a file that is not a shard's keys."""
+        """Raises ``ConfigError`` (exit 2) for a file that is missing or is not a shard's keys."""
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such keys file")
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = from_json_bytes(z["meta"])
@@ -430,7 +436,9 @@ def collect_shard_stage(
     ``{"problems": the shard's problems (normalised, before dedup), "samples": their imported CoTs}`` and
     writes :class:`ShardKeys` to ``keys``. Raises ``ConfigError`` (exit 2) for a shard index outside
     ``0..shard_count-1``, ``SourceError`` (exit 2) for a source that cannot be read."""
-    if not (shard_count >= 1 and 0 <= shard_index < shard_count):
+    if shard_count < 1:
+        raise ConfigError(f"collect_shard: shard count {shard_count}: it must be at least 1")
+    if not 0 <= shard_index < shard_count:
         raise ConfigError(f"collect_shard: shard index {shard_index} of {shard_count}: give 0..{shard_count - 1}")
     stats = StageStats(stage=SHARD_STAGE)
     t_start = time.perf_counter()
@@ -475,6 +483,8 @@ def collect_shard_stage(
             "sources": stats.info.get("sources", {}),
             "decontaminate": report,
             "cots_shadowed": dict(spool.shadowed),
+            "n_cots": spool.n_kept,
+            "cots_digest": spool.ids_digest.hexdigest()[:16],
         },
     ).save(keys)
     timings["keys_s"] = time.perf_counter() - t
@@ -507,8 +517,9 @@ def _check_shards(cfg: CollectConfig, shards: Sequence[ShardKeys], part_keys: Se
             )
         if k.summary["config"] != config_digest(cfg):
             raise ConfigError(
-                f"collect_merge: {path} was collected with another collect config: merge with the config the "
-                "shards were run with (dedup, decontamination and the sources must be the same)"
+                f"collect_merge: {path} was collected with another collect config: merge with the very config the "
+                "shards ran with (the whole collect section is checked: sources, dedup, decontamination, mix, size, "
+                "seed, holdout)"
             )
 
 
@@ -545,12 +556,11 @@ def collect_merge_stage(
     shards = [ShardKeys.load(k) for k in part_keys]
     _check_shards(cfg, shards, part_keys)
     for i, path in enumerate(part_rejects):  # the shards' loading rejects: rows of this collect that were dropped
-        with Path(path).open("rb") as f:
-            rejects = [Reject.model_validate_json(line) for line in f if line.strip()]
+        rejects = _read_rejects(path)
         if _rejects_digest(rejects) != shards[i].summary["rejects_digest"]:
             raise ConfigError(
-                f"collect_merge: {path} ({len(rejects)} rejects) is not shard {i}'s rejects file (it wrote "
-                f"{shards[i].summary['n_rejects']}): give each shard's files in shard order"
+                f"collect_merge: {path} is not shard {i}'s rejects file (not the rows it refused: {len(rejects)} "
+                f"here, {shards[i].summary['n_rejects']} there): give each shard's files in shard order"
             )
         stats.add_rejects(rejects)
     stats.n_in = sum(int(k.summary["n_in"]) for k in shards)
@@ -649,6 +659,19 @@ def collect_merge_stage(
     return {"problems": train, "heldout": held, "samples": cots.emit(keep)}, stats
 
 
+def _read_rejects(path: str) -> list[Reject]:
+    """A shard's rejects file; ``ConfigError`` (exit 2) for one that is missing or is not one."""
+    from pydantic import ValidationError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"collect_merge: {path}: no such rejects file")
+    with Path(path).open("rb") as f:
+        try:
+            return [Reject.model_validate_json(line) for line in f if line.strip()]
+        except (ValidationError, ValueError):
+            raise ConfigError(f"collect_merge: {path}: not a rejects file (collect-shard's --rejects output)") from None
+
+
 def _read_part(path: str, cls: type[Any]) -> Iterator[Any]:
     """A shard's records, streamed; a row that is not one is a ``ConfigError`` (the shard wrote it)."""
     for item in iter_records(path, cls, stage=MERGE_STAGE, unique_ids=False):
@@ -674,6 +697,8 @@ class _ShardCots(_CotSpool):
     rows that reached the keys), as :class:`_CotSpool` keeps those of the first row."""
 
     def __init__(self, paths: Sequence[str], shards: Sequence[ShardKeys]) -> None:
+        import hashlib
+
         self.paths = list(paths)
         self.n_kept = 0
         self.per_problem: Counter[str] = Counter()
@@ -689,7 +714,10 @@ class _ShardCots(_CotSpool):
         self.first = {pid: v[2] for pid, v in first.items()}  # problem id -> the shard whose CoTs are kept
         del first
         for i, path in enumerate(self.paths):
+            digest, n = hashlib.sha256(), 0
             for s in _read_part(path, Sample):
+                digest.update(s.id.encode("utf-8") + b"\n")
+                n += 1
                 label = str(s.metadata.get("imported_from", ""))
                 if self.first.setdefault(s.problem_id, i) != i:
                     self.shadowed[label] += 1
@@ -697,6 +725,12 @@ class _ShardCots(_CotSpool):
                 self.n_kept += 1
                 self.per_problem[s.problem_id] += 1
                 self.label_of[s.problem_id] = label
+            summary = shards[i].summary
+            if digest.hexdigest()[:16] != summary["cots_digest"]:
+                raise ConfigError(
+                    f"collect_merge: {path} ({n} CoTs) is not shard {i}'s CoTs file (it wrote {summary['n_cots']}, "
+                    "other ones): give each shard's files in shard order"
+                )
 
     def emit(self, keep: set[str]) -> Iterator[Sample]:
         for i, path in enumerate(self.paths):

@@ -219,20 +219,29 @@ def test_merge_refuses_files_that_are_not_every_shard_of_one_run(tmp_path: Path)
             "not the keys file of a collect shard",
         ),
     ]
+    every = files("a", [0, 1, 2])
+    cases += [
+        ({**every, "part_samples": [every["part_samples"][i] for i in (0, 2, 1)]}, "is not shard 1's CoTs file"),
+        ({**every, "part_samples": files("b", [0, 1])["part_samples"] + every["part_samples"][2:]}, "CoTs file"),
+        ({**every, "part_rejects": [every["part_keys"][0], *every["part_rejects"][1:]]}, "not a rejects file"),
+        ({**every, "part_rejects": [str(tmp_path / "nope.jsonl"), *every["part_rejects"][1:]]}, "no such rejects"),
+        ({**every, "part_keys": [str(tmp_path / "nope.npz"), *every["part_keys"][1:]]}, "no such keys file"),
+    ]
     for parts, message in cases:
         with pytest.raises(ConfigError, match=message):
             merge(parts)
     with pytest.raises(ConfigError, match="collected with another collect config"):
         merge(files("a", [0, 1, 2]), {**config, "seed": 99})
     assert not out["problems"].exists()  # nothing half-written
-    with pytest.raises(ConfigError, match=r"shard index 3 of 3: give 0..2"):
-        run_stage(
-            "collect_shard",
-            config=config,
-            paths={"problems": tmp_path / "x.jsonl", "samples": tmp_path / "xs.jsonl", "keys": tmp_path / "xk"},
-            params={"shard_index": 3, "shard_count": 3},
-            tracking={"enabled": False},
-        )
+    for index, count, message in ((3, 3, r"shard index 3 of 3: give 0..2"), (-1, 3, "index -1"), (0, 0, "count 0")):
+        with pytest.raises(ConfigError, match=message):
+            run_stage(
+                "collect_shard",
+                config=config,
+                paths={"problems": tmp_path / "x.jsonl", "samples": tmp_path / "xs.jsonl", "keys": tmp_path / "xk"},
+                params={"shard_index": index, "shard_count": count},
+                tracking={"enabled": False},
+            )
 
 
 def test_shard_keys_round_trip(tmp_path: Path) -> None:
