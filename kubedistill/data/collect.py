@@ -587,7 +587,7 @@ def collect_merge_stage(
         report["removed"] = 0
     kept: list[tuple[tuple[int, int], Problem]] = []
     label_of: dict[int, str] = {}
-    late: list[tuple[tuple[int, int], list[Reject]]] = []  # rejects, put in collect's order after the pass
+    late: list[tuple[tuple[int, int], Reject]] = []  # rejects, put in collect's order after the pass
     for i, (path, k) in enumerate(zip(parts, shards, strict=True)):
         position = -1
         for position, p in enumerate(_read_part(path, Problem)):
@@ -601,24 +601,12 @@ def collect_merge_stage(
             d = dropped[i].get(position)
             if d is not None:
                 record = preview(p.model_dump(mode="json"))
-                late.append(
-                    (
-                        key,
-                        [
-                            Reject(
-                                stage=MERGE_STAGE,
-                                reason=d.reason,
-                                detail=d.detail,
-                                record=record,
-                                where=k.where[position],
-                            )
-                        ],
-                    )
-                )
+                why = {"reason": d.reason, "detail": d.detail, "record": record, "where": k.where[position]}
+                late.append((key, Reject(stage=MERGE_STAGE, **why)))
                 continue
             c = k.contaminated.get(position)
             if c is not None:
-                late.append((key, [Reject.model_validate({**c["reject"], "stage": MERGE_STAGE})]))
+                late.append((key, Reject.model_validate({**c["reject"], "stage": MERGE_STAGE})))
                 report["benchmarks"][c["benchmark"]]["removed"] += 1
                 report["removed"] += 1
                 continue
@@ -629,8 +617,7 @@ def collect_merge_stage(
                 f"collect_merge: {path} has {position + 1} problems, shard {i}'s keys name {len(k.dedup.ids)}"
             )
     late.sort(key=lambda x: x[0])
-    for _, rs in late:
-        stats.add_rejects(rs)
+    stats.add_rejects(r for _, r in late)
     kept.sort(key=lambda x: x[0])
     ordered = [p for _, p in kept]
     del kept
