@@ -17,27 +17,7 @@ from kubedistill.core.records import Problem, Sample, read_records
 from kubedistill.data.collect import CollectConfig, ShardKeys, collect_stage
 from kubedistill.runner import run_stage
 
-WORDS = [
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "eta",
-    "theta",
-    "iota",
-    "kappa",
-    "lambda",
-    "mu",
-    "nu",
-    "xi",
-    "omicron",
-    "pi",
-    "rho",
-    "sigma",
-    "tau",
-]
+WORDS = [f"{c}{v}" for c in "bdgkmprst" for v in "aeiou"]  # 45 syllables to make problem texts of
 GSM = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many "
     "clips did Natalia sell altogether in April and May?"
