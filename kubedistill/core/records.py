@@ -655,9 +655,6 @@ def row_reject(row: RawRow, stage: str) -> Reject | None:
     return None
 
 
-_MASK64 = (1 << 64) - 1
-
-
 def _h64(data: bytes) -> int:
     """A 64-bit blake2b hash of ``data`` (an id, a record's JSON)."""
     import hashlib

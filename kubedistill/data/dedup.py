@@ -498,7 +498,8 @@ def global_dedup(
     pairs; default: shard order, then row order) — the same decisions :func:`dedup` makes on the problems in
     that order (first occurrence kept; exact keys, then ids, then near duplicates among the rest, decided
     on exact shingle-set Jaccard), so a duplicate whose two copies fall in different shards is caught.
-    Returns the drops, sorted by part and position; the shards apply them (:func:`apply_drops`)."""
+    Returns the drops, sorted by part and position (applied by :func:`~kubedistill.data.collect.collect_merge_stage`,
+    or per shard by :func:`apply_drops`)."""
     drops: list[GlobalDrop] = []
     seen_key: dict[int, str] = {}
     seen_id: set[str] = set()
